@@ -1,0 +1,214 @@
+"""Dataset layouts -> records.
+
+Every layout is parsed into the same three lists of `Record(path, pid, camid)`: train (pids relabelled
+0..N-1 so they index the ID classifier), query and gallery (original pids, so the Market protocol can
+compare them). Junk images (pid -1) are dropped; Market's pid 0 distractors stay in the gallery as negatives.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+LAYOUT_HELP = (
+    "expected one of: Market-1501 / DukeMTMC-reID (bounding_box_train/, query/, bounding_box_test/ with "
+    "PPPP_cC*.jpg names), MSMT17 (list_train.txt, list_query.txt, list_gallery.txt + train/, test/), "
+    "CUHK03 (NNNN_KK.jpg files) or one sub-folder of images per identity"
+)
+
+
+class DatasetError(ValueError):
+    """A folder that is not a re-id dataset; the message names the folder and the expected layout."""
+
+
+@dataclass(frozen=True)
+class Record:
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class ReIDData:
+    """One dataset split three ways. `train` pids are 0..num_train_pids-1."""
+
+    name: str
+    root: str
+    train: list[Record] = field(default_factory=list)
+    query: list[Record] = field(default_factory=list)
+    gallery: list[Record] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    def summary(self) -> str:
+        def line(name: str, recs: list[Record]) -> str:
+            return f"  {name:8s} {len({r.pid for r in recs}):6d} ids {len(recs):7d} images"
+
+        return "\n".join([f"{self.name} at {self.root}", line("train", self.train),
+                          line("query", self.query), line("gallery", self.gallery)])
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def relabel(records: list[Record]) -> list[Record]:
+    """Map pids to 0..N-1 in sorted order, as the ID classifier needs."""
+    mapping = {pid: i for i, pid in enumerate(sorted({r.pid for r in records}))}
+    return [Record(r.path, mapping[r.pid], r.camid) for r in records]
+
+
+# --- Market-1501 / DukeMTMC-reID -------------------------------------------------------------------------
+_MARKET_RE = re.compile(r"^([-\d]+)_c(\d+)")
+
+
+def _parse_market_dir(folder: Path, train: bool) -> list[Record]:
+    out = []
+    for p in _images(folder):
+        m = _MARKET_RE.match(p.name)
+        if m is None:
+            continue
+        pid, cam = int(m.group(1)), int(m.group(2)) - 1
+        if pid == -1 or (train and pid == 0):  # junk; distractors carry no identity to learn
+            continue
+        out.append(Record(str(p), pid, cam))
+    return out
+
+
+def load_market(root: Path) -> ReIDData:
+    name = "dukemtmc-reid" if "duke" in root.name.lower() else "market1501"
+    return ReIDData(name, str(root), relabel(_parse_market_dir(root / "bounding_box_train", True)),
+                    _parse_market_dir(root / "query", False),
+                    _parse_market_dir(root / "bounding_box_test", False))
+
+
+# --- MSMT17 ----------------------------------------------------------------------------------------------
+def _parse_msmt_list(root: Path, list_name: str, img_dir: str) -> list[Record]:
+    out = []
+    for line in (root / list_name).read_text().splitlines():
+        if not line.strip():
+            continue
+        rel, pid = line.split()[:2]
+        camid = int(Path(rel).name.split("_")[2]) - 1  # 0000_000_01_0303morning_0015_0.jpg -> camera 01
+        out.append(Record(str(root / img_dir / rel), int(pid), camid))
+    return out
+
+
+def load_msmt17(root: Path) -> ReIDData:
+    train_dir = "train" if (root / "train").is_dir() else "mask_train_v2"
+    test_dir = "test" if (root / "test").is_dir() else "mask_test_v2"
+    train = _parse_msmt_list(root, "list_train.txt", train_dir)
+    if (root / "list_val.txt").exists():  # the official val ids are train ids too
+        train += _parse_msmt_list(root, "list_val.txt", train_dir)
+    return ReIDData("msmt17", str(root), relabel(train), _parse_msmt_list(root, "list_query.txt", test_dir),
+                    _parse_msmt_list(root, "list_gallery.txt", test_dir))
+
+
+# --- CUHK03 (NNNN_KK.jpg: images 1-5 from camera 1, 6-10 from camera 2) -----------------------------------
+_CUHK_RE = re.compile(r"^(\d+)_(\d+)$")
+
+
+def _split_ids(by_pid: dict[int, list[Record]], test_fraction: float, seed: int, one_query: bool = False) -> ReIDData:
+    """Hold out a seeded fraction of identities; for each, the first image of each camera is a query
+    (or just the first image when cameras are unknown), the rest is gallery."""
+    pids = sorted(by_pid)
+    rng = random.Random(seed)
+    test_pids = set(rng.sample(pids, max(1, round(len(pids) * test_fraction)))) if len(pids) > 1 else set()
+    data = ReIDData("", "")
+    train = []
+    for pid in pids:
+        recs = by_pid[pid]
+        if pid not in test_pids:
+            train += recs
+            continue
+        if one_query:
+            data.query.append(recs[0])
+            data.gallery += recs[1:]
+            continue
+        seen_cams: set[int] = set()
+        for r in recs:
+            (data.gallery if r.camid in seen_cams else data.query).append(r)
+            seen_cams.add(r.camid)
+    data.train = relabel(train)
+    return data
+
+
+def load_cuhk03(root: Path, files: list[Path], test_fraction: float = 0.5, seed: int = 0) -> ReIDData:
+    by_pid: dict[int, list[Record]] = {}
+    for p in files:
+        pid, k = (int(g) for g in _CUHK_RE.match(p.stem).groups())
+        by_pid.setdefault(pid, []).append(Record(str(p), pid, 0 if k <= 5 else 1))
+    data = _split_ids(by_pid, test_fraction, seed)
+    data.name, data.root = "cuhk03", str(root)
+    return data
+
+
+# --- one folder per identity -----------------------------------------------------------------------------
+def _folder_records(root: Path, pid_of: dict[str, int]) -> dict[int, list[Record]]:
+    """Camera ids come from Market-style names (`_c3`) when present, else each image is its own camera."""
+    by_pid: dict[int, list[Record]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = _images(d)
+        if not files:
+            continue
+        pid = pid_of.setdefault(d.name, len(pid_of))
+        for i, p in enumerate(files):
+            m = re.search(r"_c(\d+)", p.stem)
+            by_pid.setdefault(pid, []).append(Record(str(p), pid, int(m.group(1)) - 1 if m else 1000 + i))
+    return by_pid
+
+
+def load_folders(root: Path, test_fraction: float = 0.2, seed: int = 0) -> ReIDData:
+    """`root/<id>/*.jpg`, or `root/{train,query,gallery}/<id>/*.jpg` for a fixed split."""
+    if (root / "train").is_dir() and (root / "query").is_dir() and (root / "gallery").is_dir():
+        pid_of: dict[str, int] = {}
+        parts = [_folder_records(root / s, pid_of) for s in ("train", "query", "gallery")]
+        train, query, gallery = ([r for recs in part.values() for r in recs] for part in parts)
+        return ReIDData("folders", str(root), relabel(train), query, gallery)
+    data = _split_ids(_folder_records(root, {}), test_fraction, seed, one_query=True)
+    data.name, data.root = "folders", str(root)
+    return data
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+def detect_layout(root: Path) -> str:
+    if (root / "bounding_box_train").is_dir() and (root / "query").is_dir():
+        return "market"
+    if (root / "list_train.txt").exists() and (root / "list_query.txt").exists():
+        return "msmt17"
+    files = _images(root)
+    if files and all(_CUHK_RE.match(p.stem) for p in files):
+        return "cuhk03"
+    if any(p.is_dir() and _images(p) for p in root.iterdir()) or (root / "train").is_dir():
+        return "folders"
+    raise DatasetError(f"{root}: no re-id dataset found; {LAYOUT_HELP}")
+
+
+def load_dataset(root: str | Path, layout: str = "auto", seed: int = 0) -> ReIDData:
+    """Parse any supported layout. Raises DatasetError (one line) for a wrong, missing or empty folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {LAYOUT_HELP}")
+    layout = detect_layout(root) if layout == "auto" else layout
+    loaders = {
+        "market": lambda: load_market(root),
+        "duke": lambda: load_market(root),
+        "msmt17": lambda: load_msmt17(root),
+        "cuhk03": lambda: load_cuhk03(root, _images(root), seed=seed),
+        "folders": lambda: load_folders(root, seed=seed),
+    }
+    if layout not in loaders:
+        raise DatasetError(f"unknown layout {layout!r}; choose from auto, {', '.join(loaders)}")
+    try:
+        data = loaders[layout]()
+    except (OSError, ValueError, IndexError) as e:
+        raise DatasetError(f"{root}: could not parse as {layout} ({e}); {LAYOUT_HELP}") from e
+    if not data.train and not data.query:
+        raise DatasetError(f"{root}: no images found for layout {layout}; {LAYOUT_HELP}")
+    return data

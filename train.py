@@ -1,0 +1,89 @@
+"""Train a Siamese re-id model.
+
+    python train.py --data ../shared/data/market1501                       # resnet50, Bag-of-Tricks recipe
+    python train.py --data DIR --loss bce                                  # the seed's pair-BCE recipe
+    python train.py --data DIR --backbone efficientnet_lite0 --no-pretrained --init-weights W --epochs 12
+
+Writes runs/<name>/{config.json, log.csv, last.safetensors, model.safetensors + model.json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reid_core.datasets import DatasetError
+from reid_core.model import WeightsError
+from reid_core.trainer import TrainConfig, Trainer
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = ap.add_argument_group("data")
+    a.add_argument("--data", required=True, help="dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or "
+                                                 "one folder per identity")
+    a.add_argument("--layout", default=d.layout, help="auto | market | duke | msmt17 | cuhk03 | folders")
+    a.add_argument("--height", type=int, default=d.height, help="input height in pixels")
+    a.add_argument("--width", type=int, default=d.width, help="input width in pixels")
+    a.add_argument("--max-ids", type=int, default=d.max_ids, help="train on this many identities (0: all)")
+    a.add_argument("--max-images", type=int, default=d.max_images, help="train on at most this many images (0: all)")
+    a.add_argument("--erasing", type=float, default=d.erasing, help="random-erasing probability")
+    a.add_argument("--workers", type=int, default=d.workers, help="data-loader processes")
+    m = ap.add_argument_group("model")
+    m.add_argument("--backbone", default=d.backbone, help="any timm model name")
+    m.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="start from random weights instead of timm's ImageNet weights (needs the HF hub)")
+    m.add_argument("--init-weights", default=d.init_weights,
+                   help="local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth)")
+    m.add_argument("--embed-dim", type=int, default=d.embed_dim, help="embedding width (0: the backbone's)")
+    m.add_argument("--last-stride", type=int, default=d.last_stride, choices=[1, 2], help="ResNet last stride")
+    lo = ap.add_argument_group("loss")
+    lo.add_argument("--loss", choices=["metric", "bce"], default=d.loss,
+                    help="metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; "
+                         "bce: pair BCE only on sampled pairs (the seed's recipe)")
+    lo.add_argument("--p", type=int, default=d.p, help="identities per PK batch")
+    lo.add_argument("--k", type=int, default=d.k, help="images per identity in a PK batch")
+    lo.add_argument("--pair-batch", type=int, default=d.pair_batch, help="pairs per batch with --loss bce")
+    lo.add_argument("--hard-negatives", type=float, default=d.hard_negatives,
+                    help="--loss bce: fraction of negatives mined with the current model each epoch")
+    lo.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    lo.add_argument("--margin", type=float, default=d.margin, help="triplet margin")
+    lo.add_argument("--triplet-weight", type=float, default=d.triplet_weight, help="weight of the triplet loss")
+    lo.add_argument("--pair-weight", type=float, default=d.pair_weight, help="weight of the pair BCE in metric mode")
+    o = ap.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, default=d.epochs)
+    o.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
+    o.add_argument("--lr", type=float, default=d.lr)
+    o.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    o.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="linear warm-up length")
+    o.add_argument("--schedule", choices=["step", "cosine"], default=d.schedule)
+    o.add_argument("--milestones", type=int, nargs="*", default=d.milestones, help="step schedule: epochs to x gamma")
+    o.add_argument("--gamma", type=float, default=d.gamma)
+    o.add_argument("--max-steps-per-epoch", type=int, default=d.max_steps_per_epoch, help="cap steps (0: none)")
+    o.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16/fp16 autocast")
+    o.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    o.add_argument("--seed", type=int, default=d.seed)
+    r = ap.add_argument_group("run")
+    r.add_argument("--out", default=d.out, help="folder for runs")
+    r.add_argument("--name", default=d.name, help="run name: runs/<name>/")
+    r.add_argument("--resume", action="store_true", help="continue runs/<name>/last.safetensors")
+    r.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs (0: never)")
+    r.add_argument("--eval-max-ids", type=int, default=d.eval_max_ids,
+                   help="evaluate on this many test identities (0: the full query/gallery split)")
+    return TrainConfig(**vars(ap.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    try:
+        Trainer(cfg).fit()
+    except (DatasetError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"saved {cfg.run_dir / 'model.safetensors'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
