@@ -75,7 +75,8 @@ class ReID:
         a, b = torch.from_numpy(np.atleast_2d(ea)).to(self.device), torch.from_numpy(np.atleast_2d(eb)).to(self.device)
         prob = torch.sigmoid(self.model.pair_logit(a, b)).cpu().numpy()
         cos = F.cosine_similarity(a.float(), b.float()).cpu().numpy()
-        return [Comparison(float(p), float(c), self.threshold, bool(p >= self.threshold)) for p, c in zip(prob, cos, strict=True)]
+        t = self.threshold
+        return [Comparison(float(p), float(c), t, bool(p >= t)) for p, c in zip(prob, cos, strict=True)]
 
     def compare(self, a: ImageLike, b: ImageLike) -> Comparison:
         """Embed both images in one batch and score the pair."""

@@ -152,7 +152,9 @@ def load_backbone_weights(model: SiameseReID, path: str) -> None:
     else:
         dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
         src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
-        if len(src_items) != len(dst_keys) or any(dst[d].shape != v.shape for d, (_, v) in zip(dst_keys, src_items, strict=True)):
+        same_shapes = len(src_items) == len(dst_keys) and all(
+            dst[d].shape == v.shape for d, (_, v) in zip(dst_keys, src_items, strict=True))
+        if not same_shapes:
             raise WeightsError(f"{path}: tensors do not match backbone {model.cfg.backbone} by name or in order")
         mapped = {d: v for d, (_, v) in zip(dst_keys, src_items, strict=True)}
     missing = model.backbone.load_state_dict(mapped, strict=False).missing_keys

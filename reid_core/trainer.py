@@ -225,7 +225,8 @@ class Trainer:
         logit = self.model.pair_logit(out["emb"][a], out["emb"][b])
         l_pair = losses.pair_bce(logit, y)
         loss = l_id + self.cfg.triplet_weight * l_tri + self.cfg.pair_weight * l_pair
-        return {"loss": loss, "loss_id": l_id, "loss_tri": l_tri, "loss_pair": l_pair, "train_acc": (out["logits"].argmax(1) == pids).float().mean(),
+        return {"loss": loss, "loss_id": l_id, "loss_tri": l_tri, "loss_pair": l_pair,
+                "train_acc": (out["logits"].argmax(1) == pids).float().mean(),
                 "train_pair_acc": ((logit > 0).float() == y).float().mean()}
 
     def _pair_step(self, xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
