@@ -37,37 +37,62 @@ class RankResult:
 
 def market_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
                 g_camids: np.ndarray, max_rank: int = 50, chunk: int = 512) -> RankResult:
-    """Market-1501 protocol, vectorised over queries in chunks (bounded memory).
+    """Market-1501 protocol: per query, gallery images with the same pid and the same camera, and junk
+    (pid -1), are removed; distractors (pid 0) stay as negatives; queries with no true match are skipped.
+    Ties rank by gallery order, as a stable argsort would.
 
-    Per query, gallery images with the same pid and the same camera, and junk (pid -1), are removed;
-    distractors (pid 0) stay as negatives; queries left with no true match are skipped.
+    Only each query's own-identity images matter, so instead of arg-sorting the whole matrix it sorts the
+    distance values once (numpy's SIMD sort) and finds those few images' ranks by binary search.
     """
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
+    q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    distmat = np.asarray(distmat, dtype=np.float32)
+    if (g_pids == -1).any():  # junk is removed for every query alike: drop its columns once
+        keep = g_pids != -1
+        distmat, g_pids, g_camids = distmat[:, keep], g_pids[keep], g_camids[keep]
     num_g = distmat.shape[1]
-    max_rank = min(max_rank, num_g)
-    cmc_hits = np.zeros(max(max_rank, 20), dtype=np.int64)
+    n_cmc = max(max_rank, 20)
+    cmc_hits = np.zeros(n_cmc, dtype=np.int64)
     ap_sum = ap_off_sum = inp_sum = 0.0
     valid = 0
-    order_all = torch.from_numpy(np.ascontiguousarray(distmat)).float()
     for s in range(0, len(q_pids), chunk):
-        order = torch.argsort(order_all[s:s + chunk], dim=1, stable=True).numpy()
-        gp, gc = g_pids[order], g_camids[order]
-        qp, qc = q_pids[s:s + chunk, None], q_camids[s:s + chunk, None]
-        match = gp == qp
-        keep = ~((match & (gc == qc)) | (gp == -1))
-        match &= keep
+        d = distmat[s:s + chunk]
+        qp, qc = q_pids[s:s + chunk], q_camids[s:s + chunk]
+        rel = g_pids[None, :] == qp[:, None]  # the query's identity: true matches and same-camera removals
+        counts = rel.sum(1)
+        if counts.max(initial=0) == 0:
+            continue
+        rows, cols = np.nonzero(rel)
+        slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        col = np.zeros((len(d), counts.max()), dtype=np.int64)
+        col[rows, slot] = cols
+        present = np.zeros(col.shape, dtype=bool)
+        present[rows, slot] = True
+        dist_rel = np.full(col.shape, np.inf, dtype=np.float32)
+        dist_rel[rows, slot] = d[rows, cols]
+        sorted_d = torch.from_numpy(np.ascontiguousarray(np.sort(d, axis=1)))
+        left = torch.searchsorted(sorted_d, torch.from_numpy(dist_rel)).numpy()
+        right = torch.searchsorted(sorted_d, torch.from_numpy(dist_rel), right=True).numpy()
+        for i, m in zip(*np.nonzero(present & (right - left > 1)), strict=True):  # exact ties: rare
+            left[i, m] += np.count_nonzero(d[i, : col[i, m]] == dist_rel[i, m])
+        pos = np.where(present, left, num_g + 1)  # 0-based place in the full stable order
+        order = np.argsort(pos, axis=1, kind="stable")
+        pos = np.take_along_axis(pos, order, 1)
+        present = np.take_along_axis(present, order, 1)
+        same_cam = np.take_along_axis(g_camids[col] == qc[:, None], order, 1)
+        removed = present & same_cam
+        match = present & ~same_cam
         n_pos = match.sum(1)
         ok = n_pos > 0
         if not ok.any():
             continue
-        match, keep, n_pos = match[ok], keep[ok], n_pos[ok]
-        rank = np.cumsum(keep, axis=1, dtype=np.int32)  # 1-based rank among kept images
-        hits = np.cumsum(match, axis=1, dtype=np.int32)  # true matches so far
-        first = rank[np.arange(len(rank)), match.argmax(1)]
-        last = rank[np.arange(len(rank)), num_g - 1 - match[:, ::-1].argmax(1)]
-        for k in range(len(cmc_hits)):
-            cmc_hits[k] += int((first <= k + 1).sum())
+        pos, removed, match, n_pos = pos[ok], removed[ok], match[ok], n_pos[ok]
+        rank = pos - (np.cumsum(removed, 1) - removed) + 1  # 1-based rank among kept images
+        hits = np.cumsum(match, 1)
+        idx = np.arange(len(rank))
+        first = rank[idx, match.argmax(1)]
+        last = rank[idx, match.shape[1] - 1 - match[:, ::-1].argmax(1)]
+        cmc_hits += (first[:, None] <= np.arange(1, n_cmc + 1)[None, :]).sum(0)
         r = np.where(match, rank, 1).astype(np.float64)
         h = np.where(match, hits, 0).astype(np.float64)
         precision = np.where(match, h / r, 0.0)
@@ -78,8 +103,7 @@ def market_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_c
         valid += int(ok.sum())
     if valid == 0:
         raise ValueError("no query has a true match in the gallery under the Market-1501 protocol")
-    cmc = cmc_hits / valid
-    return RankResult(cmc[: max(max_rank, 20)], ap_sum / valid, ap_off_sum / valid, inp_sum / valid, valid)
+    return RankResult(cmc_hits / valid, ap_sum / valid, ap_off_sum / valid, inp_sum / valid, valid)
 
 
 # --- verification ----------------------------------------------------------------------------------------
