@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .model import ModelConfig, SiameseReID, WeightsError, atomic_save_file, load_backbone_weights
+from .files import atomic_save_file
+from .model import ModelConfig, SiameseReID, WeightsError, load_backbone_weights
 
 
 def lite0_package_file() -> str:

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from tqdm import tqdm
 
 from .data import ImageDataset, eval_transform
 from .datasets import Record, ReIDData, load_dataset
+from .files import atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
-from .model import SiameseReID
+from .model import SiameseReID, config_path
 
 
 def cpu_has_bf16() -> bool:
@@ -155,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="also write the metrics to this JSON file")
+    ap.add_argument("--record", action="store_true",
+                    help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
     args = ap.parse_args(argv)
     try:
         model = load_model(args.weights, args.device)
@@ -168,9 +172,24 @@ def main(argv: list[str] | None = None) -> int:
     print(format_metrics(m))
     print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s")
     if args.json:
-        from pathlib import Path
         Path(args.json).write_text(json.dumps(m, indent=2))
+    if args.record:
+        record_metrics(args.weights, m, data.name, args.rerank)
+        print(f"recorded in {config_path(args.weights)}")
     return 0
+
+
+def record_metrics(weights: str | Path, m: dict[str, float], data_name: str, reranked: bool) -> None:
+    """Write full-split metrics and the held-out thresholds into the weights' JSON, atomically."""
+    path = config_path(weights)
+    cfg = json.loads(path.read_text())
+    extra = cfg.setdefault("extra", {})
+    key = f"{data_name}_rerank" if reranked else data_name
+    extra.setdefault("eval", {})[key] = {k: round(float(v), 4) for k, v in m.items()}
+    if not reranked:
+        extra["pair_threshold"] = float(m["pair_threshold"])
+        extra["cos_threshold"] = float(m["cos_threshold"])
+    atomic_write_text(path, json.dumps(cfg, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,10 @@ import timm
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from .files import atomic_save_file, atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -176,25 +177,6 @@ def _read_torch_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 # --- safetensors + JSON ----------------------------------------------------------------------------------
-def _atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file beside the target, then rename: a kill mid-write never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None,
-                     ) -> None:
-    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():

@@ -24,16 +24,8 @@ from . import losses
 from .data import ImageDataset, PairDataset, train_transform
 from .datasets import Record, ReIDData, load_dataset
 from .evaluate import autocast, evaluate, extract, format_metrics, subset_eval
-from .model import (
-    ModelConfig,
-    SiameseReID,
-    WeightsError,
-    atomic_save_file,
-    atomic_write_text,
-    create_model,
-    read_state_dict,
-    save_model,
-)
+from .files import atomic_save_file, atomic_write_text
+from .model import ModelConfig, SiameseReID, WeightsError, create_model, read_state_dict, save_model
 from .samplers import PairSampler, PKSampler
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair", "train_acc", "train_pair_acc",

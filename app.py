@@ -1,0 +1,578 @@
+"""Gradio demo over reid_core.ReID: compare two crops, search a persisted gallery, watch training curves,
+inspect the model.
+
+    python app.py --host 127.0.0.1 --port 7860 [--weights W] [--data-dir D] [--runs-dir R] [--share]
+
+Weights come from --weights, else $REID_WEIGHTS, else weights/model.safetensors. A missing or bad weights
+file does not stop the app: the Model tab and every model-backed output say what is wrong. `demo` is built
+on first access (PEP 562), so `import app` is cheap and `python app.py --weights X` loads the model once.
+Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageOps
+
+from reid_core import plots
+from reid_core.api import DEFAULT_WEIGHTS, ReID
+from reid_core.data import ImageError, load_image
+from reid_core.files import atomic_write_text
+from reid_core.index import GalleryIndex, IndexLoadError
+from reid_core.metrics import market_rank
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "examples" / "people"
+STORE_SIZE = (128, 256)  # (w, h) gallery images are kept at most this big: enough for any re-id input size
+DISPLAY_SIZE = (96, 192)  # each crop in the heat-map picture
+MAX_UPLOAD_FILES = 5000  # per "add" call, zip entries included
+MAX_ZIP_BYTES = 500 * 2**20  # total uncompressed size read from one zip
+MAX_ENTRY_BYTES = 25 * 2**20
+MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")  # PPPP_cC... as in Market-1501 / DukeMTMC file names
+RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
+GOOD, BAD = (46, 160, 67), (214, 39, 40)
+MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
+                "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
+                "train_data": "Training data", "train_images": "Training images", "train_ids": "Training ids",
+                "loss": "Loss", "epochs": "Epochs", "train_seconds": "Training time (s)"}  # ReID.info keys, in order
+
+
+@dataclass(frozen=True)
+class Settings:
+    weights: Path
+    data_dir: Path
+    runs_dir: Path
+
+    @classmethod
+    def resolve(cls, weights: str | None = None, data_dir: str | None = None, runs_dir: str | None = None) -> Settings:
+        """Command line first, then environment, then the defaults a Hugging Face Space uses."""
+        return cls(Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS),
+                   Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
+                   Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"))
+
+
+def load_reid(weights: Path) -> tuple[ReID | None, str]:
+    """The model, or None and a one-line reason: the app must still start so it can show the reason."""
+    try:
+        return ReID.load(weights, device="cpu"), ""
+    except (OSError, ValueError, RuntimeError) as e:  # WeightsError is a ValueError
+        reason = str(e) if str(weights) in str(e) else f"{weights}: {e}"  # WeightsError names the file itself
+        return None, f"Could not load weights: {reason}"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def market_ids(name: str) -> tuple[int | None, int | None]:
+    m = MARKET_NAME.match(Path(name).name)
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def read_image(src: str | Path | bytes, name: str) -> Image.Image:
+    """load_image with the upload's own name in the message, not a temp path."""
+    try:
+        return load_image(src)
+    except ImageError as e:
+        msg = str(e)
+        if isinstance(src, (str, Path)):
+            msg = msg.replace(str(src), Path(src).name)
+        elif not msg.startswith(name):
+            msg = f"{name}: {msg.split(': ', 1)[-1]}"
+        raise ImageError(msg) from e
+
+
+def unsafe_member(name: str) -> bool:
+    """Absolute paths, drive letters and `..` could escape any folder they were extracted to."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
+
+
+def iter_zip(path: Path, skipped: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of a zip's files, read in memory (nothing is extracted to disk); unsafe and hidden
+    entries are skipped, unsafe ones reported, and reading stops at the size limits."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        skipped.append(f"{path.name}: not a valid zip file ({e})")
+        return
+    total = 0
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if unsafe_member(name):
+                skipped.append(f"{path.name}/{name}: unsafe path, skipped")
+                continue
+            if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(name).parts):
+                continue
+            total += info.file_size
+            if total > MAX_ZIP_BYTES or info.file_size > MAX_ENTRY_BYTES:
+                skipped.append(f"{path.name}: stopped at {name} (limits: {MAX_ZIP_BYTES >> 20} MiB in all, "
+                               f"{MAX_ENTRY_BYTES >> 20} MiB per file)")
+                return
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, OSError, RuntimeError) as e:  # corrupt or encrypted entry
+                skipped.append(f"{path.name}/{name}: unreadable ({e})")
+                continue
+            yield PurePosixPath(name).name, data
+
+
+def iter_uploads(paths: list[Path], skipped: list[str]) -> Iterator[tuple[str, bytes]]:
+    """Uploaded files and the contents of uploaded .zip files, as (name, bytes), at most MAX_UPLOAD_FILES."""
+    n = 0
+    for p in paths:
+        for name, data in iter_zip(p, skipped) if p.suffix.lower() == ".zip" else [(p.name, p.read_bytes())]:
+            if n == MAX_UPLOAD_FILES:
+                skipped.append(f"{name} and any later files: over the {MAX_UPLOAD_FILES}-file limit per upload")
+                return
+            n += 1
+            yield name, data
+
+
+# --- pictures ------------------------------------------------------------------------------------------------
+_STOPS = np.array([[48, 18, 59], [70, 131, 246], [27, 207, 212], [97, 252, 108], [210, 233, 53], [254, 155, 45],
+                   [218, 57, 7], [122, 4, 3]], np.float32)  # a coarse "turbo": dark blue (low) to dark red (high)
+
+
+def colourise(values: np.ndarray) -> np.ndarray:
+    """[0, 1] values -> (..., 3) uint8 colours, interpolated between the turbo stops."""
+    x = np.clip(values, 0, 1) * (len(_STOPS) - 1)
+    lo = np.floor(x).astype(int).clip(0, len(_STOPS) - 2)
+    t = (x - lo)[..., None]
+    return (_STOPS[lo] * (1 - t) + _STOPS[lo + 1] * t).astype(np.uint8)
+
+
+def heat_overlay(img: Image.Image, agreement: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    base = img.resize(DISPLAY_SIZE, Image.Resampling.BILINEAR)
+    heat = Image.fromarray(agreement.astype(np.float32), "F").resize(DISPLAY_SIZE, Image.Resampling.BILINEAR)
+    mixed = np.asarray(base, np.float32) * (1 - alpha) + colourise(np.asarray(heat)) * alpha
+    return Image.fromarray(mixed.astype(np.uint8))
+
+
+def agreement_picture(a: Image.Image, b: Image.Image, ma: np.ndarray, mb: np.ndarray) -> Image.Image:
+    """Both crops side by side with their per-region agreement, and a colour bar (same absolute scale for
+    both, so colours compare across pairs)."""
+    w, h = DISPLAY_SIZE
+    gap, bar_h, pad = 12, 10, 16
+    canvas = Image.new("RGB", (2 * w + gap, h + pad + bar_h + 14), "white")
+    canvas.paste(heat_overlay(a, ma), (0, 0))
+    canvas.paste(heat_overlay(b, mb), (w + gap, 0))
+    bar = colourise(np.tile(np.linspace(0, 1, 2 * w + gap), (bar_h, 1)))
+    canvas.paste(Image.fromarray(bar), (0, h + pad))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((0, h + 2), "low", fill="black")
+    draw.text((2 * w + gap - 30, h + 2), "high", fill="black")
+    draw.text((w - 6, h + pad + bar_h + 2), "agreement", fill="black")
+    return canvas
+
+
+def framed(img: Image.Image, colour: tuple[int, int, int] | None, width: int = 5) -> Image.Image:
+    return ImageOps.expand(img, border=width, fill=colour) if colour else img
+
+
+# --- the persisted gallery ------------------------------------------------------------------------------------
+class GalleryStore:
+    """A GalleryIndex plus the (downsized) images it was built from, under one data folder.
+
+    Images are kept so a restart with different weights can re-embed the gallery instead of losing it.
+    """
+
+    def __init__(self, folder: Path, reid: ReID | None, model_id: str):
+        self.folder, self.reid, self.model_id = folder, reid, model_id
+        self.images_dir = folder / "images"
+        self.lock = threading.RLock()
+        self.index, self.message = GalleryIndex(), ""
+        self._load()
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "store.json"
+
+    def _load(self) -> None:
+        try:
+            self.index = GalleryIndex.load(self.folder / "index")
+        except IndexLoadError as e:
+            if (self.folder / "index").exists():
+                self.message = f"Saved gallery could not be read and was reset: {e}"
+            return
+        built_with = self.state_file.read_text().strip() if self.state_file.exists() else ""
+        if self.reid is not None and len(self.index) and built_with != self.model_id:
+            try:
+                self._reembed()
+                self.message = f"Gallery re-embedded for the current model ({len(self.index)} images)."
+            except (ImageError, OSError) as e:  # stored images gone or damaged: start afresh, say why
+                self.index = GalleryIndex()
+                self.message = f"Saved gallery was built with other weights and could not be re-embedded ({e})."
+
+    def _reembed(self) -> None:
+        rows = self.index.metadata
+        imgs = [load_image(self.folder / r["file"]) for r in rows]
+        self.index = GalleryIndex()
+        self.index.add(self.reid.embed(imgs), [r.pop("id") for r in rows], rows)
+        self._save()
+
+    def _save(self) -> None:
+        self.index.save(self.folder / "index")
+        atomic_write_text(self.state_file, self.model_id)
+
+    def summary(self) -> str:
+        n = len(self.index)
+        text = f"Gallery: **{n}** image{'s' * (n != 1)} (stored in `{self.folder}`)."
+        return f"{text}\n\n{self.message}" if self.message else text
+
+    def add(self, paths: list[Path], progress: gr.Progress) -> tuple[int, list[str]]:
+        """Decode, dedupe (by content hash), store and embed uploads batch by batch, so memory holds one batch
+        of images whatever the upload size; returns (added, skipped reasons). Holds the lock throughout:
+        a search or clear waits rather than seeing a half-added gallery."""
+        skipped: list[str] = []
+        batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, image)
+        emb: list[np.ndarray] = []
+        meta: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            emb.append(self.reid.embed([img for _, _, img in batch]))
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            for digest, name, img in batch:
+                img.save(self.images_dir / f"{digest}.png")
+                pid, cam = market_ids(name)
+                meta.append({"id": digest, "name": name, "pid": pid, "camid": cam, "file": f"images/{digest}.png"})
+            batch.clear()
+
+        with self.lock:
+            seen = set(self.index.ids)
+            for name, data in progress.tqdm(iter_uploads(paths, skipped), desc="Adding images", unit="file"):
+                try:
+                    img = read_image(data, name)
+                except ImageError as e:
+                    skipped.append(str(e))
+                    continue
+                digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+                if digest in seen:
+                    continue  # the same file twice: keep one copy
+                seen.add(digest)
+                img.thumbnail(STORE_SIZE, Image.Resampling.LANCZOS)
+                batch.append((digest, name, img))
+                if len(batch) == self.reid.batch_size:
+                    flush()
+            if batch:
+                flush()
+            if meta:
+                self.index.add(np.concatenate(emb), [m.pop("id") for m in meta], meta)
+                self._save()
+        return len(meta), skipped
+
+    def clear(self) -> None:
+        with self.lock:
+            self.index = GalleryIndex()
+            self.message = ""
+            shutil.rmtree(self.images_dir, ignore_errors=True)
+            self._save()
+
+    def ranking(self, query: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The whole gallery, best match first (the AP needs every position, not just the top k)."""
+        with self.lock:
+            scores, meta = self.index.search(query, len(self.index))
+        return scores[0], meta[0]
+
+    def image(self, row: dict[str, Any]) -> Image.Image:
+        return Image.open(self.folder / row["file"]).convert("RGB")
+
+
+def query_ap(name: str, ranked: list[dict[str, Any]], scores: np.ndarray) -> str:
+    """The query's AP under the Market-1501 protocol when file names carry ids, else a short note."""
+    pid, cam = market_ids(name)
+    if pid is None:
+        return "Query name has no Market-style id (`PPPP_cC...`), so matches are not marked."
+    g_pids = np.array([-1 if r.get("pid") is None else r["pid"] for r in ranked])
+    g_cams = np.array([-1 if r.get("camid") is None else r["camid"] for r in ranked])
+    try:
+        ap = market_rank((1 - scores)[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
+    except ValueError:
+        return (f"Query id {pid}, camera {cam}: no image of this id from another camera in the gallery, "
+                "so AP is undefined.")
+    return (f"Query id {pid}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
+            "(same-camera images of the same id are ignored, as in Market-1501).")
+
+
+# --- the app --------------------------------------------------------------------------------------------------
+def image_input(label: str, elem_id: str, height: int) -> gr.Image:
+    """A gr.Image drop zone that passes the upload's path through, and turns an undecodable upload into a
+    one-line gr.Error (Gradio decodes before our handler runs, and would otherwise fail opaquely).
+
+    The instance's preprocess is wrapped rather than gr.Image subclassed: Gradio writes a .pyi stub beside
+    any module that defines a component subclass."""
+    img = gr.Image(label=label, type="filepath", image_mode=None, height=height, elem_id=elem_id)
+    decode = img.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return decode(payload)
+        except (OSError, ValueError, SyntaxError) as e:
+            name = getattr(payload, "orig_name", None) or "upload"
+            raise gr.Error(f"{name}: not a readable image ({type(e).__name__})") from e
+
+    img.preprocess = preprocess
+    return img
+
+
+class ReIDApp:
+    """Every handler the UI and API call; holds the model and gallery so build_demo is layout only."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.reid, self.error = load_reid(settings.weights)
+        model_id = file_digest(settings.weights) if self.reid else ""
+        self.gallery = GalleryStore(settings.data_dir, self.reid, model_id)
+
+    def require_model(self) -> ReID:
+        if self.reid is None:
+            raise gr.Error(self.error)
+        return self.reid
+
+    @staticmethod
+    def image(path: str | None, what: str) -> Image.Image:
+        if not path:
+            raise gr.Error(f"Upload {what}.")
+        try:
+            return read_image(path, what)
+        except ImageError as e:
+            raise gr.Error(str(e)) from e
+
+    def compare(self, a: str | None, b: str | None) -> tuple[float, str, float, Image.Image]:
+        """(probability, verdict, cosine, agreement picture) for two crops."""
+        reid = self.require_model()
+        ia, ib = self.image(a, "the first image"), self.image(b, "the second image")
+        c = reid.compare(ia, ib)
+        ma, mb = reid.similarity_map(ia, ib)
+        op = "≥" if c.same else "<"
+        verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
+                   f"calibrated threshold {c.threshold:.1%}")
+        return round(c.probability, 4), verdict, round(c.cosine, 4), agreement_picture(ia, ib, ma, mb)
+
+    def add_to_gallery(self, files: list[str] | None, progress: gr.Progress = gr.Progress()) -> str:
+        self.require_model()
+        if not files:
+            raise gr.Error("Choose images or a .zip of images to add.")
+        added, skipped = self.gallery.add([Path(f) for f in files], progress)
+        text = f"Added {added} image{'s' * (added != 1)}. " + self.gallery.summary()
+        if skipped:
+            gr.Warning(f"Skipped {len(skipped)} file(s): {skipped[0]}" + (" …" if len(skipped) > 1 else ""))
+            text += "\n\nSkipped:\n" + "\n".join(f"- {s}" for s in skipped[:20])
+        return text
+
+    def add_examples(self, progress: gr.Progress = gr.Progress()) -> str:
+        return self.add_to_gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], progress)
+
+    def clear_gallery(self) -> tuple[str, list, pd.DataFrame, str]:
+        self.gallery.clear()
+        return self.gallery.summary(), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+
+    def search(self, query: str | None, k: float = 10) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
+        """Top-k gallery images for a query: (gallery items, results table, AP/notes)."""
+        reid = self.require_model()
+        img = self.image(query, "a query image")
+        if not len(self.gallery.index):
+            raise gr.Error("The gallery is empty: add images (or a .zip) on the left first.")
+        scores, ranked = self.gallery.ranking(reid.embed(img))
+        name = Path(query).name
+        qpid, _ = market_ids(name)
+        items, rows = [], []
+        for rank, (score, r) in enumerate(zip(scores[: int(k)], ranked, strict=False), start=1):
+            ok = None if qpid is None or r.get("pid") is None else r["pid"] == qpid
+            mark = "" if ok is None else ("✓ " if ok else "✗ ")
+            colour = None if ok is None else (GOOD if ok else BAD)
+            items.append((framed(self.gallery.image(r), colour), f"{mark}#{rank} {score:.3f}"))
+            rows.append([rank, r["name"], round(float(score), 4), "" if ok is None else ("right" if ok else "wrong")])
+        return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked, scores)
+
+    # --- training curves -----------------------------------------------------------------------------------
+    def run_choices(self) -> list[str]:
+        return list(plots.list_runs(self.settings.runs_dir))
+
+    def curves(self, runs: list[str] | None, upload: str | None) -> tuple[go.Figure, ...]:
+        """Four figures (losses, accuracy, lr, rank-1/mAP) for the chosen runs and/or an uploaded log."""
+        available = plots.list_runs(self.settings.runs_dir)
+        logs = {r: available[r] for r in runs or [] if r in available}
+        if upload:
+            logs[f"upload: {Path(upload).name}"] = Path(upload)
+        frames, errors = [], []
+        for name, path in logs.items():
+            try:
+                frames.append(plots.read_log(path).assign(run=name))
+            except plots.LogError as e:
+                errors.append(str(e).replace(str(path), name))
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run"])
+        if not logs:
+            status = f"No run selected. Runs are read from `{self.settings.runs_dir}`; or upload a log.csv."
+        else:
+            status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in errors)
+        return (*plots.figures(df).values(), status)
+
+    def refresh_runs(self, selected: list[str] | None) -> gr.Dropdown:
+        choices = self.run_choices()
+        keep = [r for r in selected or [] if r in choices]
+        return gr.Dropdown(choices=choices, value=keep or choices[:1])
+
+    # --- model ---------------------------------------------------------------------------------------------
+    def model_markdown(self) -> str:
+        if self.reid is None:
+            return f"### ⚠️ No model loaded\n\n{self.error}\n\nStart with `--weights FILE` or set `$REID_WEIGHTS`."
+        info = dict(self.reid.info)
+        metrics = info.pop("metrics", {}) or {}
+        known = list(MODEL_FIELDS)
+        order = sorted(info, key=lambda k: (known.index(k) if k in known else len(known), k))  # known first
+        shown = self.settings.weights.resolve()
+        shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+        rows = [("Weights", f"`{shown}`")] + [(MODEL_FIELDS.get(k, k), _fmt(info[k])) for k in order]
+        text = "### Model\n\n| property | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+        if metrics:
+            text += ("\n### Evaluation metrics (from training)\n\n| metric | value |\n|---|---|\n"
+                     + "".join(f"| {k} | {_fmt(v)} |\n" for k, v in metrics.items()))
+        return text
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def build_demo(settings: Settings) -> gr.Blocks:
+    """The four tabs; all behaviour lives in ReIDApp."""
+    app = ReIDApp(settings)
+    examples = sorted(EXAMPLES_DIR.glob("*.png"))
+    by_name = {p.name: str(p) for p in examples}
+    with gr.Blocks(title="Person re-identification") as demo:
+        gr.Markdown("# Person re-identification\nIs it the same person? Who in the gallery is this person?")
+        if app.error:
+            gr.Markdown(f"⚠️ {app.error}")
+        with gr.Tab("Compare"), gr.Row():
+            with gr.Column(scale=3):
+                with gr.Row():
+                    img_a = image_input("Person A", "img-a", 300)
+                    img_b = image_input("Person B", "img-b", 300)
+                compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+                pairs = [(a, b) for a, b in [("0001_c1s1_000001_00.png", "0001_c2s1_000002_00.png"),
+                                             ("0001_c1s1_000001_00.png", "0002_c1s1_000001_00.png"),
+                                             ("0004_c3s1_000003_00.png", "0004_c2s1_000002_00.png"),
+                                             ("0003_c1s1_000001_00.png", "0006_c3s1_000003_00.png")]
+                         if a in by_name and b in by_name]
+                if pairs:
+                    gr.Examples([[by_name[a], by_name[b]] for a, b in pairs], [img_a, img_b],
+                                label="Synthetic example pairs (drawn, not real people)")
+            with gr.Column(scale=2):
+                verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False)
+                with gr.Row():
+                    prob = gr.Number(label="Same-person probability", precision=4, interactive=False)
+                    cos = gr.Number(label="Cosine similarity", precision=4, interactive=False)
+                heat = gr.Image(label="Per-region agreement (which body parts match)", type="pil", interactive=False,
+                                height=300, elem_id="heat")
+            compare_btn.click(app.compare, [img_a, img_b], [prob, verdict, cos, heat], api_name="compare")
+
+        with gr.Tab("Search"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    gallery_status = gr.Markdown(app.gallery.summary, label="gallery_status", elem_id="gallery-status")
+                    files = gr.File(label="Gallery images or a .zip", file_count="multiple",
+                                    file_types=["image", ".zip"], elem_id="gallery-files", height=180)
+                    with gr.Row():
+                        add_btn = gr.Button("Add to gallery", variant="primary", elem_id="add-btn")
+                        add_examples_btn = gr.Button("Add example people")
+                    clear_btn = gr.Button("Clear gallery", variant="stop", size="sm")
+                    query = image_input("Query", "query", 260)
+                    k = gr.Slider(1, 50, value=10, step=1, label="Top k")
+                    search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+                    if examples:
+                        gr.Examples([[by_name[n]] for n in ("0001_c1s1_000001_00.png", "0004_c2s1_000002_00.png")
+                                     if n in by_name], [query], label="Example queries")
+                with gr.Column(scale=2):
+                    summary = gr.Markdown(label="summary", elem_id="search-summary")
+                    results = gr.Gallery(label="Top matches (green: same id, red: different id)", columns=5,
+                                         height="auto", object_fit="contain", elem_id="results")
+                    table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
+            add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery")
+            add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private")
+            clear_btn.click(app.clear_gallery, None, [gallery_status, results, table, summary],
+                            api_name="clear_gallery")
+            search_btn.click(app.search, [query, k], [results, table, summary], api_name="search")
+
+        with gr.Tab("Training curves"):
+            with gr.Row():
+                choices = app.run_choices()
+                runs = gr.Dropdown(choices=choices, value=choices[:1], multiselect=True, label="Runs", scale=3,
+                                   elem_id="runs")
+                log_file = gr.File(label="…or upload a log.csv", file_types=[".csv"], scale=2, height=120)
+                with gr.Column(scale=1):
+                    refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
+                    auto = gr.Checkbox(label="Auto-refresh every 15 s", value=False, elem_id="auto-refresh")
+            curves_status = gr.Markdown(elem_id="curves-status")
+            with gr.Row():
+                loss_plot, acc_plot = gr.Plot(label="Losses"), gr.Plot(label="Training accuracy")
+            with gr.Row():
+                lr_plot, eval_plot = gr.Plot(label="Learning rate"), gr.Plot(label="Rank-1 / mAP")
+            timer = gr.Timer(15, active=False)
+            plot_outputs = [loss_plot, acc_plot, lr_plot, eval_plot, curves_status]
+            draw = {"fn": app.curves, "inputs": [runs, log_file], "outputs": plot_outputs, "api_visibility": "private"}
+            refresh_btn.click(app.refresh_runs, runs, runs, api_visibility="private").then(**draw)
+            runs.change(**draw)
+            log_file.change(**draw)
+            timer.tick(**draw)
+            auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private")
+            demo.load(**draw)
+
+        with gr.Tab("Model"):
+            gr.Markdown(app.model_markdown(), elem_id="model-info")
+    demo.reid_app = app  # handy for tests and notebooks
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Person re-identification demo (Gradio).")
+    ap.add_argument("--weights", help="model.safetensors (default: $REID_WEIGHTS, else weights/model.safetensors)")
+    ap.add_argument("--data-dir", help="the search gallery's folder (default: $REID_DATA_DIR, else gallery_store/)")
+    ap.add_argument("--runs-dir", help="training runs to plot (default: $REID_RUNS_DIR, else runs/)")
+    ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    ap.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    return ap.parse_args(argv)
+
+
+def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, block: bool = True) -> str:
+    """Start the server; returns its local URL. One place for queue and launch settings (tests use it too)."""
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                            allowed_paths=[str(EXAMPLES_DIR)], max_file_size="500mb", show_error=True,
+                            quiet=not block, theme=gr.themes.Soft())
+    return url
+
+
+def __getattr__(name: str) -> Any:
+    """Module-level `demo` for Spaces and `gradio app.py`, built on first use with the default settings."""
+    if name == "demo":
+        globals()["demo"] = build_demo(Settings.resolve())
+        return globals()["demo"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    launch(build_demo(Settings.resolve(args.weights, args.data_dir, args.runs_dir)), args.host, args.port,
+           args.share)

@@ -1,0 +1,91 @@
+"""Plotly figures from training logs (runs/<name>/log.csv), for the app and notebooks.
+
+Logs are read while training appends to them, so a torn last line or an empty file must give a clear
+message or a partial plot, never a traceback. No model imports: this stays cheap to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+LOSS_COLUMNS = ("loss", "loss_id", "loss_tri", "loss_pair")
+ACCURACY_COLUMNS = ("train_acc", "train_pair_acc")
+LR_COLUMNS = ("lr",)
+EVAL_COLUMNS = ("rank1", "mAP")
+PANELS: dict[str, tuple[str, tuple[str, ...]]] = {  # key -> (title, columns)
+    "loss": ("Training losses", LOSS_COLUMNS),
+    "accuracy": ("Training accuracy", ACCURACY_COLUMNS),
+    "lr": ("Learning rate", LR_COLUMNS),
+    "eval": ("Evaluation (epochs where it ran)", EVAL_COLUMNS),
+}
+
+
+class LogError(ValueError):
+    """A log that cannot be plotted; one line naming the file and the reason."""
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """One run's log as numbers; rows with no epoch (a torn last line) are dropped, empty cells become NaN."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, on_bad_lines="skip", skip_blank_lines=True)
+    except FileNotFoundError as e:
+        raise LogError(f"{path}: file not found") from e
+    except pd.errors.EmptyDataError as e:
+        raise LogError(f"{path}: empty file (training has not logged an epoch yet?)") from e
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise LogError(f"{path}: not a CSV file ({type(e).__name__})") from e
+    if "epoch" not in df.columns:
+        raise LogError(f"{path}: not a training log (no 'epoch' column; found {', '.join(map(str, df.columns[:5]))})")
+    df = df.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    return df.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
+def read_runs(logs: Mapping[str, str | Path]) -> pd.DataFrame:
+    """Several runs in one long frame with a `run` column, for overlaid curves."""
+    frames = [read_log(p).assign(run=name) for name, p in logs.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run"])
+
+
+def list_runs(runs_dir: str | Path) -> dict[str, Path]:
+    """Run name -> log.csv for every runs_dir/<name>/log.csv, newest first."""
+    runs_dir = Path(runs_dir)
+    logs = sorted(runs_dir.glob("*/log.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return {p.parent.name: p for p in logs}
+
+
+def line_figure(df: pd.DataFrame, columns: Sequence[str], title: str, empty: str = "no data yet") -> go.Figure:
+    """One line per (run, column) present; NaN rows are skipped per trace, so sparse eval columns plot only
+    the epochs where evaluation ran."""
+    fig = go.Figure()
+    runs = df.groupby("run", sort=False) if "run" in df.columns else [("", df)]
+    multi = "run" in df.columns and df["run"].nunique() > 1
+    for run, part in runs:
+        for col in columns:
+            if col not in part.columns:
+                continue
+            pts = part[["epoch", col]].dropna()
+            if pts.empty:
+                continue
+            name = f"{run} · {col}" if multi else col
+            fig.add_trace(go.Scatter(x=pts["epoch"], y=pts[col], mode="lines+markers", name=name,
+                                     marker={"size": 5}))
+    fig.update_layout(title=title, xaxis_title="epoch", margin={"l": 50, "r": 20, "t": 50, "b": 40}, height=340,
+                      legend={"orientation": "h", "y": -0.25}, template="plotly_white")
+    if not fig.data:
+        fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font={"size": 16, "color": "grey"})
+    return fig
+
+
+def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
+    """All panels: losses, train accuracy, learning rate (log scale), rank-1/mAP."""
+    figs = {key: line_figure(df, cols, title, "no evaluation yet" if key == "eval" else "no data yet")
+            for key, (title, cols) in PANELS.items()}
+    if figs["lr"].data:
+        figs["lr"].update_yaxes(type="log", exponentformat="e")
+    return figs

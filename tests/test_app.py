@@ -1,0 +1,231 @@
+"""The Gradio app end to end through gradio_client, plus its handlers called directly, with a tiny random
+model (assertions hold for any model: an image beats a different person, its own copy ranks first)."""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from conftest import person
+from gradio_client import Client, handle_file
+from PIL import Image
+from test_plots import write_log
+
+import app
+from reid_core import ReID
+from reid_core.model import ModelConfig, create_model, load_model, save_model
+
+PAIR_THRESHOLD = 0.5
+
+
+def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0) -> Path:
+    """A small random model: random features, and create_model's pair head, which starts as an increasing
+    function of cosine similarity, so "itself beats a different person" holds for the probability too."""
+    torch.manual_seed(seed)
+    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=embed_dim))
+    save_model(model, path, inference_only=True, extra={"pair_threshold": PAIR_THRESHOLD, "train_data": "synthetic",
+                                                        "metrics": {"rank1": 0.5, "mAP": 0.25}})
+    return path
+
+
+def write_people(folder: Path, pids: range = range(1, 4), cams: range = range(1, 3)) -> list[Path]:
+    """Synthetic Market-style crops: `PPPP_cC..._00.png`, one per (pid, camera)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for pid in pids:
+        for cam in cams:
+            p = folder / f"{pid:04d}_c{cam}s1_{cam:06d}_00.png"
+            person(pid, cam, 0).resize((64, 128)).save(p)
+            paths.append(p)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(settings: app.Settings) -> Iterator[tuple[str, gr.Blocks]]:
+    """Run the app on a free local port in a background thread for the duration of a fixture."""
+    demo = app.build_demo(settings)
+    url = app.launch(demo, "127.0.0.1", free_port(), block=False)
+    try:
+        yield url, demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("app")
+    make_tiny_weights(root / "weights" / "model.safetensors")
+    write_people(root / "people")
+    write_log(root / "runs" / "demo_run" / "log.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def settings(workdir: Path) -> app.Settings:
+    return app.Settings(workdir / "weights" / "model.safetensors", workdir / "store", workdir / "runs")
+
+
+@pytest.fixture(scope="module")
+def client(settings: app.Settings) -> Iterator[Client]:
+    with serve(settings) as (url, _):
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def reid(settings: app.Settings) -> ReID:
+    return ReID(load_model(settings.weights))
+
+
+def people(workdir: Path) -> list[Path]:
+    return sorted((workdir / "people").glob("*.png"))
+
+
+# --- through the API -------------------------------------------------------------------------------------------
+def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
+    a, b = people(workdir)[0], people(workdir)[-1]  # ids 1 and 3
+    p_self, verdict_self, cos_self, heat = client.predict(handle_file(a), handle_file(a), api_name="/compare")
+    p_diff, verdict_diff, cos_diff, _ = client.predict(handle_file(a), handle_file(b), api_name="/compare")
+    assert cos_self == pytest.approx(1.0, abs=1e-3)
+    assert cos_self > cos_diff and p_self > p_diff
+    expected = reid.compare(a, b)  # the app returns the library's numbers, rounded to 4 places
+    assert p_diff == pytest.approx(expected.probability, abs=1e-3)
+    assert cos_diff == pytest.approx(expected.cosine, abs=1e-3)
+    assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.1%}" in verdict_self
+    assert verdict_diff.startswith("Same person" if p_diff >= PAIR_THRESHOLD else "Different people")
+    w, h = app.DISPLAY_SIZE
+    assert Image.open(heat).width == 2 * w + 12  # both crops side by side
+
+
+def test_add_and_search_endpoints(client: Client, workdir: Path) -> None:
+    files = people(workdir)
+    archive = workdir / "gallery.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in files[2:]:
+            zf.write(p, f"crops/{p.name}")
+    status = client.predict([handle_file(p) for p in files[:2]] + [handle_file(archive)],
+                            api_name="/add_to_gallery")
+    assert f"Added {len(files)} images" in status
+    status = client.predict([handle_file(files[0])], api_name="/add_to_gallery")  # same file again: deduped
+    assert f"Added 0 images. Gallery: **{len(files)}**" in status
+
+    query = files[0]  # 0001_c1: its own copy is in the gallery, and 0001_c2 is a true match from another camera
+    items, table, summary = client.predict(handle_file(query), 4, api_name="/search")
+    rows = table["data"]
+    assert len(items) == len(rows) == 4
+    assert rows[0][1] == query.name and rows[0][2] == pytest.approx(1.0, abs=1e-3)
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+    assert all(r[3] == ("right" if r[1].startswith("0001_") else "wrong") for r in rows)
+    assert items[0]["caption"] == "✓ #1 1.000"
+    assert "AP = " in summary
+
+
+def test_bad_upload_gives_clear_error(client: Client, workdir: Path) -> None:
+    bogus = workdir / "notes.txt"
+    bogus.write_text("not an image")
+    with pytest.raises(Exception, match="notes.txt: not a readable image"):
+        client.predict(handle_file(bogus), handle_file(people(workdir)[0]), api_name="/compare")
+
+
+# --- handlers directly -----------------------------------------------------------------------------------------
+def test_gallery_reloads_and_reembeds_for_new_weights(tmp_path: Path, workdir: Path) -> None:
+    files = people(workdir)
+    first = app.ReIDApp(app.Settings(workdir / "weights" / "model.safetensors", tmp_path / "store", tmp_path))
+    first.reid.batch_size = 4  # 6 images: two embedding batches
+    first.add_to_gallery([str(p) for p in files])
+    stored = [first.gallery.folder / m["file"] for m in first.gallery.index.metadata]
+    assert [m["name"] for m in first.gallery.index.metadata] == [p.name for p in files]
+    np.testing.assert_allclose(first.gallery.index.embeddings, first.reid.embed(stored), atol=1e-5)
+    again = app.ReIDApp(first.settings)
+    assert len(again.gallery.index) == len(files) and again.gallery.message == ""
+    np.testing.assert_allclose(again.gallery.index.embeddings, first.gallery.index.embeddings, atol=1e-6)
+
+    other = make_tiny_weights(tmp_path / "w2" / "model.safetensors", embed_dim=64, seed=1)
+    moved = app.ReIDApp(app.Settings(other, tmp_path / "store", tmp_path))
+    assert len(moved.gallery.index) == len(files) and moved.gallery.index.dim == 64
+    assert "re-embedded" in moved.gallery.message
+    _, table, _ = moved.search(str(files[3]), 1)
+    assert table.iloc[0]["name"] == files[3].name
+
+    moved.clear_gallery()
+    assert len(app.ReIDApp(moved.settings).gallery.index) == 0
+    with pytest.raises(gr.Error, match="gallery is empty"):
+        moved.search(str(files[0]), 3)
+
+
+def test_example_people_and_unnamed_query(tmp_path: Path, settings: app.Settings) -> None:
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    n = len(list(app.EXAMPLES_DIR.glob("*.png")))
+    assert n >= 6 and handlers.add_examples().startswith(f"Added {n} images.")
+    query = tmp_path / "snapshot.png"  # no PPPP_cC id in the name: nothing to mark, no AP
+    query.write_bytes((app.EXAMPLES_DIR / "0002_c1s1_000001_00.png").read_bytes())
+    items, table, summary = handlers.search(str(query), 3)
+    assert table.iloc[0]["name"] == "0002_c1s1_000001_00.png" and table.iloc[0]["cosine"] == pytest.approx(1, abs=1e-3)
+    assert set(table["match"]) == {""} and items[0][1] == "#1 1.000"
+    assert "no Market-style id" in summary
+
+
+def test_missing_weights_still_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REID_WEIGHTS", str(tmp_path / "nope.safetensors"))
+    monkeypatch.setenv("REID_DATA_DIR", str(tmp_path / "store"))
+    monkeypatch.delitem(vars(app), "demo", raising=False)
+    demo = app.demo  # the module-level demo a Space runs, built from the environment on first access
+    monkeypatch.delitem(vars(app), "demo")
+    assert isinstance(demo, gr.Blocks) and demo.reid_app.settings.data_dir == tmp_path / "store"
+    handlers = demo.reid_app
+    assert handlers.reid is None and "nope.safetensors" in handlers.error
+    assert "No model loaded" in handlers.model_markdown()
+    with pytest.raises(gr.Error, match="nope.safetensors"):
+        handlers.compare(__file__, __file__)
+
+
+def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: app.Settings) -> None:
+    good = write_people(tmp_path / "p", range(1, 2), range(1, 2))[0]
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(good, "ok/good.png")
+        zf.writestr("../escape.png", good.read_bytes())
+        zf.writestr("/abs.png", good.read_bytes())
+        zf.writestr("__MACOSX/._good.png", b"resource fork")
+        zf.writestr("readme.txt", "hello")
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    status = handlers.add_to_gallery([str(archive)])
+    assert status.startswith("Added 1 image.")
+    assert "../escape.png: unsafe path" in status and "/abs.png: unsafe path" in status
+    assert "readme.txt: not a readable image" in status and "_good.png" not in status
+    assert [m["name"] for m in handlers.gallery.index.metadata] == ["good.png"]
+
+
+def test_upload_file_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = write_people(tmp_path, range(1, 3), range(1, 3))
+    monkeypatch.setattr(app, "MAX_UPLOAD_FILES", 3)
+    skipped: list[str] = []
+    names = [n for n, _ in app.iter_uploads(files, skipped)]
+    assert names == [p.name for p in files[:3]]
+    assert len(skipped) == 1 and "over the 3-file limit" in skipped[0]
+
+
+def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", settings.runs_dir))
+    assert handlers.run_choices() == ["demo_run"]
+    loss, acc, lr, ev, status = handlers.curves(["demo_run"], None)
+    assert {t.name for t in loss.data} == {"loss", "loss_id", "loss_tri", "loss_pair"}
+    assert list(ev.data[0].x) == [3, 6]
+    assert status == "Showing 1 of 1 log(s)."
+    bad = tmp_path / "bad.csv"
+    bad.write_text("")
+    *figs, status = handlers.curves(["demo_run"], str(bad))
+    assert "Showing 1 of 2" in status and "bad.csv: empty file" in status
+

@@ -1,0 +1,92 @@
+"""Training-curve figures from log.csv files as the trainer writes them, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from reid_core import plots
+from reid_core.trainer import LOG_COLUMNS
+
+
+def rank1_at(epoch: int) -> float:
+    return round(1 - 0.85**epoch, 4)
+
+
+def write_log(path: Path, epochs: int = 6, eval_every: int = 3) -> Path:
+    """A log.csv as the trainer writes it: metric cells empty on epochs without evaluation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        w.writeheader()
+        for e in range(1, epochs + 1):
+            row = {"epoch": e, "step": 10 * e, "lr": 3.5e-4 * min(1, e / 3), "loss": 5 / e, "loss_id": 3 / e,
+                   "loss_tri": 1.5 / e, "loss_pair": 0.5 / e, "train_acc": 1 - 1 / (e + 1),
+                   "train_pair_acc": 1 - 0.5 / (e + 1), "images_per_s": 100.0, "seconds": 10.0}
+            if e % eval_every == 0:
+                row |= {"rank1": rank1_at(e), "rank5": min(1.0, 1.2 * rank1_at(e)), "mAP": 0.8 * rank1_at(e)}
+            w.writerow(row)
+    return path
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return write_log(tmp_path / "runs" / "a" / "log.csv", epochs=6, eval_every=3)
+
+
+def names(fig: plots.go.Figure) -> list[str]:
+    return [t.name for t in fig.data]
+
+
+def test_single_run_figures(log: Path) -> None:
+    figs = plots.figures(plots.read_log(log))
+    assert list(figs) == ["loss", "accuracy", "lr", "eval"]
+    assert names(figs["loss"]) == ["loss", "loss_id", "loss_tri", "loss_pair"]
+    assert names(figs["accuracy"]) == ["train_acc", "train_pair_acc"]
+    assert names(figs["lr"]) == ["lr"] and figs["lr"].layout.yaxis.type == "log"
+    rank1, mAP = figs["eval"].data
+    assert (rank1.name, mAP.name) == ("rank1", "mAP")
+    assert list(rank1.x) == [3, 6]  # only the epochs where evaluation ran
+    assert list(rank1.y) == pytest.approx([rank1_at(3), rank1_at(6)])
+    assert list(mAP.y) == pytest.approx([0.8 * rank1_at(3), 0.8 * rank1_at(6)])
+    assert list(figs["loss"].data[0].x) == [1, 2, 3, 4, 5, 6]
+    assert figs["loss"].data[0].y[0] == pytest.approx(5.0)
+
+
+def test_runs_overlay_and_listing(tmp_path: Path, log: Path) -> None:
+    other = write_log(tmp_path / "runs" / "b" / "log.csv", epochs=4, eval_every=2)
+    (tmp_path / "runs" / "no_log").mkdir()
+    assert set(plots.list_runs(tmp_path / "runs")) == {"a", "b"}
+    assert plots.list_runs(tmp_path / "nowhere") == {}
+    figs = plots.figures(plots.read_runs({"a": log, "b": other}))
+    assert names(figs["eval"]) == ["a · rank1", "a · mAP", "b · rank1", "b · mAP"]
+    assert list(figs["eval"].data[2].x) == [2, 4]
+
+
+def test_torn_last_line_and_header_only(tmp_path: Path, log: Path) -> None:
+    with open(log, "a") as f:
+        f.write("7,70,0.00035,1.2,0.3,0.2,0.1,0.9,0.9,,,,,,,,100,10,EXTRA,FIELDS\nnot-a-number")
+    df = plots.read_log(log)
+    assert df["epoch"].tolist() == [1, 2, 3, 4, 5, 6]  # the malformed rows are dropped, the rest kept
+    header_only = tmp_path / "h.csv"
+    header_only.write_text(log.read_text().splitlines()[0] + "\n")
+    figs = plots.figures(plots.read_log(header_only))
+    assert all(not f.data for f in figs.values())
+    assert figs["loss"].layout.annotations[0].text == "no data yet"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "file not found"),
+    (b"", "empty file"),
+    (b"name,score\nx,1\n", "no 'epoch' column"),
+    (b"\xff\xfe\x00\x01binary\x00\x00", "not a"),
+])
+def test_bad_logs_raise_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "log.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(plots.LogError, match=message) as err:
+        plots.read_log(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
