@@ -446,7 +446,7 @@ class ReIDApp:
         rows = [("Weights", f"`{shown}`")] + [(MODEL_FIELDS.get(k, k), _fmt(info[k])) for k in order]
         text = "### Model\n\n| property | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
         if metrics:
-            text += ("\n### Evaluation metrics (from training)\n\n| metric | value |\n|---|---|\n"
+            text += ("\n### Evaluation metrics\n\n| metric | value |\n|---|---|\n"
                      + "".join(f"| {k} | {_fmt(v)} |\n" for k, v in metrics.items()))
         return text
 

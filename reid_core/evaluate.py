@@ -174,21 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))
     if args.record:
-        record_metrics(args.weights, m, data.name, args.rerank)
+        scope = f"{data.name}: {len(query)} queries x {len(gallery)} gallery" + (", re-ranked" if args.rerank else "")
+        record_metrics(args.weights, m, scope)
         print(f"recorded in {config_path(args.weights)}")
     return 0
 
 
-def record_metrics(weights: str | Path, m: dict[str, float], data_name: str, reranked: bool) -> None:
-    """Write full-split metrics and the held-out thresholds into the weights' JSON, atomically."""
+def record_metrics(weights: str | Path, m: dict[str, float], scope: str) -> None:
+    """Make these the weights' headline metrics (what the app's Model tab shows) and store the thresholds
+    chosen on held-out pairs, atomically."""
     path = config_path(weights)
     cfg = json.loads(path.read_text())
     extra = cfg.setdefault("extra", {})
-    key = f"{data_name}_rerank" if reranked else data_name
-    extra.setdefault("eval", {})[key] = {k: round(float(v), 4) for k, v in m.items()}
-    if not reranked:
-        extra["pair_threshold"] = float(m["pair_threshold"])
-        extra["cos_threshold"] = float(m["cos_threshold"])
+    extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in m.items()}}
+    extra["pair_threshold"] = float(m["pair_threshold"])
+    extra["cos_threshold"] = float(m["cos_threshold"])
     atomic_write_text(path, json.dumps(cfg, indent=2))
 
 

@@ -319,7 +319,8 @@ class Trainer:
                  "train_ids": len({r.pid for r in self.train_records}), "loss": cfg.loss, "epochs": cfg.epochs,
                  "train_seconds": round(time.time() - t_start, 1)}
         if last:
-            extra["metrics"] = {k: round(float(v), 4) for k, v in last.items()}
+            scope = f"{self.data.name}: {last['num_query']:.0f} queries x {last['num_gallery']:.0f} gallery"
+            extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in last.items()}}
             extra["pair_threshold"] = float(last.get("pair_threshold", 0.5))
             extra["cos_threshold"] = float(last.get("cos_threshold", 0.5))
         save_model(self.model, self.run_dir / "model.safetensors", inference_only=True, extra=extra)
