@@ -22,7 +22,7 @@ from .data import ImageDataset, eval_transform
 from .datasets import Record, ReIDData, load_dataset
 from .files import atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
-from .model import SiameseReID, config_path
+from .model import SiameseReID, WeightsError, config_path, load_model
 
 
 def cpu_has_bf16() -> bool:
@@ -143,8 +143,6 @@ def format_metrics(m: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .model import WeightsError, load_model
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights/model.safetensors", help="model .safetensors (+ .json beside)")
     ap.add_argument("--data", required=True, help="dataset root (any supported layout)")

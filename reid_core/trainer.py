@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import losses
 from .data import ImageDataset, PairDataset, train_transform
-from .datasets import Record, ReIDData, load_dataset
+from .datasets import Record, ReIDData, load_dataset, relabel
 from .evaluate import autocast, evaluate, extract, format_metrics, subset_eval
 from .files import atomic_save_file, atomic_write_text
 from .model import ModelConfig, SiameseReID, WeightsError, create_model, read_state_dict, save_model
@@ -81,8 +83,6 @@ class TrainConfig:
 
 
 def set_seed(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -90,8 +90,6 @@ def set_seed(seed: int) -> None:
 
 def subset_train(records: list[Record], max_ids: int, max_images: int, seed: int) -> list[Record]:
     """A seeded subset of identities and/or images, relabelled so the classifier stays dense."""
-    from .datasets import relabel
-
     rng = np.random.default_rng(seed)
     pids = sorted({r.pid for r in records})
     if max_ids and max_ids < len(pids):
@@ -134,8 +132,6 @@ def save_checkpoint(path: Path, model: SiameseReID, opt: torch.optim.Optimizer, 
 
 
 def load_checkpoint(path: Path, model: SiameseReID, opt: torch.optim.Optimizer) -> tuple[int, int]:
-    from safetensors import safe_open
-
     tensors = read_state_dict(path)
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
