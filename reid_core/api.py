@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageLike, eval_transform, load_image
-from .evaluate import autocast
 from .model import SiameseReID, load_model
+from .precision import autocast
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
 

@@ -25,9 +25,10 @@ from tqdm import tqdm
 from . import losses
 from .data import ImageDataset, PairDataset, train_transform
 from .datasets import Record, ReIDData, load_dataset, relabel
-from .evaluate import autocast, evaluate, extract, format_metrics, subset_eval
+from .evaluate import evaluate, extract, format_metrics, subset_eval
 from .files import atomic_save_file, atomic_write_text
 from .model import ModelConfig, SiameseReID, WeightsError, create_model, read_state_dict, save_model
+from .precision import autocast
 from .samplers import PairSampler, PKSampler
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair", "train_acc", "train_pair_acc",
