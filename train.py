@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     lo.add_argument("--pair-weight", type=float, default=d.pair_weight, help="weight of the pair BCE in metric mode")
     o = ap.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=d.epochs)
+    o.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
+                   help="train only the new heads (BNNeck, classifier, pair head) for this many epochs first")
     o.add_argument("--optimizer", choices=["adam", "sgd"], default=d.optimizer)
     o.add_argument("--lr", type=float, default=d.lr)
     o.add_argument("--weight-decay", type=float, default=d.weight_decay)

@@ -29,13 +29,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="the steps are spread over this many epochs")
     ap.add_argument("--eval-max-ids", type=int, default=0, help="0: the full query/gallery split")
     ap.add_argument("--out", default="runs/bench_budget")
+    ap.add_argument("--recipes", nargs="+", default=["bce", "metric"], choices=["bce", "metric"])
+    ap.add_argument("--freeze-epochs", type=int, default=0, help="default recipe: heads-only epochs first")
     args = ap.parse_args()
     results = {}
-    for recipe in ("bce", "metric"):
+    for recipe in args.recipes:
         cfg = TrainConfig(data=args.data, out=args.out, name=recipe, backbone=args.backbone, pretrained=False,
                           init_weights=args.init_weights, height=args.height, width=args.width, loss=recipe,
                           epochs=args.epochs, max_steps_per_epoch=args.steps // args.epochs, warmup_epochs=1,
-                          schedule="cosine", p=16, k=4, pair_batch=32)
+                          schedule="cosine", p=16, k=4, pair_batch=32,
+                          freeze_epochs=args.freeze_epochs if recipe == "metric" else 0)
         trainer = Trainer(cfg)
         trainer.fit()
         train_s = sum(float(r.split(",")[-1]) for r in (cfg.run_dir / "log.csv").read_text().splitlines()[1:])

@@ -67,6 +67,7 @@ class TrainConfig:
     triplet_weight: float = 1.0
     pair_weight: float = 1.0
     erasing: float = 0.5
+    freeze_epochs: int = 0  # train only the new heads (BNNeck, classifier, pair head) this many epochs first
     max_images: int = 0
     max_ids: int = 0
     eval_every: int = 0
@@ -240,6 +241,10 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         model.train()
+        frozen = epoch < cfg.freeze_epochs  # let the new heads settle before their gradients reach the backbone
+        model.backbone.requires_grad_(not frozen)
+        if frozen:
+            model.backbone.eval()  # keep the ImageNet BN statistics too
         set_seed(cfg.seed * 1000 + epoch)  # main-process augmentation (workers=0) replays on resume too
         loader = self._epoch_batches(epoch)
         n_batches = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)

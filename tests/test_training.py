@@ -74,3 +74,18 @@ def test_train_cli_help_documents_every_flag() -> None:
     for flag in ("--data", "--backbone", "--loss", "--resume", "--max-images", "--max-ids", "--eval-every",
                  "--init-weights", "--no-pretrained", "--epochs", "--lr", "--schedule", "--p", "--k"):
         assert flag in out, flag
+
+
+def test_freeze_epochs_train_only_the_heads(market_big: Path, tmp_path: Path) -> None:
+    import torch
+
+    trainer = Trainer(tiny(market_big, tmp_path, name="freeze", epochs=2, freeze_epochs=1))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_epoch(0)
+    after = trainer.model.state_dict()
+    backbone = [k for k in before if k.startswith("backbone.")]
+    assert all(torch.equal(before[k], after[k]) for k in backbone)  # weights and BN statistics untouched
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert not torch.equal(before["pair_head.weight"], after["pair_head.weight"])
+    trainer.train_epoch(1)
+    assert any(not torch.equal(before[k], trainer.model.state_dict()[k]) for k in backbone)
