@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageOps
 from reid_core import plots
 from reid_core.api import DEFAULT_WEIGHTS, ReID
 from reid_core.data import ImageError, load_image
+from reid_core.datasets import parse_market_name
 from reid_core.files import atomic_write_text
 from reid_core.index import GalleryIndex, IndexLoadError
 from reid_core.metrics import market_rank
@@ -43,7 +44,6 @@ DISPLAY_SIZE = (96, 192)  # each crop in the heat-map picture
 MAX_UPLOAD_FILES = 5000  # per "add" call, zip entries included
 MAX_ZIP_BYTES = 500 * 2**20  # total uncompressed size read from one zip
 MAX_ENTRY_BYTES = 25 * 2**20
-MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")  # PPPP_cC... as in Market-1501 / DukeMTMC file names
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 GOOD, BAD = (46, 160, 67), (214, 39, 40)
 MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
@@ -84,8 +84,7 @@ def file_digest(path: Path) -> str:
 
 
 def market_ids(name: str) -> tuple[int | None, int | None]:
-    m = MARKET_NAME.match(Path(name).name)
-    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    return parse_market_name(name) or (None, None)
 
 
 def read_image(src: str | Path | bytes, name: str) -> Image.Image:

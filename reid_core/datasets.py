@@ -65,16 +65,22 @@ def relabel(records: list[Record]) -> list[Record]:
 
 
 # --- Market-1501 / DukeMTMC-reID -------------------------------------------------------------------------
-_MARKET_RE = re.compile(r"^([-\d]+)_c(\d+)")
+_MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
+
+
+def parse_market_name(name: str) -> tuple[int, int] | None:
+    """(pid, camera number as written, 1-based) from a Market/Duke name `PPPP_cC...`, or None."""
+    m = _MARKET_RE.match(Path(name).name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _parse_market_dir(folder: Path, train: bool) -> list[Record]:
     out = []
     for p in _images(folder):
-        m = _MARKET_RE.match(p.name)
-        if m is None:
+        parsed = parse_market_name(p.name)
+        if parsed is None:
             continue
-        pid, cam = int(m.group(1)), int(m.group(2)) - 1
+        pid, cam = parsed[0], parsed[1] - 1
         if pid == -1 or (train and pid == 0):  # junk; distractors carry no identity to learn
             continue
         out.append(Record(str(p), pid, cam))

@@ -102,7 +102,7 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     pairs = verification_pairs(query, gallery)
     if len(pairs):
         labels = pairs[:, 2]
-        half = np.isin(q_pids[pairs[:, 0]] % 2, [0])  # split by identity parity: no identity in both halves
+        half = q_pids[pairs[:, 0]] % 2 == 0  # split by identity parity: no identity in both halves
         for name, scores in (("pair", pair_scores(model, qf, gf, pairs)),
                              ("cos", (qf[pairs[:, 0]] * gf[pairs[:, 1]]).sum(1))):
             if half.all() or (~half).all() or len(set(labels[half])) < 2 or len(set(labels[~half])) < 2:
