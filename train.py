@@ -3,6 +3,9 @@
     python train.py --data ../shared/data/market1501                       # resnet50, Bag-of-Tricks recipe
     python train.py --data DIR --loss bce                                  # the seed's pair-BCE recipe
     python train.py --data DIR --backbone efficientnet_lite0 --no-pretrained --init-weights W --epochs 12
+    torchrun --nproc_per_node 4 train.py --data DIR                        # 4 GPUs (or CPU processes): DDP
+
+Under torchrun, --p/--k/--pair-batch stay the GLOBAL batch; each process takes an equal share of it.
 
 Writes runs/<name>/{config.json, log.csv, last.safetensors, model.safetensors + model.json}.
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import torch
 
 from reid_core.datasets import DatasetError
 from reid_core.model import WeightsError
@@ -42,8 +47,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     lo.add_argument("--loss", choices=["metric", "bce"], default=d.loss,
                     help="metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; "
                          "bce: pair BCE only on sampled pairs (the seed's recipe)")
-    lo.add_argument("--p", type=int, default=d.p, help="identities per PK batch")
-    lo.add_argument("--k", type=int, default=d.k, help="images per identity in a PK batch")
+    lo.add_argument("--ids-per-batch", "--p", dest="p", type=int, default=d.p, help="P: identities per PK batch")
+    lo.add_argument("--images-per-id", "--k", dest="k", type=int, default=d.k,
+                    help="K: images per identity in a PK batch (under torchrun spell these two long: torchrun "
+                         "takes --p as its own option)")
     lo.add_argument("--pair-batch", type=int, default=d.pair_batch, help="pairs per batch with --loss bce")
     lo.add_argument("--hard-negatives", type=float, default=d.hard_negatives,
                     help="--loss bce: fraction of negatives mined with the current model each epoch")
@@ -64,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     o.add_argument("--gamma", type=float, default=d.gamma)
     o.add_argument("--max-steps-per-epoch", type=int, default=d.max_steps_per_epoch, help="cap steps (0: none)")
     o.add_argument("--no-amp", dest="amp", action="store_false", help="fp32 instead of bf16/fp16 autocast")
+    o.add_argument("--compile", action="store_true", help="torch.compile the backbone (pays off on long GPU runs)")
+    o.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
+                   help="under torchrun: per-process BatchNorm statistics instead of global-batch ones")
     o.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     o.add_argument("--seed", type=int, default=d.seed)
     r = ap.add_argument_group("run")
@@ -83,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     print(f"saved {cfg.run_dir / 'model.safetensors'}")
     return 0
 

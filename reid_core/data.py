@@ -85,9 +85,16 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int]:
+        """`item` is an index, or (index, seed) to draw this sample's augmentation from its own seed."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
         r = self.records[i]
-        return self.transform(load_image(r.path)), r.pid, r.camid, i
+        img = load_image(r.path)
+        if seed is None:
+            return self.transform(img), r.pid, r.camid, i
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(img), r.pid, r.camid, i
 
 
 class PairDataset(Dataset):
@@ -99,6 +106,9 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        k, seed = item if isinstance(item, tuple) else (item, None)
         i, j, label = self.pairs[k]
-        return self.images[i][0], self.images[j][0], float(label)
+        if seed is None:
+            return self.images[i][0], self.images[j][0], float(label)
+        return self.images[(i, 2 * seed)][0], self.images[(j, 2 * seed + 1)][0], float(label)

@@ -91,6 +91,14 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     qf = extract(model, query, batch_size, workers, amp, "query", progress)
     gf = extract(model, gallery, batch_size, workers, amp, "gallery", progress)
     t_embed = time.time() - t0
+    res = score(model, qf, gf, query, gallery, metric, do_rerank)
+    res.update(embed_seconds=t_embed, seconds=time.time() - t0)
+    return res
+
+
+def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Record], gallery: Sequence[Record],
+          metric: str = "cosine", do_rerank: bool = False) -> dict[str, float]:
+    """The metrics of `evaluate` from embeddings already extracted (e.g. gathered from several processes)."""
     dist = cosine_distance(qf, gf) if metric == "cosine" else euclidean_distance(qf, gf)
     if do_rerank:
         fn = cosine_distance if metric == "cosine" else euclidean_distance
@@ -112,8 +120,7 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
                 v = verification(scores[~half], labels[~half], threshold=cal)
                 v.threshold = verification(scores, labels).threshold
             res.update(v.as_dict(f"{name}_"))
-    res.update(num_query=len(query), num_gallery=len(gallery), embed_seconds=t_embed,
-               seconds=time.time() - t0)
+    res.update(num_query=len(query), num_gallery=len(gallery))
     return res
 
 

@@ -1,7 +1,8 @@
 """The training loop: one config dataclass in, a run folder out (config.json, log.csv, last/model weights).
 
-Resuming is exact at epoch boundaries: samplers and augmentation are seeded by (seed, epoch) and the
-optimiser state travels in the checkpoint, so a resumed run takes the same next step as an unbroken one.
+Resuming is exact at epoch boundaries: samplers are seeded by (seed, epoch), every sample's augmentation by
+its position in the epoch, and the optimiser state travels in the checkpoint, so a resumed run takes the same
+next step as an unbroken one. Under torchrun the same code runs on every rank (see distributed.py).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from tqdm import tqdm
 
-from . import losses
+from . import distributed, losses
 from .data import ImageDataset, PairDataset, train_transform
 from .datasets import Record, ReIDData, load_dataset, relabel
-from .evaluate import evaluate, extract, format_metrics, subset_eval
+from .distributed import RankShare, World, gather_cat, gather_rows
+from .evaluate import extract, format_metrics, score, subset_eval
 from .files import atomic_save_file, atomic_write_text
 from .model import ModelConfig, SiameseReID, WeightsError, create_model, read_state_dict, save_model
 from .precision import autocast
@@ -75,6 +79,8 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     workers: int = 2
     amp: bool = True
+    compile: bool = False  # torch.compile the backbone (worth it on GPUs for long runs)
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
     device: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -154,22 +160,53 @@ def load_checkpoint(path: Path, model: SiameseReID, opt: torch.optim.Optimizer) 
 
 
 # --- the loop --------------------------------------------------------------------------------------------
-def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+class Objective(nn.Module):
+    """The training loss as a module: DDP then sees every trained parameter (heads included) in forward.
+
+    Cross-sample terms (batch-hard triplet, in-batch pairs) see the whole global batch: features are
+    gathered from all ranks, and DDP's gradient averaging then makes N ranks equal to one process.
+    """
+
+    def __init__(self, model: SiameseReID, cfg: TrainConfig, world: World):
+        super().__init__()
+        self.model, self.cfg, self.world = model, cfg, world
+
+    def forward(self, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._pairs(*batch) if self.cfg.loss == "bce" else self._metric(*batch)
+
+    def _metric(self, x: torch.Tensor, pids: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(x)
+        l_id = losses.id_loss(out["logits"], pids, self.cfg.label_smoothing)  # per-rank mean; DDP averages
+        feat, emb = gather_cat(out["feat"], self.world), gather_cat(out["emb"], self.world)
+        all_pids = gather_cat(pids, self.world)
+        l_tri = losses.triplet_loss(feat, all_pids, self.cfg.margin)
+        a, b, y = losses.in_batch_pairs(feat, all_pids)
+        logit = self.model.pair_logit(emb[a], emb[b])
+        l_pair = losses.pair_bce(logit, y)
+        loss = l_id + self.cfg.triplet_weight * l_tri + self.cfg.pair_weight * l_pair
+        return {"loss": loss, "loss_id": l_id, "loss_tri": l_tri, "loss_pair": l_pair,
+                "train_acc": (out["logits"].argmax(1) == pids).float().mean(),
+                "train_pair_acc": ((logit > 0).float() == y).float().mean()}
+
+    def _pairs(self, xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(torch.cat([xa, xb]))  # one pass through the shared backbone for both branches
+        ea, eb = out["emb"].chunk(2)
+        logit = self.model.pair_logit(ea, eb)
+        l_pair = losses.pair_bce(logit, y)
+        return {"loss": l_pair, "loss_pair": l_pair, "train_pair_acc": ((logit > 0).float() == y).float().mean()}
 
 
-def _loader(dataset: torch.utils.data.Dataset, cfg: TrainConfig, epoch: int, **kw: Any) -> DataLoader:
-    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # augmentation randomness per epoch
-    return DataLoader(dataset, num_workers=cfg.workers, generator=g, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, **kw)
+def nearest_neighbours(feats: np.ndarray, k: int = 20, chunk: int = 2048) -> np.ndarray:
+    """Indices of each row's k most similar rows, a chunk of rows at a time (never the full N x N matrix)."""
+    f = torch.from_numpy(feats)
+    k = min(k, len(f))
+    return torch.cat([(f[i:i + chunk] @ f.T).topk(k, dim=1).indices for i in range(0, len(f), chunk)]).numpy()
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: ReIDData | None = None):
         self.cfg = cfg
-        self.device = _device(cfg)
+        self.world, self.device = distributed.init(cfg.device)
         self.data = data or load_dataset(cfg.data, cfg.layout, cfg.seed)
         self.train_records = subset_train(self.data.train, cfg.max_ids, cfg.max_images, cfg.seed)
         if not self.train_records:
@@ -183,12 +220,23 @@ class Trainer:
         dc = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
         if dc.get("mean"):  # normalise as the backbone's ImageNet weights expect
             mcfg.mean, mcfg.std = tuple(dc["mean"]), tuple(dc["std"])
+        if self.world.size > 1 and cfg.sync_bn:
+            self.model = distributed.sync_batchnorm(self.model, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self.model.backbone.compile()  # in place: state-dict names stay those of the plain model
         params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        fp16 = self.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)  # only fp16 needs loss scaling
+        self.objective: nn.Module = Objective(self.model, cfg, self.world)
+        if self.world.size > 1:
+            self.objective = DistributedDataParallel(
+                self.objective, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.loss == "bce" or cfg.freeze_epochs > 0)  # idle classifier / frozen
         self.images = ImageDataset(self.train_records, train_transform((cfg.height, cfg.width), mcfg.mean, mcfg.std,
                                                                       erasing=cfg.erasing))
         if cfg.loss == "bce":
@@ -203,40 +251,31 @@ class Trainer:
                 raise WeightsError(f"--resume: no checkpoint at {self.ckpt}")
             self.start_epoch, self.step = load_checkpoint(self.ckpt, self.model, self.opt)
             self.start_epoch += 1
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2))
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2))
 
-    # one batch -> losses
-    def _metric_step(self, x: torch.Tensor, pids: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(x)
-        l_id = losses.id_loss(out["logits"], pids, self.cfg.label_smoothing)
-        l_tri = losses.triplet_loss(out["feat"], pids, self.cfg.margin)
-        a, b, y = losses.in_batch_pairs(out["feat"], pids)
-        logit = self.model.pair_logit(out["emb"][a], out["emb"][b])
-        l_pair = losses.pair_bce(logit, y)
-        loss = l_id + self.cfg.triplet_weight * l_tri + self.cfg.pair_weight * l_pair
-        return {"loss": loss, "loss_id": l_id, "loss_tri": l_tri, "loss_pair": l_pair,
-                "train_acc": (out["logits"].argmax(1) == pids).float().mean(),
-                "train_pair_acc": ((logit > 0).float() == y).float().mean()}
-
-    def _pair_step(self, xa: torch.Tensor, xb: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(torch.cat([xa, xb]))  # one pass through the shared backbone for both branches
-        ea, eb = out["emb"].chunk(2)
-        logit = self.model.pair_logit(ea, eb)
-        l_pair = losses.pair_bce(logit, y)
-        return {"loss": l_pair, "loss_pair": l_pair, "train_pair_acc": ((logit > 0).float() == y).float().mean()}
+    def _extract(self, records: list[Record], desc: str) -> np.ndarray:
+        """Embeddings of records, each rank embedding every size-th one, gathered back in order."""
+        w = self.world
+        feats = extract(self.model, records[w.rank::w.size], workers=self.cfg.workers, amp=self.cfg.amp, desc=desc,
+                        progress=w.main)
+        return gather_rows(feats, w)
 
     def _epoch_batches(self, epoch: int) -> DataLoader:
-        if self.cfg.loss == "bce":
-            if self.cfg.hard_negatives > 0 and epoch > 0:
-                feats = extract(self.model, self.train_records, workers=self.cfg.workers, amp=self.cfg.amp,
-                                desc="mine")
-                sims = torch.from_numpy(feats) @ torch.from_numpy(feats).T
-                self.pair_sampler.set_neighbours(sims.topk(min(20, len(feats)), dim=1).indices.numpy())
-            pairs = PairDataset(self.images, self.pair_sampler.pairs(epoch))
-            return _loader(pairs, self.cfg, epoch, batch_size=self.cfg.pair_batch, shuffle=False, drop_last=True)
-        self.pk.set_epoch(epoch)
-        return _loader(self.images, self.cfg, epoch, batch_sampler=self.pk)
+        """This rank's share of the epoch's global batches; sample seeds depend on (seed, epoch, position)."""
+        cfg = self.cfg
+        if cfg.loss == "bce":
+            if cfg.hard_negatives > 0 and epoch > 0:
+                self.pair_sampler.set_neighbours(nearest_neighbours(self._extract(self.train_records, "mine")))
+            dataset: torch.utils.data.Dataset = PairDataset(self.images, self.pair_sampler.pairs(epoch))
+            batches = BatchSampler(SequentialSampler(range(len(dataset))), cfg.pair_batch, drop_last=True)
+        else:
+            self.pk.set_epoch(epoch)
+            dataset, batches = self.images, self.pk
+        share = RankShare(batches, self.world, seed=(cfg.seed * 1000 + epoch) * 10_000_000)
+        return DataLoader(dataset, batch_sampler=share, num_workers=cfg.workers,
+                          pin_memory=self.device.type == "cuda")
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -245,46 +284,52 @@ class Trainer:
         model.backbone.requires_grad_(not frozen)
         if frozen:
             model.backbone.eval()  # keep the ImageNet BN statistics too
-        set_seed(cfg.seed * 1000 + epoch)  # main-process augmentation (workers=0) replays on resume too
+        set_seed(cfg.seed * 1000 + epoch)  # the in-batch pair draws replay on resume
         loader = self._epoch_batches(epoch)
         n_batches = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
         sums: dict[str, float] = {}
         n_img, t0, i = 0, time.time(), -1
-        bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not self.world.main)
         for i, batch in enumerate(bar):
             if i >= n_batches:
                 break
             lr = lr_at(cfg, epoch + i / max(1, n_batches))
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            batch = [b.to(self.device, non_blocking=True) for b in batch]
             if cfg.loss == "bce":
-                xa, xb, y = batch
-                xa, xb = (t.contiguous(memory_format=torch.channels_last) for t in (xa, xb))
-                with autocast(self.device, cfg.amp):
-                    res = self._pair_step(xa, xb, y)
-                n_img += 2 * len(y)
+                xa, xb, y = (b.to(self.device, non_blocking=True) for b in batch)
+                inputs = (xa.contiguous(memory_format=torch.channels_last),
+                          xb.contiguous(memory_format=torch.channels_last), y)
+                n_img += 2 * len(y) * self.world.size
             else:
-                x, pids = batch[0].contiguous(memory_format=torch.channels_last), batch[1]
-                with autocast(self.device, cfg.amp):
-                    res = self._metric_step(x, pids)
-                n_img += len(pids)
+                x, pids = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+                inputs = (x.contiguous(memory_format=torch.channels_last), pids)
+                n_img += len(pids) * self.world.size
+            with autocast(self.device, cfg.amp):
+                res = self.objective(*inputs)
             self.opt.zero_grad(set_to_none=True)
-            res["loss"].backward()
-            self.opt.step()
+            self.scaler.scale(res["loss"]).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
             self.step += 1
             for k, v in res.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3f}", lr=f"{lr:.2e}")
         steps = max(1, min(n_batches, i + 1))
-        row = {k: v / steps for k, v in sums.items()}
+        row = distributed.mean_over_ranks({k: v / steps for k, v in sums.items()}, self.world, self.device)
         row.update(epoch=epoch + 1, step=self.step, lr=lr_at(cfg, epoch + 1 - 1e-9),
                    images_per_s=n_img / max(time.time() - t0, 1e-9))
         return row
 
     def evaluate(self) -> dict[str, float]:
+        """Every rank embeds a share of query and gallery; rank 0 scores (the other ranks get {})."""
         query, gallery = subset_eval(self.data, self.cfg.eval_max_ids, self.cfg.seed)
-        return evaluate(self.model, query, gallery, workers=self.cfg.workers, amp=self.cfg.amp)
+        t0 = time.time()
+        qf, gf = self._extract(query, "query"), self._extract(gallery, "gallery")
+        if not self.world.main:
+            return {}
+        return score(self.model, qf, gf, query, gallery) | {"embed_seconds": time.time() - t0}
 
     def log(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "log.csv"
@@ -298,32 +343,38 @@ class Trainer:
             os.fsync(f.fileno())
 
     def fit(self) -> dict[str, float]:
-        cfg = self.cfg
-        print(self.data.summary())
-        print(f"training {cfg.backbone} on {len(self.train_records)} images / "
-              f"{len({r.pid for r in self.train_records})} ids, loss={cfg.loss}, device={self.device}")
+        cfg, main = self.cfg, self.world.main
+        if main:
+            print(self.data.summary())
+            print(f"training {cfg.backbone} on {len(self.train_records)} images / "
+                  f"{len({r.pid for r in self.train_records})} ids, loss={cfg.loss}, device={self.device}, "
+                  f"processes={self.world.size}")
         last: dict[str, float] = {}
         t_start = time.time()
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
             row = self.train_epoch(epoch)
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                metrics = self.evaluate()
-                row.update(metrics)
-                last = metrics
-                print(f"epoch {epoch + 1}: {format_metrics(metrics)}")
+                last = self.evaluate()
+                row.update(last)
+                if main:
+                    print(f"epoch {epoch + 1}: {format_metrics(last)}")
             row["seconds"] = time.time() - t0
-            save_checkpoint(self.ckpt, self.model, self.opt, epoch, self.step)
-            self.log(row)
-            print(f"epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
-                  f"({row['images_per_s']:.1f} img/s, {row['seconds']:.0f} s)")
-        extra = {"train_data": self.data.name, "train_images": len(self.train_records),
-                 "train_ids": len({r.pid for r in self.train_records}), "loss": cfg.loss, "epochs": cfg.epochs,
-                 "train_seconds": round(time.time() - t_start, 1)}
-        if last:
-            scope = f"{self.data.name}: {last['num_query']:.0f} queries x {last['num_gallery']:.0f} gallery"
-            extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in last.items()}}
-            extra["pair_threshold"] = float(last.get("pair_threshold", 0.5))
-            extra["cos_threshold"] = float(last.get("cos_threshold", 0.5))
-        save_model(self.model, self.run_dir / "model.safetensors", inference_only=True, extra=extra)
+            if main:  # one writer; the others wait so that a resume never sees a half-finished epoch
+                save_checkpoint(self.ckpt, self.model, self.opt, epoch, self.step)
+                self.log(row)
+                print(f"epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
+                      f"({row['images_per_s']:.1f} img/s, {row['seconds']:.0f} s)")
+            distributed.barrier(self.world)
+        if main:
+            extra = {"train_data": self.data.name, "train_images": len(self.train_records),
+                     "train_ids": len({r.pid for r in self.train_records}), "loss": cfg.loss, "epochs": cfg.epochs,
+                     "train_seconds": round(time.time() - t_start, 1), "processes": self.world.size}
+            if last:
+                scope = f"{self.data.name}: {last['num_query']:.0f} queries x {last['num_gallery']:.0f} gallery"
+                extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in last.items()}}
+                extra["pair_threshold"] = float(last.get("pair_threshold", 0.5))
+                extra["cos_threshold"] = float(last.get("cos_threshold", 0.5))
+            save_model(self.model, self.run_dir / "model.safetensors", inference_only=True, extra=extra)
+        distributed.barrier(self.world)
         return last
