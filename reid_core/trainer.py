@@ -243,6 +243,7 @@ class Trainer:
             self.pair_sampler = PairSampler(self.train_records, seed=cfg.seed, hard_fraction=cfg.hard_negatives)
         else:
             self.pk = PKSampler([r.pid for r in self.train_records], cfg.p, cfg.k, cfg.seed)
+        self.pk_loader: DataLoader | None = None
         self.start_epoch, self.step = 0, 0
         self.run_dir = cfg.run_dir
         self.ckpt = self.run_dir / "last.safetensors"
@@ -270,12 +271,20 @@ class Trainer:
                 self.pair_sampler.set_neighbours(nearest_neighbours(self._extract(self.train_records, "mine")))
             dataset: torch.utils.data.Dataset = PairDataset(self.images, self.pair_sampler.pairs(epoch))
             batches = BatchSampler(SequentialSampler(range(len(dataset))), cfg.pair_batch, drop_last=True)
-        else:
-            self.pk.set_epoch(epoch)
-            dataset, batches = self.images, self.pk
-        share = RankShare(batches, self.world, seed=(cfg.seed * 1000 + epoch) * 10_000_000)
-        return DataLoader(dataset, batch_sampler=share, num_workers=cfg.workers,
-                          pin_memory=self.device.type == "cuda")
+            return self._loader(dataset, batches, epoch)
+        self.pk.set_epoch(epoch)
+        if self.pk_loader is None:  # one loader for all epochs: its workers stay alive (a GPU waits otherwise)
+            self.pk_loader = self._loader(self.images, self.pk, epoch, persistent_workers=cfg.workers > 0)
+        self.pk_loader.batch_sampler.seed = self._epoch_seed(epoch)
+        return self.pk_loader
+
+    def _epoch_seed(self, epoch: int) -> int:
+        return (self.cfg.seed * 1000 + epoch) * 10_000_000
+
+    def _loader(self, dataset: torch.utils.data.Dataset, batches: Any, epoch: int, **kw: Any) -> DataLoader:
+        share = RankShare(batches, self.world, seed=self._epoch_seed(epoch))
+        return DataLoader(dataset, batch_sampler=share, num_workers=self.cfg.workers,
+                          pin_memory=self.device.type == "cuda", **kw)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, model = self.cfg, self.model
