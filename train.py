@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                     help="--loss bce: fraction of negatives mined with the current model each epoch")
     lo.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     lo.add_argument("--margin", type=float, default=d.margin, help="triplet margin")
+    lo.add_argument("--raw-triplet", dest="triplet_norm", action="store_false",
+                    help="triplet on raw (unnormalised) features, as in Bag-of-Tricks; the default measures it "
+                         "between unit vectors, which trains faster (BENCHMARKS.md section 1)")
+    lo.add_argument("--id-weight", type=float, default=d.id_weight, help="weight of the ID cross-entropy")
     lo.add_argument("--triplet-weight", type=float, default=d.triplet_weight, help="weight of the triplet loss")
     lo.add_argument("--pair-weight", type=float, default=d.pair_weight, help="weight of the pair BCE in metric mode")
     o = ap.add_argument_group("optimisation")

@@ -33,8 +33,13 @@ def batch_hard_mining(feat: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Ten
     return d_ap, i_ap, d_an, i_an
 
 
-def triplet_loss(feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
-    """Batch-hard triplet with a margin; anchors without a positive or a negative in the batch are skipped."""
+def triplet_loss(feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3, normalize: bool = False) -> torch.Tensor:
+    """Batch-hard triplet with a margin; anchors without a positive or a negative in the batch are skipped.
+
+    `normalize` measures distances between unit vectors, so the margin means the same for every backbone;
+    on raw features it is in the backbone's own units (a Lite0's 1,280-d features sit ~20-40 apart)."""
+    if normalize:
+        feat = F.normalize(feat.float(), dim=1)
     d_ap, _, d_an, _ = batch_hard_mining(feat, pids)
     ok = (d_ap >= 0) & torch.isfinite(d_an)
     if not ok.any():

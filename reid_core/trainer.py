@@ -68,6 +68,8 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.1
     margin: float = 0.3
+    triplet_norm: bool = True  # triplet on unit vectors; False: raw features, the exact Bag-of-Tricks loss
+    id_weight: float = 1.0
     triplet_weight: float = 1.0
     pair_weight: float = 1.0
     erasing: float = 0.5
@@ -179,11 +181,11 @@ class Objective(nn.Module):
         l_id = losses.id_loss(out["logits"], pids, self.cfg.label_smoothing)  # per-rank mean; DDP averages
         feat, emb = gather_cat(out["feat"], self.world), gather_cat(out["emb"], self.world)
         all_pids = gather_cat(pids, self.world)
-        l_tri = losses.triplet_loss(feat, all_pids, self.cfg.margin)
+        l_tri = losses.triplet_loss(feat, all_pids, self.cfg.margin, self.cfg.triplet_norm)
         a, b, y = losses.in_batch_pairs(feat, all_pids)
         logit = self.model.pair_logit(emb[a], emb[b])
         l_pair = losses.pair_bce(logit, y)
-        loss = l_id + self.cfg.triplet_weight * l_tri + self.cfg.pair_weight * l_pair
+        loss = self.cfg.id_weight * l_id + self.cfg.triplet_weight * l_tri + self.cfg.pair_weight * l_pair
         return {"loss": loss, "loss_id": l_id, "loss_tri": l_tri, "loss_pair": l_pair,
                 "train_acc": (out["logits"].argmax(1) == pids).float().mean(),
                 "train_pair_acc": ((logit > 0).float() == y).float().mean()}
