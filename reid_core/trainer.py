@@ -256,6 +256,8 @@ class Trainer:
             self.start_epoch += 1
         if self.world.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not cfg.resume:  # a fresh run in an old run's folder starts a fresh log, not an appended one
+                (self.run_dir / "log.csv").unlink(missing_ok=True)
             atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2))
 
     def _extract(self, records: list[Record], desc: str) -> np.ndarray:
