@@ -203,6 +203,7 @@ class Trainer:
                 raise WeightsError(f"--resume: no checkpoint at {self.ckpt}")
             self.start_epoch, self.step = load_checkpoint(self.ckpt, self.model, self.opt)
             self.start_epoch += 1
+            self.trim_log()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2))
 
@@ -297,6 +298,19 @@ class Trainer:
             f.flush()
             os.fsync(f.fileno())
 
+    def trim_log(self) -> None:
+        """Keep the log rows the checkpoint has done, whole: a kill after an epoch's row (or mid-row) but
+        before its checkpoint must not leave a duplicate or torn row behind once the epoch is redone."""
+        path = self.run_dir / "log.csv"
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            if not lines or not lines[0].endswith("\n"):  # torn header: log() writes a new one
+                path.unlink()
+                return
+            rows = [ln for ln in lines[1:] if ln.endswith("\n") and ln.split(",")[0].isdigit()
+                    and int(ln.split(",")[0]) <= self.start_epoch]
+            atomic_write_text(path, "".join(lines[:1] + rows))
+
     def fit(self) -> dict[str, float]:
         cfg = self.cfg
         print(self.data.summary())
@@ -313,8 +327,8 @@ class Trainer:
                 last = metrics
                 print(f"epoch {epoch + 1}: {format_metrics(metrics)}")
             row["seconds"] = time.time() - t0
+            self.log(row)  # before the checkpoint: a resume trims rows past it (trim_log), never misses one
             save_checkpoint(self.ckpt, self.model, self.opt, epoch, self.step)
-            self.log(row)
             print(f"epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
                   f"({row['images_per_s']:.1f} img/s, {row['seconds']:.0f} s)")
         extra = {"train_data": self.data.name, "train_images": len(self.train_records),

@@ -20,6 +20,7 @@ from test_plots import write_log
 
 import app
 from reid_core import ReID
+from reid_core.limits import Limits
 from reid_core.model import ModelConfig, create_model, load_model, save_model
 
 PAIR_THRESHOLD = 0.5
@@ -208,11 +209,10 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
     assert [m["name"] for m in handlers.gallery.index.metadata] == ["good.png"]
 
 
-def test_upload_file_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_file_cap(tmp_path: Path) -> None:
     files = write_people(tmp_path, range(1, 3), range(1, 3))
-    monkeypatch.setattr(app, "MAX_UPLOAD_FILES", 3)
     skipped: list[str] = []
-    names = [n for n, _ in app.iter_uploads(files, skipped)]
+    names = [n for n, _ in app.iter_uploads(files, skipped, Limits(max_files=3))]
     assert names == [p.name for p in files[:3]]
     assert len(skipped) == 1 and "over the 3-file limit" in skipped[0]
 
