@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from gradio import processing_utils
 from PIL import Image, ImageDraw, ImageOps
 
 from reid_core import plots
@@ -73,6 +75,27 @@ def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, s
     except (OSError, ValueError, RuntimeError) as e:  # WeightsError is a ValueError
         reason = str(e) if str(weights) in str(e) else f"{weights}: {e}"  # WeightsError names the file itself
         return None, f"Could not load weights: {reason}"
+
+
+def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's own save_pil_to_cache, written atomically. Gradio names a cached output by its bytes' hash
+    and rewrites that file in place on every request, so with many users getting the same picture (a
+    gallery thumbnail) one request truncated a file another was serving: the load test's only errors."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    target = (Path(cache_dir) / processing_utils.hash_bytes(data) / f"{name}.{format}").resolve()
+    if not target.exists():  # same hash, same bytes: nothing to rewrite
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return str(target)
+
+
+processing_utils.save_pil_to_cache = save_pil_to_cache  # gr.Image/gr.Gallery outputs call it through the module
 
 
 def file_digest(path: Path) -> str:

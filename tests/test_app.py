@@ -229,3 +229,17 @@ def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
     *figs, status = handlers.curves(["demo_run"], str(bad))
     assert "Showing 1 of 2" in status and "bad.csv: empty file" in status
 
+
+
+def test_cached_output_pictures_are_written_once_and_whole(tmp_path: Path) -> None:
+    """Gradio rewrote a cached output in place on every request, truncating it under a concurrent reader;
+    the app's replacement writes it once, atomically, at the path Gradio would use."""
+    from gradio import processing_utils
+
+    img = person(1, 1, 0)
+    first = processing_utils.save_pil_to_cache(img, str(tmp_path), "x", "png")  # the app's, via the module
+    mtime = Path(first).stat().st_mtime_ns
+    assert app.save_pil_to_cache(img, str(tmp_path), "x", "png") == first
+    assert Path(first).stat().st_mtime_ns == mtime  # not rewritten
+    assert Path(first).parent.name == processing_utils.hash_bytes(processing_utils.encode_pil_to_bytes(img, "png"))
+    assert Image.open(first).tobytes() == img.tobytes() and [p.name for p in Path(first).parent.iterdir()] == ["x.png"]
