@@ -2,11 +2,14 @@
 inspect the model.
 
     python app.py --host 127.0.0.1 --port 7860 [--weights W] [--data-dir D] [--runs-dir R] [--share]
+                  [--allow-pickle] [--max-upload-mb N --max-gallery N --concurrency N ...: see reid_core/limits.py]
 
 Weights come from --weights, else $REID_WEIGHTS, else weights/model.safetensors. A missing or bad weights
 file does not stop the app: the Model tab and every model-backed output say what is wrong. `demo` is built
 on first access (PEP 562), so `import app` is cheap and `python app.py --weights X` loads the model once.
-Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery.
+Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery, /log_curves.
+Every upload is checked against Limits (size, pixels, zip members and bytes, gallery size) before any work,
+and nothing is written outside the data folder (zips are read in memory, never extracted).
 """
 
 from __future__ import annotations
