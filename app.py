@@ -2,11 +2,14 @@
 inspect the model.
 
     python app.py --host 127.0.0.1 --port 7860 [--weights W] [--data-dir D] [--runs-dir R] [--share]
+                  [--allow-pickle] [--max-upload-mb N --max-gallery N --concurrency N ...: see reid_core/limits.py]
 
 Weights come from --weights, else $REID_WEIGHTS, else weights/model.safetensors. A missing or bad weights
 file does not stop the app: the Model tab and every model-backed output say what is wrong. `demo` is built
 on first access (PEP 562), so `import app` is cheap and `python app.py --weights X` loads the model once.
-Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery.
+Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery, /log_curves.
+Every upload is checked against Limits (size, pixels, zip members and bytes, gallery size) before any work,
+and nothing is written outside the data folder (zips are read in memory, never extracted).
 """
 
 from __future__ import annotations
@@ -14,36 +17,34 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 import shutil
+import tempfile
 import threading
-import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from gradio import processing_utils
 from PIL import Image, ImageDraw, ImageOps
 
 from reid_core import plots
 from reid_core.api import DEFAULT_WEIGHTS, ReID
-from reid_core.data import ImageError, load_image
+from reid_core.data import ImageError, load_image, set_max_pixels
 from reid_core.datasets import parse_market_name
 from reid_core.files import atomic_write_text
 from reid_core.index import GalleryIndex, IndexLoadError
+from reid_core.limits import Limits
 from reid_core.metrics import market_rank
+from reid_core.uploads import iter_uploads, read_image
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
 STORE_SIZE = (128, 256)  # (w, h) gallery images are kept at most this big: enough for any re-id input size
 DISPLAY_SIZE = (96, 192)  # each crop in the heat-map picture
-MAX_UPLOAD_FILES = 5000  # per "add" call, zip entries included
-MAX_ZIP_BYTES = 500 * 2**20  # total uncompressed size read from one zip
-MAX_ENTRY_BYTES = 25 * 2**20
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 GOOD, BAD = (46, 160, 67), (214, 39, 40)
 MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
@@ -57,22 +58,47 @@ class Settings:
     weights: Path
     data_dir: Path
     runs_dir: Path
+    limits: Limits = field(default_factory=Limits)
+    allow_pickle: bool = False  # also read a trusted .pth state dict (tensors only)
 
     @classmethod
-    def resolve(cls, weights: str | None = None, data_dir: str | None = None, runs_dir: str | None = None) -> Settings:
+    def resolve(cls, weights: str | None = None, data_dir: str | None = None, runs_dir: str | None = None,
+                allow_pickle: bool = False, **limits: int | None) -> Settings:
         """Command line first, then environment, then the defaults a Hugging Face Space uses."""
         return cls(Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS),
                    Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
-                   Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"))
+                   Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"),
+                   Limits.from_env(**limits), allow_pickle)
 
 
-def load_reid(weights: Path) -> tuple[ReID | None, str]:
+def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, str]:
     """The model, or None and a one-line reason: the app must still start so it can show the reason."""
     try:
-        return ReID.load(weights, device="cpu"), ""
+        return ReID.load(weights, device="cpu", allow_pickle=allow_pickle), ""
     except (OSError, ValueError, RuntimeError) as e:  # WeightsError is a ValueError
         reason = str(e) if str(weights) in str(e) else f"{weights}: {e}"  # WeightsError names the file itself
         return None, f"Could not load weights: {reason}"
+
+
+def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's own save_pil_to_cache, written atomically. Gradio names a cached output by its bytes' hash
+    and rewrites that file in place on every request, so with many users getting the same picture (a
+    gallery thumbnail) one request truncated a file another was serving: the load test's only errors."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    target = (Path(cache_dir) / processing_utils.hash_bytes(data) / f"{name}.{format}").resolve()
+    if not target.exists():  # same hash, same bytes: nothing to rewrite
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return str(target)
+
+
+processing_utils.save_pil_to_cache = save_pil_to_cache  # gr.Image/gr.Gallery outputs call it through the module
 
 
 def file_digest(path: Path) -> str:
@@ -85,67 +111,6 @@ def file_digest(path: Path) -> str:
 
 def market_ids(name: str) -> tuple[int | None, int | None]:
     return parse_market_name(name) or (None, None)
-
-
-def read_image(src: str | Path | bytes, name: str) -> Image.Image:
-    """load_image with the upload's own name in the message, not a temp path."""
-    try:
-        return load_image(src)
-    except ImageError as e:
-        msg = str(e)
-        if isinstance(src, (str, Path)):
-            msg = msg.replace(str(src), Path(src).name)
-        elif not msg.startswith(name):
-            msg = f"{name}: {msg.split(': ', 1)[-1]}"
-        raise ImageError(msg) from e
-
-
-def unsafe_member(name: str) -> bool:
-    """Absolute paths, drive letters and `..` could escape any folder they were extracted to."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
-
-
-def iter_zip(path: Path, skipped: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of a zip's files, read in memory (nothing is extracted to disk); unsafe and hidden
-    entries are skipped, unsafe ones reported, and reading stops at the size limits."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        skipped.append(f"{path.name}: not a valid zip file ({e})")
-        return
-    total = 0
-    with zf:
-        for info in zf.infolist():
-            name = info.filename
-            if unsafe_member(name):
-                skipped.append(f"{path.name}/{name}: unsafe path, skipped")
-                continue
-            if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(name).parts):
-                continue
-            total += info.file_size
-            if total > MAX_ZIP_BYTES or info.file_size > MAX_ENTRY_BYTES:
-                skipped.append(f"{path.name}: stopped at {name} (limits: {MAX_ZIP_BYTES >> 20} MiB in all, "
-                               f"{MAX_ENTRY_BYTES >> 20} MiB per file)")
-                return
-            try:
-                data = zf.read(info)
-            except (zipfile.BadZipFile, OSError, RuntimeError) as e:  # corrupt or encrypted entry
-                skipped.append(f"{path.name}/{name}: unreadable ({e})")
-                continue
-            yield PurePosixPath(name).name, data
-
-
-def iter_uploads(paths: list[Path], skipped: list[str]) -> Iterator[tuple[str, bytes]]:
-    """Uploaded files and the contents of uploaded .zip files, as (name, bytes), at most MAX_UPLOAD_FILES."""
-    n = 0
-    for p in paths:
-        for name, data in iter_zip(p, skipped) if p.suffix.lower() == ".zip" else [(p.name, p.read_bytes())]:
-            if n == MAX_UPLOAD_FILES:
-                skipped.append(f"{name} and any later files: over the {MAX_UPLOAD_FILES}-file limit per upload")
-                return
-            n += 1
-            yield name, data
 
 
 # --- pictures ------------------------------------------------------------------------------------------------
@@ -196,8 +161,9 @@ class GalleryStore:
     Images are kept so a restart with different weights can re-embed the gallery instead of losing it.
     """
 
-    def __init__(self, folder: Path, reid: ReID | None, model_id: str):
+    def __init__(self, folder: Path, reid: ReID | None, model_id: str, limits: Limits | None = None):
         self.folder, self.reid, self.model_id = folder, reid, model_id
+        self.limits = limits or Limits()
         self.images_dir = folder / "images"
         self.lock = threading.RLock()
         self.index, self.message = GalleryIndex(), ""
@@ -241,8 +207,9 @@ class GalleryStore:
 
     def add(self, paths: list[Path], progress: gr.Progress) -> tuple[int, list[str]]:
         """Decode, dedupe (by content hash), store and embed uploads batch by batch, so memory holds one batch
-        of images whatever the upload size; returns (added, skipped reasons). Holds the lock throughout:
-        a search or clear waits rather than seeing a half-added gallery."""
+        of images whatever the upload size; returns (added, skipped reasons). Stops at limits.max_gallery
+        images in all. Holds the lock throughout: a search or clear waits rather than seeing a half-added
+        gallery."""
         skipped: list[str] = []
         batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, image)
         emb: list[np.ndarray] = []
@@ -259,7 +226,13 @@ class GalleryStore:
 
         with self.lock:
             seen = set(self.index.ids)
-            for name, data in progress.tqdm(iter_uploads(paths, skipped), desc="Adding images", unit="file"):
+            room = self.limits.max_gallery - len(self.index)
+            uploads = iter_uploads(paths, skipped, self.limits)
+            for name, data in progress.tqdm(uploads, desc="Adding images", unit="file"):
+                if len(meta) + len(batch) >= room:
+                    skipped.append(f"{name} and any later files: the gallery is full "
+                                   f"({self.limits.max_gallery:,}-image limit; clear it to add others)")
+                    break
                 try:
                     img = read_image(data, name)
                 except ImageError as e:
@@ -270,6 +243,8 @@ class GalleryStore:
                     continue  # the same file twice: keep one copy
                 seen.add(digest)
                 img.thumbnail(STORE_SIZE, Image.Resampling.LANCZOS)
+                if min(img.size) < 2:  # a 10000x10 strip thumbnails to 128x1, which load_image would refuse
+                    img = img.resize((max(2, img.width), max(2, img.height)))
                 batch.append((digest, name, img))
                 if len(batch) == self.reid.batch_size:
                     flush()
@@ -326,8 +301,12 @@ def image_input(label: str, elem_id: str, height: int) -> gr.Image:
     def preprocess(payload: Any) -> Any:
         try:
             return decode(payload)
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             name = getattr(payload, "orig_name", None) or "upload"
+            try:  # the reason load_image (and so the CLI) gives, under the upload's own name
+                read_image(Path(payload.path).read_bytes(), name)
+            except (ImageError, OSError, TypeError) as why:
+                raise gr.Error(str(why) if isinstance(why, ImageError) else f"{name}: not a readable image") from e
             raise gr.Error(f"{name}: not a readable image ({type(e).__name__})") from e
 
     img.preprocess = preprocess
@@ -339,9 +318,10 @@ class ReIDApp:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.reid, self.error = load_reid(settings.weights)
+        set_max_pixels(settings.limits.max_pixels)  # process-wide: PIL's own bomb check follows it too
+        self.reid, self.error = load_reid(settings.weights, settings.allow_pickle)
         model_id = file_digest(settings.weights) if self.reid else ""
-        self.gallery = GalleryStore(settings.data_dir, self.reid, model_id)
+        self.gallery = GalleryStore(settings.data_dir, self.reid, model_id, settings.limits)
 
     def require_model(self) -> ReID:
         if self.reid is None:
@@ -459,7 +439,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
     app = ReIDApp(settings)
     examples = sorted(EXAMPLES_DIR.glob("*.png"))
     by_name = {p.name: str(p) for p in examples}
-    with gr.Blocks(title="Person re-identification") as demo:
+    model = {"concurrency_id": "model", "concurrency_limit": settings.limits.concurrency}  # one pool for all
+    with gr.Blocks(title="Person re-identification", delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
         gr.Markdown("# Person re-identification\nIs it the same person? Who in the gallery is this person?")
         if app.error:
             gr.Markdown(f"⚠️ {app.error}")
@@ -484,7 +465,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     cos = gr.Number(label="Cosine similarity", precision=4, interactive=False)
                 heat = gr.Image(label="Per-region agreement (which body parts match)", type="pil", interactive=False,
                                 height=300, elem_id="heat")
-            compare_btn.click(app.compare, [img_a, img_b], [prob, verdict, cos, heat], api_name="compare")
+            compare_btn.click(app.compare, [img_a, img_b], [prob, verdict, cos, heat], api_name="compare", **model)
 
         with gr.Tab("Search"):
             with gr.Row():
@@ -507,11 +488,11 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     results = gr.Gallery(label="Top matches (green: same id, red: different id)", columns=5,
                                          height="auto", object_fit="contain", elem_id="results")
                     table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
-            add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery")
-            add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private")
+            add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model)
+            add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
             clear_btn.click(app.clear_gallery, None, [gallery_status, results, table, summary],
                             api_name="clear_gallery")
-            search_btn.click(app.search, [query, k], [results, table, summary], api_name="search")
+            search_btn.click(app.search, [query, k], [results, table, summary], api_name="search", **model)
 
         with gr.Tab("Training curves"):
             with gr.Row():
@@ -532,7 +513,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
             draw = {"fn": app.curves, "inputs": [runs, log_file], "outputs": plot_outputs, "api_visibility": "private"}
             refresh_btn.click(app.refresh_runs, runs, runs, api_visibility="private").then(**draw)
             runs.change(**draw)
-            log_file.change(**draw)
+            log_file.change(**{**draw, "api_visibility": "public"}, api_name="log_curves")
             timer.tick(**draw)
             auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private")
             demo.load(**draw)
@@ -551,15 +532,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     ap.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    ap.add_argument("--allow-pickle", action="store_true", help="also accept trusted .pth/.pt weights (tensors only)")
+    lim = ap.add_argument_group("limits (default: $REID_<NAME>, else the README's table)")
+    for f in fields(Limits):
+        lim.add_argument(f"--{f.name.replace('_', '-')}", type=int, help=f"default {f.default}")
     return ap.parse_args(argv)
 
 
 def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, block: bool = True) -> str:
-    """Start the server; returns its local URL. One place for queue and launch settings (tests use it too)."""
-    demo.queue(default_concurrency_limit=1)
+    """Start the server; returns its local URL. One place for queue and launch settings (tests use it too).
+
+    Model calls share one pool of `limits.concurrency` workers (see build_demo), so memory holds that many
+    requests' tensors whatever the number of users; at most `limits.queue_size` more wait, and later ones
+    are told the queue is full instead of piling up."""
+    limits = demo.reid_app.settings.limits
+    demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                            allowed_paths=[str(EXAMPLES_DIR)], max_file_size="500mb", show_error=True,
-                            quiet=not block, theme=gr.themes.Soft())
+                            allowed_paths=[str(EXAMPLES_DIR)], max_file_size=limits.max_upload_mb * 2**20,
+                            show_error=True, quiet=not block, theme=gr.themes.Soft())
     return url
 
 
@@ -573,5 +563,9 @@ def __getattr__(name: str) -> Any:
 
 if __name__ == "__main__":
     args = parse_args()
-    launch(build_demo(Settings.resolve(args.weights, args.data_dir, args.runs_dir)), args.host, args.port,
-           args.share)
+    try:
+        settings = Settings.resolve(args.weights, args.data_dir, args.runs_dir, args.allow_pickle,
+                                    **{f.name: getattr(args, f.name) for f in fields(Limits)})
+    except ValueError as e:  # a bad REID_* limit
+        raise SystemExit(f"error: {e}") from None
+    launch(build_demo(settings), args.host, args.port, args.share)

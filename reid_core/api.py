@@ -43,11 +43,12 @@ class ReID:
         self.cos_threshold = float(cfg.extra.get("cos_threshold", 0.5))
 
     @classmethod
-    def load(cls, weights: str | Path | None = None, device: str | None = None) -> ReID:
-        """Weights from the argument, else $REID_WEIGHTS, else the shipped weights/model.safetensors."""
+    def load(cls, weights: str | Path | None = None, device: str | None = None, allow_pickle: bool = False) -> ReID:
+        """Weights from the argument, else $REID_WEIGHTS, else the shipped weights/model.safetensors.
+        allow_pickle: also read a trusted .pth/.pt state dict (tensors only, weights_only=True)."""
         weights = weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(weights, device), device)
+        return cls(load_model(weights, device, allow_pickle), device)
 
     @property
     def info(self) -> dict:

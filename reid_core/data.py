@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from .datasets import Record
+from .limits import Limits
 
-MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs long before they fill memory
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+def set_max_pixels(n: int) -> None:
+    """Refuse images over n pixels (decompression bombs) before decoding: load_image checks the declared
+    size, and PIL itself refuses at open past 2n."""
+    global MAX_IMAGE_PIXELS
+    MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS = n
+
+
+MAX_IMAGE_PIXELS = Limits.max_pixels
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # load_image refuses these itself
+try:
+    set_max_pixels(Limits.from_env().max_pixels)  # $REID_MAX_PIXELS
+except ValueError:  # a bad variable is reported by whoever reads all the limits (the app); not at import
+    set_max_pixels(Limits.max_pixels)
 
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 
@@ -34,12 +48,17 @@ def load_image(src: ImageLike) -> Image.Image:
             arr = src if src.dtype == np.uint8 else np.clip(src, 0, 255).astype(np.uint8)
             img = Image.fromarray(arr)
         else:
+            if (len(src) if isinstance(src, bytes) else Path(src).stat().st_size) == 0:
+                raise ImageError(f"{name}: empty file")
             img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # the header's size: nothing decoded yet
+                raise ImageError(f"{name}: image too large ({img.width}x{img.height} = {img.width * img.height:,} "
+                                 f"pixels; limit {MAX_IMAGE_PIXELS:,})")
             img.load()  # decode now so truncated files fail here, not deep inside a batch
             img = ImageOps.exif_transpose(img)
         if img.width < 2 or img.height < 2:
             raise ImageError(f"{name}: image is {img.width}x{img.height}, too small to be a person crop")
-        if img.mode == "I;16" or img.mode == "I":  # 16-bit: scale to 8-bit before converting
+        if img.mode.startswith("I"):  # 16-bit (I;16, I;16B ...) or 32-bit integer: scale to 8-bit first
             img = Image.fromarray((np.asarray(img, dtype=np.float32) / 256).clip(0, 255).astype(np.uint8))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -50,11 +69,14 @@ def load_image(src: ImageLike) -> Image.Image:
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: image too large (limit {MAX_IMAGE_PIXELS:,} pixels)") from e
+        raise ImageError(f"{name}: image too large (over twice the limit of {MAX_IMAGE_PIXELS:,} pixels)") from e
     except FileNotFoundError as e:
         raise ImageError(f"{name}: file not found") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a readable image (not an image file, or a format PIL cannot read)") from e
     except (OSError, ValueError, TypeError, SyntaxError) as e:
-        raise ImageError(f"{name}: not a readable image ({type(e).__name__}: {e})") from e
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise ImageError(f"{name}: not a readable image ({type(e).__name__}{': ' * bool(detail)}{detail})") from e
 
 
 def eval_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> T.Compose:

@@ -134,6 +134,8 @@ def format_metrics(m: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights/model.safetensors", help="model .safetensors (+ .json beside)")
+    ap.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
+                                                                "(read with torch.load(weights_only=True))")
     ap.add_argument("--data", required=True, help="dataset root (any supported layout)")
     ap.add_argument("--layout", default="auto")
     ap.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
     args = ap.parse_args(argv)
     try:
-        model = load_model(args.weights, args.device)
+        model = load_model(args.weights, args.device, args.allow_pickle)
         data = load_dataset(args.data, args.layout)
     except (WeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,13 @@ def load_backbone_weights(model: SiameseReID, path: str) -> None:
 def _read_torch_weights(path: str) -> dict[str, torch.Tensor]:
     """Plain tensor files only: weights_only=True refuses to run any code hidden in a pickle."""
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a hostile pickle; the error says it all
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure is a bad file to the user
-        raise WeightsError(f"{path}: not a plain tensor file ({type(e).__name__}: {e})") from e
+        lines = str(e).splitlines() or [""]
+        why = next((ln.strip() for ln in lines if "unsupported" in ln.lower()), lines[0])  # torch's is a page long
+        raise WeightsError(f"{path}: not a plain tensor file ({type(e).__name__}: {why})") from e
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     if not isinstance(sd, dict):
         raise WeightsError(f"{path}: expected a dict of tensors")
@@ -177,12 +182,20 @@ def _read_torch_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 # --- safetensors + JSON ----------------------------------------------------------------------------------
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar")
+
+
+def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file. A pickle-based file can run code when loaded, so it is refused unless
+    the user opts in (allow_pickle / --allow-pickle); even then torch.load(weights_only=True) reads tensors only."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: weights file not found")
-    if path.suffix in (".pt", ".pth", ".pkl", ".bin", ".ckpt"):
-        raise WeightsError(f"{path}: pickle-based weights are refused; convert them to .safetensors")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise WeightsError(f"{path}: pickle-based weights are refused (a pickle can run code); convert them to "
+                               ".safetensors, or pass --allow-pickle if you trust the file")
+        return _read_torch_weights(str(path))
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -207,8 +220,9 @@ def save_model(model: SiameseReID, path: str | Path, half: bool = False, inferen
     atomic_write_text(config_path(path), json.dumps(asdict(cfg), indent=2))
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> SiameseReID:
-    """Load weights saved by save_model; checks every tensor's name and shape against the JSON's model."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> SiameseReID:
+    """Load weights saved by save_model; checks every tensor's name and shape against the JSON's model, and
+    that every value is finite (a tampered file can have the right shapes and garbage inside)."""
     path = Path(path)
     cfg_file = config_path(path)
     if not cfg_file.exists():
@@ -217,7 +231,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SiameseR
         cfg = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
     except (ValueError, TypeError) as e:
         raise WeightsError(f"{cfg_file}: not a valid model config ({e})") from e
-    sd = read_state_dict(path)
+    sd = read_state_dict(path, allow_pickle)
     model = create_model(cfg)
     own = model.state_dict()
     bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
@@ -226,5 +240,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> SiameseR
         what = f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}"
         raise WeightsError(f"{path}: does not fit a {cfg.backbone} model ({what}); was it saved for another "
                            "backbone?")
+    broken = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:
+        raise WeightsError(f"{path}: tensor {broken} holds NaN or infinite values (a damaged or tampered file?)")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     return model.to(device).eval()

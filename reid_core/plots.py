@@ -2,10 +2,15 @@
 
 Logs are read while training appends to them, so a torn last line or an empty file must give a clear
 message or a partial plot, never a traceback. No model imports: this stays cheap to import.
+
+    python -m reid_core.plots runs/exp/log.csv [--html curves.html]   # last epoch's numbers, optional page
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,10 +44,19 @@ def read_log(path: str | Path) -> pd.DataFrame:
         raise LogError(f"{path}: empty file (training has not logged an epoch yet?)") from e
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
         raise LogError(f"{path}: not a CSV file ({type(e).__name__})") from e
+    if path.stat().st_size and _torn(path):  # killed mid-row: its cells may be cut-off numbers, drop it
+        df = df.iloc[:-1]
     if "epoch" not in df.columns:
         raise LogError(f"{path}: not a training log (no 'epoch' column; found {', '.join(map(str, df.columns[:5]))})")
     df = df.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
     return df.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+
+def _torn(path: Path) -> bool:
+    """The trainer ends every row with a newline, so a last line without one was cut off mid-write."""
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
 
 
 def read_runs(logs: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -89,3 +103,27 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     if figs["lr"].data:
         figs["lr"].update_yaxes(type="log", exponentformat="e")
     return figs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Summarise training logs, and optionally write their curves.")
+    ap.add_argument("logs", nargs="+", type=Path, help="log.csv files written by train.py")
+    ap.add_argument("--html", type=Path, help="write the four figures to this HTML file")
+    args = ap.parse_args(argv)
+    try:
+        df = read_runs({str(p): p for p in args.logs})
+    except LogError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for run, part in df.groupby("run", sort=False):
+        last = part.iloc[-1]
+        cells = [f"{c} {last[c]:.4g}" for c in (*LOSS_COLUMNS[:1], *EVAL_COLUMNS) if c in part and pd.notna(last[c])]
+        print(f"{run}: {len(part)} epoch(s), last epoch {last['epoch']:.0f}: {', '.join(cells) or 'no numbers'}")
+    if args.html:
+        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs="cdn") for f in figures(df).values()))
+        print(f"wrote {args.html}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

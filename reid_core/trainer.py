@@ -256,7 +256,9 @@ class Trainer:
             self.start_epoch += 1
         if self.world.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not cfg.resume:  # a fresh run in an old run's folder starts a fresh log, not an appended one
+            if cfg.resume:
+                self.trim_log()
+            else:  # a fresh run in an old run's folder starts a fresh log, not an appended one
                 (self.run_dir / "log.csv").unlink(missing_ok=True)
             atomic_write_text(self.run_dir / "config.json", json.dumps(asdict(cfg), indent=2))
 
@@ -355,6 +357,19 @@ class Trainer:
             f.flush()
             os.fsync(f.fileno())
 
+    def trim_log(self) -> None:
+        """Keep the log rows the checkpoint has done, whole: a kill after an epoch's row (or mid-row) but
+        before its checkpoint must not leave a duplicate or torn row behind once the epoch is redone."""
+        path = self.run_dir / "log.csv"
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            if not lines or not lines[0].endswith("\n"):  # torn header: log() writes a new one
+                path.unlink()
+                return
+            rows = [ln for ln in lines[1:] if ln.endswith("\n") and ln.split(",")[0].isdigit()
+                    and int(ln.split(",")[0]) <= self.start_epoch]
+            atomic_write_text(path, "".join(lines[:1] + rows))
+
     def fit(self) -> dict[str, float]:
         cfg, main = self.cfg, self.world.main
         if main:
@@ -374,8 +389,8 @@ class Trainer:
                     print(f"epoch {epoch + 1}: {format_metrics(last)}")
             row["seconds"] = time.time() - t0
             if main:  # one writer; the others wait so that a resume never sees a half-finished epoch
+                self.log(row)  # before the checkpoint: a resume trims rows past it (trim_log), never misses one
                 save_checkpoint(self.ckpt, self.model, self.opt, epoch, self.step)
-                self.log(row)
                 print(f"epoch {epoch + 1}/{cfg.epochs} loss {row.get('loss', float('nan')):.4f} "
                       f"({row['images_per_s']:.1f} img/s, {row['seconds']:.0f} s)")
             distributed.barrier(self.world)

@@ -20,6 +20,7 @@ from test_plots import write_log
 
 import app
 from reid_core import ReID
+from reid_core.limits import Limits
 from reid_core.model import ModelConfig, create_model, load_model, save_model
 
 PAIR_THRESHOLD = 0.5
@@ -208,11 +209,10 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
     assert [m["name"] for m in handlers.gallery.index.metadata] == ["good.png"]
 
 
-def test_upload_file_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_file_cap(tmp_path: Path) -> None:
     files = write_people(tmp_path, range(1, 3), range(1, 3))
-    monkeypatch.setattr(app, "MAX_UPLOAD_FILES", 3)
     skipped: list[str] = []
-    names = [n for n, _ in app.iter_uploads(files, skipped)]
+    names = [n for n, _ in app.iter_uploads(files, skipped, Limits(max_files=3))]
     assert names == [p.name for p in files[:3]]
     assert len(skipped) == 1 and "over the 3-file limit" in skipped[0]
 
@@ -229,3 +229,17 @@ def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
     *figs, status = handlers.curves(["demo_run"], str(bad))
     assert "Showing 1 of 2" in status and "bad.csv: empty file" in status
 
+
+
+def test_cached_output_pictures_are_written_once_and_whole(tmp_path: Path) -> None:
+    """Gradio rewrote a cached output in place on every request, truncating it under a concurrent reader;
+    the app's replacement writes it once, atomically, at the path Gradio would use."""
+    from gradio import processing_utils
+
+    img = person(1, 1, 0)
+    first = processing_utils.save_pil_to_cache(img, str(tmp_path), "x", "png")  # the app's, via the module
+    mtime = Path(first).stat().st_mtime_ns
+    assert app.save_pil_to_cache(img, str(tmp_path), "x", "png") == first
+    assert Path(first).stat().st_mtime_ns == mtime  # not rewritten
+    assert Path(first).parent.name == processing_utils.hash_bytes(processing_utils.encode_pil_to_bytes(img, "png"))
+    assert Image.open(first).tobytes() == img.tobytes() and [p.name for p in Path(first).parent.iterdir()] == ["x.png"]
