@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision import transforms as T
 
 from .datasets import Record
@@ -113,6 +113,9 @@ class ImageDataset(Dataset):
         r = self.records[i]
         img = load_image(r.path)
         if seed is None:
+            return self.transform(img), r.pid, r.camid, i
+        if get_worker_info() is not None:  # a loader worker's RNG serves nothing else: no need to restore it
+            torch.manual_seed(seed)
             return self.transform(img), r.pid, r.camid, i
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
