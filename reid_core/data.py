@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 from torchvision import transforms as T
 
 from .datasets import Record
@@ -77,17 +77,30 @@ def train_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[
 
 
 class ImageDataset(Dataset):
-    """Records -> (image tensor, pid, camid, index)."""
+    """Records -> (image tensor, pid, camid, index). With `skip_errors` an unreadable image comes back as its
+    ImageError (for `collate_skipping`) instead of stopping the whole DataLoader."""
 
-    def __init__(self, records: Sequence[Record], transform: T.Compose):
-        self.records, self.transform = list(records), transform
+    def __init__(self, records: Sequence[Record], transform: T.Compose, skip_errors: bool = False):
+        self.records, self.transform, self.skip_errors = list(records), transform, skip_errors
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, int] | ImageError:
         r = self.records[i]
-        return self.transform(load_image(r.path)), r.pid, r.camid, i
+        try:
+            return self.transform(load_image(r.path)), r.pid, r.camid, i
+        except ImageError as e:
+            if self.skip_errors:
+                return e
+            raise
+
+
+def collate_skipping(batch: list) -> tuple[list | None, list[str]]:
+    """default_collate over the readable items of a batch (None if there are none), plus the error messages
+    of the unreadable ones, so the main process can warn about each in one line."""
+    ok = [b for b in batch if not isinstance(b, ImageError)]
+    return (default_collate(ok) if ok else None), [str(b) for b in batch if isinstance(b, ImageError)]
 
 
 class PairDataset(Dataset):
