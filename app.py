@@ -36,7 +36,7 @@ from reid_core.api import DEFAULT_WEIGHTS, ReID
 from reid_core.data import ImageError, load_image, set_max_pixels
 from reid_core.datasets import parse_market_name
 from reid_core.files import atomic_write_text
-from reid_core.index import GalleryIndex, IndexLoadError
+from reid_core.index import RERANK_POOL, GalleryIndex, IndexLoadError
 from reid_core.limits import Limits
 from reid_core.metrics import market_rank
 from reid_core.uploads import iter_uploads, read_image
@@ -262,10 +262,14 @@ class GalleryStore:
             shutil.rmtree(self.images_dir, ignore_errors=True)
             self._save()
 
-    def ranking(self, query: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The whole gallery, best match first (the AP needs every position, not just the top k)."""
+    def ranking(self, query: np.ndarray, rerank: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The whole gallery, best match first (the AP needs every position, not just the top k); with
+        `rerank`, k-reciprocal re-ranked, which the index does for galleries up to RERANK_POOL images."""
         with self.lock:
-            scores, meta = self.index.search(query, len(self.index))
+            if rerank and len(self.index) > RERANK_POOL:
+                raise gr.Error(f"Re-ranking needs a gallery of at most {RERANK_POOL:,} images; this one has "
+                               f"{len(self.index):,}. Search without it.")
+            scores, meta = self.index.search(query, len(self.index), rerank=rerank)
         return scores[0], meta[0]
 
     def image(self, row: dict[str, Any]) -> Image.Image:
@@ -366,13 +370,14 @@ class ReIDApp:
         self.gallery.clear()
         return self.gallery.summary(), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
 
-    def search(self, query: str | None, k: float = 10) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
+    def search(self, query: str | None, k: float = 10, rerank: bool = False,
+               ) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
         """Top-k gallery images for a query: (gallery items, results table, AP/notes)."""
         reid = self.require_model()
         img = self.image(query, "a query image")
         if not len(self.gallery.index):
             raise gr.Error("The gallery is empty: add images (or a .zip) on the left first.")
-        scores, ranked = self.gallery.ranking(reid.embed(img))
+        scores, ranked = self.gallery.ranking(reid.embed(img), bool(rerank))
         name = Path(query).name
         qpid, _ = market_ids(name)
         items, rows = [], []
@@ -382,7 +387,8 @@ class ReIDApp:
             colour = None if ok is None else (GOOD if ok else BAD)
             items.append((framed(self.gallery.image(r), colour), f"{mark}#{rank} {score:.3f}"))
             rows.append([rank, r["name"], round(float(score), 4), "" if ok is None else ("right" if ok else "wrong")])
-        return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked, scores)
+        note = "\n\nRe-ranked (k-reciprocal): scores are 1 - the re-ranked distance, not cosines." if rerank else ""
+        return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked, scores) + note
 
     # --- training curves -----------------------------------------------------------------------------------
     def run_choices(self) -> list[str]:
@@ -479,6 +485,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     clear_btn = gr.Button("Clear gallery", variant="stop", size="sm")
                     query = image_input("Query", "query", 260)
                     k = gr.Slider(1, 50, value=10, step=1, label="Top k")
+                    rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
+                                         elem_id="rerank")
                     search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
                     if examples:
                         gr.Examples([[by_name[n]] for n in ("0001_c1s1_000001_00.png", "0004_c2s1_000002_00.png")
@@ -492,7 +500,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
             add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
             clear_btn.click(app.clear_gallery, None, [gallery_status, results, table, summary],
                             api_name="clear_gallery")
-            search_btn.click(app.search, [query, k], [results, table, summary], api_name="search", **model)
+            search_btn.click(app.search, [query, k, rerank], [results, table, summary], api_name="search", **model)
 
         with gr.Tab("Training curves"):
             with gr.Row():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from torchvision import transforms as T
 
 from .datasets import Record
@@ -99,19 +99,25 @@ def train_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[
 
 
 class ImageDataset(Dataset):
-    """Records -> (image tensor, pid, camid, index)."""
+    """Records -> (image tensor, pid, camid, index). With `skip_errors` an unreadable image comes back as its
+    ImageError (for `collate_skipping`) instead of stopping the whole DataLoader."""
 
-    def __init__(self, records: Sequence[Record], transform: T.Compose):
-        self.records, self.transform = list(records), transform
+    def __init__(self, records: Sequence[Record], transform: T.Compose, skip_errors: bool = False):
+        self.records, self.transform, self.skip_errors = list(records), transform, skip_errors
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, int] | ImageError:
         """`item` is an index, or (index, seed) to draw this sample's augmentation from its own seed."""
         i, seed = item if isinstance(item, tuple) else (item, None)
         r = self.records[i]
-        img = load_image(r.path)
+        try:
+            img = load_image(r.path)
+        except ImageError as e:
+            if self.skip_errors:
+                return e
+            raise
         if seed is None:
             return self.transform(img), r.pid, r.camid, i
         if get_worker_info() is not None:  # a loader worker's RNG serves nothing else: no need to restore it
@@ -120,6 +126,13 @@ class ImageDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(img), r.pid, r.camid, i
+
+
+def collate_skipping(batch: list) -> tuple[list | None, list[str]]:
+    """default_collate over the readable items of a batch (None if there are none), plus the error messages
+    of the unreadable ones, so the main process can warn about each in one line."""
+    ok = [b for b in batch if not isinstance(b, ImageError)]
+    return (default_collate(ok) if ok else None), [str(b) for b in batch if isinstance(b, ImageError)]
 
 
 class PairDataset(Dataset):

@@ -14,36 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from .data import ImageDataset, eval_transform
 from .datasets import Record, ReIDData, load_dataset
+from .embed import TorchEmbedder, embed_records
 from .files import atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
 from .model import SiameseReID, WeightsError, config_path, load_model
-from .precision import autocast
 
 
-@torch.no_grad()
 def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int = 2,
             amp: bool = True, desc: str = "embed", progress: bool = True) -> np.ndarray:
     """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps."""
-    device = next(model.parameters()).device
-    cfg = model.cfg
-    ds = ImageDataset(records, eval_transform((cfg.height, cfg.width), cfg.mean, cfg.std))
-    dl = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
-    out = []
     try:
-        for x, *_ in tqdm(dl, desc=desc, leave=False, disable=not progress):
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                out.append(model.embed(x).float().cpu())
+        return embed_records(TorchEmbedder(model, amp), records, batch_size, workers, desc, progress)[0]
     finally:
         model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, model.embed_dim), np.float32)
 
 
 def verification_pairs(q: Sequence[Record], g: Sequence[Record], seed: int = 0) -> np.ndarray:

@@ -57,3 +57,31 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def market_big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough identities for PK batches of 4 x 4."""
     return make_market(tmp_path_factory.mktemp("market_big") / "market1501", n_train=12, n_test=6, per_cam=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised resnet18 at 64x32 with a 32-d embedding, saved as inference weights."""
+    import torch
+
+    from reid_core.model import ModelConfig, create_model, save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_model(create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32)), path,
+               inference_only=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def people_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nested folders of synthetic crops (4 ids x 3 cameras) plus one corrupt .jpg and one non-image file."""
+    root = tmp_path_factory.mktemp("people")
+    for pid in range(1, 5):
+        sub = root / f"cam_group{pid % 2}"
+        sub.mkdir(exist_ok=True)
+        for cam in range(3):
+            person(pid, cam, 0).save(sub / f"{pid:04d}_c{cam + 1}.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root

@@ -1,4 +1,5 @@
-"""GalleryIndex: exact search must equal a brute-force numpy ranking, before and after edits and a reload."""
+"""GalleryIndex: exact search must equal a brute-force numpy ranking, before and after edits and a reload; the
+approximate (FAISS IVF) index must keep its recall, its edits and its parameters through a reload."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from reid_core.index import METADATA_FILE, GalleryIndex, IndexLoadError
+from bench.search_speed import clustered
+from reid_core.index import EMBEDDINGS_FILE, METADATA_FILE, RERANK_POOL, GalleryIndex, IndexLoadError, recall_at_k
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -127,3 +130,133 @@ def test_load_errors(tmp_path: Path, index: GalleryIndex) -> None:
     meta.write_text("{not json")
     with pytest.raises(IndexLoadError, match="unreadable index"):
         GalleryIndex.load(tmp_path / "idx")
+
+
+def test_exact_search_keeps_ties_in_insertion_order() -> None:
+    g = GalleryIndex()
+    g.add(np.array([[1.0, 0], [0, 1], [1, 0], [1, 0], [0.9, 0.1]]), list("abcde"))
+    scores, meta = g.search(np.array([1.0, 0]), 2)  # three rows tie for first: the two earliest win
+    assert [m["id"] for m in meta[0]] == ["a", "c"] and scores[0].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_loads_version_1_folders(tmp_path: Path) -> None:
+    """Galleries saved before row labels and approximate indexes existed still load and search."""
+    emb = unit(np.random.default_rng(3).normal(size=(4, 8)).astype(np.float32))
+    save_file({"embeddings": emb}, str(tmp_path / EMBEDDINGS_FILE), metadata={"version": "1", "generation": "g"})
+    rows = [{"id": f"r{i}"} for i in range(4)]
+    (tmp_path / METADATA_FILE).write_text(json.dumps({"version": 1, "generation": "g", "dim": 8, "rows": rows}))
+    g = GalleryIndex.load(tmp_path)
+    assert g.ids == ["r0", "r1", "r2", "r3"] and g.approx is None
+    assert g.search(emb[2], 1)[1][0][0]["id"] == "r2"
+    g.add(emb[:1], ["new"])  # labels continue after the implicit 0..3
+    assert g.search(emb[0], 2)[1][0][1]["id"] in ("new", "r0")
+
+
+def test_recall_at_k_helper() -> None:
+    assert recall_at_k([[1, 2, 3]], [[1, 2, 3]], 3) == 1.0
+    assert recall_at_k([[1, 9, 3], [4, 5, 6]], [[1, 2, 3], [7, 8, 4]], 3) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert recall_at_k([[3, 2, 1, 7]], [[1, 2, 3, 4]], 2) == 0.5  # only the top 2 of each count
+    with pytest.raises(ValueError, match="2 approximate vs 1 exact"):
+        recall_at_k([[1], [2]], [[1]])
+
+
+@pytest.fixture(scope="module")
+def clustered_data() -> tuple[np.ndarray, np.ndarray]:
+    """3,000 re-id-like vectors (300 identities x 10 views) and 100 held-out views as queries."""
+    gallery, held = clustered(300, 10, dim=64, latent=16)
+    return gallery, held[:100]
+
+
+@pytest.fixture
+def approx(clustered_data: tuple[np.ndarray, np.ndarray]) -> GalleryIndex:
+    g = GalleryIndex(approx="ivf", nlist=30, nprobe=6)
+    g.add(clustered_data[0], [f"id{i}" for i in range(len(clustered_data[0]))])
+    g.train()
+    return g
+
+
+def ids_of(meta: list[list[dict]]) -> list[list[str]]:
+    return [[m["id"] for m in row] for row in meta]
+
+
+def test_approximate_recall_on_clustered_data(approx: GalleryIndex, clustered_data: tuple[np.ndarray, np.ndarray],
+                                              ) -> None:
+    queries = clustered_data[1]
+    exact = ids_of(approx.search(queries, 10, exact=True)[1])
+    _, want = brute_force(clustered_data[0], queries, 10)
+    assert exact == [[f"id{j}" for j in row] for row in want]
+    recall = recall_at_k(ids_of(approx.search(queries, 10)[1]), exact, 10)
+    approx.nprobe = 1
+    narrow = recall_at_k(ids_of(approx.search(queries, 10)[1]), exact, 10)
+    approx.nprobe = 30  # every cell scanned: the same rows as exact search
+    assert ids_of(approx.search(queries, 10)[1]) == exact
+    assert recall >= 0.9 and narrow < recall  # scanning fewer cells must cost recall: the index is really used
+
+
+def test_approximate_round_trip_and_edits(tmp_path: Path, approx: GalleryIndex,
+                                          clustered_data: tuple[np.ndarray, np.ndarray]) -> None:
+    gallery, queries = clustered_data
+    gone = [f"id{i}" for i in range(0, 3000, 2)]
+    assert approx.remove(gone) == 1500
+    approx.add(gallery[:4] * 2.0, ["a", "b", "c", "d"])  # new rows go into the trained cells
+    scores, meta = approx.search(gallery[2], 1)  # id2 was removed, so "c" is the only copy
+    assert meta[0][0]["id"] == "c" and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    found = {m["id"] for row in approx.search(queries, 50)[1] for m in row}
+    assert not found & set(gone) and approx._ivf.ntotal == len(approx) == 1504
+
+    approx.nprobe = 4
+    before = approx.search(queries, 10)
+    approx.save(tmp_path / "idx")
+    approx.save(tmp_path / "idx")  # a second save replaces the first FAISS file instead of piling up
+    assert sorted(p.suffix for p in (tmp_path / "idx").iterdir()) == [".faiss", ".json", ".safetensors"]
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    assert (loaded.approx, loaded.nlist, loaded.nprobe, loaded.trained) == ("ivf", 30, 4, True)
+    after = loaded.search(queries, 10)
+    np.testing.assert_array_equal(before[0], after[0])
+    assert before[1] == after[1] and loaded.ids == approx.ids
+    loaded.remove(["a"])  # labels survive the reload: removal still finds the row in the FAISS cells
+    assert "a" not in {m["id"] for m in loaded.search(gallery[0], 5)[1][0]} and loaded._ivf.ntotal == 1503
+
+
+def test_untrained_approximate_index_round_trips(tmp_path: Path) -> None:
+    g = GalleryIndex(approx="ivf", nprobe=3)
+    g.add(np.eye(4), list("abcd"))
+    g.save(tmp_path)
+    loaded = GalleryIndex.load(tmp_path)
+    assert (loaded.approx, loaded.trained, loaded.nprobe) == ("ivf", False, 3)
+    assert loaded.search(np.array([0, 0, 1.0, 0]), 1)[1][0][0]["id"] == "c"  # first search trains
+    assert loaded.trained and loaded.nlist == 1  # too few rows for more than one cell of 40
+
+
+def test_faiss_file_must_match(tmp_path: Path, approx: GalleryIndex) -> None:
+    approx.save(tmp_path)
+    table = json.loads((tmp_path / METADATA_FILE).read_text())
+    (tmp_path / table["approx"]["file"]).write_bytes(b"garbage")
+    with pytest.raises(IndexLoadError, match="unreadable FAISS index"):
+        GalleryIndex.load(tmp_path)
+    with pytest.raises(ValueError, match="approx must be one of"):
+        GalleryIndex(approx="hnsw")
+    small = GalleryIndex(approx="ivf", nlist=100)
+    small.add(np.eye(3), list("abc"))
+    assert small.search(np.array([0, 1.0, 0]), 1)[1][0][0]["id"] == "b" and not small.trained  # exact meanwhile
+    with pytest.raises(ValueError, match="cannot fill 100 IVF cells"):
+        small.train()
+
+
+def test_rerank(clustered_data: tuple[np.ndarray, np.ndarray]) -> None:
+    from reid_core.metrics import cosine_distance, rerank
+
+    gallery, queries = clustered_data[0][:200], clustered_data[1][:1]
+    g = GalleryIndex()
+    g.add(gallery, [str(i) for i in range(200)])
+    scores, meta = g.search(queries, 10, rerank=True)
+    want = rerank(cosine_distance(queries, gallery), np.zeros((1, 1), np.float32), cosine_distance(gallery, gallery))
+    order = np.argsort(want[0], kind="stable")[:10]
+    assert [int(m["id"]) for m in meta[0]] == order.tolist()  # the whole gallery re-ranked, as evaluate does
+    np.testing.assert_allclose(scores[0], 1 - want[0, order], atol=1e-6)
+    assert (np.diff(scores[0]) <= 0).all()
+    assert g.search(queries, 5000, rerank=True)[0].shape == (1, 200)
+    tiny = GalleryIndex()
+    tiny.add(np.eye(3), list("abc"))  # fewer rows than k1: still a ranking of all of them
+    assert sorted(m["id"] for m in tiny.search(np.array([1.0, 0, 0]), 5, rerank=True)[1][0]) == ["a", "b", "c"]
+    assert RERANK_POOL >= 1000

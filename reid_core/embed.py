@@ -1,0 +1,144 @@
+"""Embed a folder of images (recursively) into one safetensors file: the batch pipeline behind evaluation too.
+
+    python -m reid_core.embed DIR --out FILE [--weights weights/model.safetensors] [--backend torch|onnx]
+
+Images are decoded and normalised in DataLoader worker processes while the model computes on the previous
+batch, so decoding and the forward pass overlap on separate cores. An unreadable image gets a one-line
+warning and is skipped. FILE holds `embeddings` (N, D, L2-normalised float32) and, in its header, `paths`
+(JSON list of the N absolute image paths, same order) plus the model and backend used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data import ImageDataset, collate_skipping, eval_transform
+from .datasets import Record
+from .files import atomic_write
+from .model import SiameseReID, WeightsError, load_model
+from .precision import autocast
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class TorchEmbedder:
+    """Batch tensor -> (B, D) numpy embeddings with the model in eval mode, channels_last, bf16 where native."""
+
+    def __init__(self, model: SiameseReID, amp: bool = True):
+        self.model, self.amp, self.cfg, self.dim = model, amp, model.cfg, model.embed_dim
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp):
+            return self.model.embed(x).float().cpu().numpy()
+
+
+def embed_records(embedder: TorchEmbedder, records: Sequence[Record], batch_size: int = 64, workers: int = 2,
+                  desc: str = "embed", progress: bool = True, skip_bad: bool = False,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings, indices of the records they belong to). `embedder` is anything with `cfg`, `dim` and
+    `__call__(batch) -> ndarray` (TorchEmbedder, export.OnnxEmbedder). Without `skip_bad` an unreadable
+    image raises ImageError; with it, it is reported in one line and left out of the indices."""
+    cfg = embedder.cfg
+    ds = ImageDataset(records, eval_transform((cfg.height, cfg.width), cfg.mean, cfg.std), skip_errors=skip_bad)
+    pin = getattr(embedder, "device", torch.device("cpu")).type == "cuda"
+    dl = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=pin,
+                    collate_fn=collate_skipping if skip_bad else None)
+    out, kept = [], []
+    for batch in tqdm(dl, desc=desc, leave=False, disable=not progress, unit="batch"):
+        if skip_bad:
+            batch, errors = batch
+            for e in errors:
+                tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
+            if batch is None:
+                continue
+        x, _, _, idx = batch
+        out.append(embedder(x))
+        kept.append(idx.numpy())
+    if not out:
+        return np.zeros((0, embedder.dim), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(out).astype(np.float32, copy=False), np.concatenate(kept)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Every image file under `folder`, sorted; ValueError (one line) for a missing or image-less folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))}) in it or below it")
+    return files
+
+
+def save_embeddings(path: str | Path, embeddings: np.ndarray, paths: Sequence[str], **info: str) -> None:
+    header = {"paths": json.dumps(list(paths)), **info}
+    atomic_write(path, lambda p: save_file({"embeddings": np.ascontiguousarray(embeddings)}, str(p), header))
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """What `save_embeddings` wrote: (N, D) embeddings and their N image paths; ValueError in one line."""
+    try:
+        with safe_open(str(path), "np") as f:
+            emb, paths = f.get_tensor("embeddings"), json.loads((f.metadata() or {})["paths"])
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not an embeddings file from reid_core.embed ({type(e).__name__}: {e})") from e
+    if emb.ndim != 2 or len(emb) != len(paths):
+        raise ValueError(f"{path}: {emb.shape} embeddings for {len(paths)} paths")
+    return emb, paths
+
+
+def make_embedder(backend: str, weights: str | Path, onnx: str | Path | None = None, device: str = "cpu",
+                  amp: bool = True) -> TorchEmbedder:
+    if backend == "onnx":
+        from .export import OnnxEmbedder  # onnxruntime only when asked for
+
+        return OnnxEmbedder(onnx or Path(weights).with_suffix(".onnx"))
+    return TorchEmbedder(load_model(weights, device), amp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", help="folder of images (searched recursively)")
+    ap.add_argument("--out", required=True, help="output .safetensors file")
+    ap.add_argument("--weights", default="weights/model.safetensors")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    ap.add_argument("--onnx", help="ONNX model from reid_core.export (default: the weights path with .onnx)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2, help="decoding processes (0: decode in this one)")
+    ap.add_argument("--no-amp", action="store_true", help="fp32 even where the hardware has native bf16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    try:
+        files = list_images(args.folder)
+        embedder = make_embedder(args.backend, args.weights, args.onnx, args.device, not args.no_amp)
+    except (WeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.workers,
+                              skip_bad=True)
+    seconds = time.perf_counter() - t0
+    paths = [str(files[i].resolve()) for i in kept]
+    save_embeddings(args.out, emb, paths, weights=str(args.weights), backend=args.backend)
+    print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
+          f"({len(paths) / max(seconds, 1e-9):.0f} img/s, {args.backend}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""ONNX export of the embedding path (image batch -> L2-normalised embedding) and an onnxruntime embedder.
+
+    python -m reid_core.export --weights weights/model.safetensors --out model.onnx
+
+The graph has a dynamic batch axis; the model config (input size, mean, std) travels inside the file as
+metadata, so `OnnxEmbedder(path)` needs nothing else. The export is checked against torch on random input
+before it is kept: every embedding must match to cosine >= PARITY_COSINE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .files import atomic_write
+from .model import ModelConfig, SiameseReID, WeightsError, load_model
+
+PARITY_COSINE = 0.999
+CONFIG_KEY = "reid_config"
+
+
+class _EmbedPath(nn.Module):
+    def __init__(self, model: SiameseReID):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)
+
+
+def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
+    """Write `path` atomically: input `images` (B, 3, H, W) float32, output `embeddings` (B, D)."""
+    import onnx
+
+    cfg = model.cfg
+    model = model.float().eval()
+    x = torch.zeros(2, 3, cfg.height, cfg.width)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, deprecated but exact
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(_EmbedPath(model), (x,), str(tmp), input_names=["images"], output_names=["embeddings"],
+                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                              opset_version=opset, dynamo=False)
+        proto = onnx.load(str(tmp))
+        proto.metadata_props.add(key=CONFIG_KEY, value=json.dumps(asdict(cfg)))
+        onnx.save(proto, str(tmp))
+
+    atomic_write(path, write)
+
+
+class OnnxEmbedder:
+    """Batch tensor -> (B, D) numpy embeddings through onnxruntime on the CPU (same interface as TorchEmbedder)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.cfg = ModelConfig.from_dict(json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
+        except KeyError as e:
+            raise WeightsError(f"{path}: ONNX file without the {CONFIG_KEY} metadata; export it with "
+                               "python -m reid_core.export") from e
+        except Exception as e:  # onnxruntime's own error types (NoSuchFile, InvalidProtobuf, ...)
+            why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise WeightsError(f"{path}: not a loadable ONNX model ({why})") from e
+        self.dim = int(self.session.get_outputs()[0].shape[1])
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = x.numpy() if isinstance(x, torch.Tensor) else x
+        return self.session.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.ndarray:
+    """Per-image cosine between the torch (fp32) and the ONNX embeddings of the same batch."""
+    with torch.no_grad():
+        want = model.float().eval().embed(x).numpy()
+    got = embedder(x)
+    return (want * got).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1)).clip(1e-12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", default="weights/model.safetensors")
+    ap.add_argument("--out", required=True, help="output .onnx file")
+    ap.add_argument("--opset", type=int, default=17)
+    args = ap.parse_args(argv)
+    try:
+        model = load_model(args.weights, "cpu")
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    export_onnx(model, args.out, args.opset)
+    cfg = model.cfg
+    cos = parity(model, OnnxEmbedder(args.out), torch.randn(8, 3, cfg.height, cfg.width,
+                                                            generator=torch.Generator().manual_seed(0)))
+    print(f"{args.out}: {cfg.backbone} {cfg.height}x{cfg.width} -> {model.embed_dim}-d, dynamic batch; "
+          f"parity with torch on 8 random images: min cosine {cos.min():.6f}")
+    if cos.min() < PARITY_COSINE:
+        Path(args.out).unlink(missing_ok=True)
+        print(f"error: ONNX embeddings differ from torch (cosine {cos.min():.4f} < {PARITY_COSINE}); removed "
+              f"{args.out}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""ONNX export: onnxruntime must give the torch embeddings (cosine >= 0.999 per image) at any batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from reid_core.embed import load_embeddings  # noqa: E402
+from reid_core.embed import main as embed_main  # noqa: E402
+from reid_core.export import PARITY_COSINE, OnnxEmbedder, parity  # noqa: E402
+from reid_core.export import main as export_main  # noqa: E402
+from reid_core.model import WeightsError, load_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert export_main(["--weights", str(tiny_weights), "--out", str(out)]) == 0
+    return out
+
+
+def test_onnx_parity(onnx_file: Path, tiny_weights: Path) -> None:
+    model = load_model(tiny_weights)
+    ort = OnnxEmbedder(onnx_file)
+    assert (ort.cfg.height, ort.cfg.width, ort.dim) == (64, 32, 32)  # the config travels inside the file
+    for batch in (1, 7):  # the batch axis is dynamic
+        x = torch.randn(batch, 3, 64, 32, generator=torch.Generator().manual_seed(batch))
+        cos = parity(model, ort, x)
+        assert cos.shape == (batch,) and cos.min() >= PARITY_COSINE
+    other = torch.randn(4, 3, 64, 32)
+    assert parity(model, ort, other).min() >= PARITY_COSINE
+    assert np.abs(ort(other) - ort(other.flip(0))[::-1]).max() < 1e-5  # per-image, not per-batch
+
+
+def test_onnx_backend_in_embed_cli(tmp_path: Path, onnx_file: Path, tiny_weights: Path, people_folder: Path) -> None:
+    out = {}
+    for backend in ("torch", "onnx"):
+        path = tmp_path / f"{backend}.safetensors"
+        assert embed_main([str(people_folder), "--out", str(path), "--weights", str(tiny_weights), "--backend",
+                           backend, "--onnx", str(onnx_file), "--workers", "0"]) == 0
+        out[backend] = load_embeddings(path)
+    assert out["torch"][1] == out["onnx"][1] and len(out["onnx"][1]) == 12
+    assert (out["torch"][0] * out["onnx"][0]).sum(1).min() >= PARITY_COSINE
+
+
+def test_bad_onnx_files(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(WeightsError, match="not a loadable ONNX model"):
+        OnnxEmbedder(bad)
+    with pytest.raises(WeightsError, match="not a loadable ONNX model"):
+        OnnxEmbedder(tmp_path / "missing.onnx")
+    assert embed_main([str(tmp_path), "--out", str(tmp_path / "o.safetensors"), "--backend", "onnx"]) == 2
+    assert export_main(["--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o.onnx")]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
