@@ -37,7 +37,8 @@ def triplet_loss(feat: torch.Tensor, pids: torch.Tensor, margin: float = 0.3, no
     """Batch-hard triplet with a margin; anchors without a positive or a negative in the batch are skipped.
 
     `normalize` measures distances between unit vectors, so the margin means the same for every backbone;
-    on raw features it is in the backbone's own units (a Lite0's 1,280-d features sit ~20-40 apart)."""
+    on raw features it is in the backbone's own units (BENCHMARKS.md section 1: on an ImageNet Lite0 the
+    raw form held training back)."""
     if normalize:
         feat = F.normalize(feat.float(), dim=1)
     d_ap, _, d_an, _ = batch_hard_mining(feat, pids)
