@@ -57,11 +57,12 @@ def few_per_identity(records: list, ids: int, per_id: int, seed: int = 0) -> lis
 
 
 def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, lite0_init: Path, tmp_path: Path) -> None:
-    """400 real images (100 identities x 4), under two minutes: the loss falls, the classifier learns, and
-    pair decisions on 100 test identities the run never saw beat chance clearly and the ImageNet start."""
-    small = ReIDData(market.name, market.root, few_per_identity(market.train, 100, 4), market.query, market.gallery)
+    """600 real images (200 identities x 3), about two minutes: the loss falls, the classifier learns, and
+    pair decisions on 100 test identities the run never saw beat chance clearly and the ImageNet start.
+    Many identities with few images each generalise better than few with many, at the same compute."""
+    small = ReIDData(market.name, market.root, few_per_identity(market.train, 200, 3), market.query, market.gallery)
     cfg = TrainConfig(data=DATA, out=str(tmp_path), name="ci", backbone="efficientnet_lite0", pretrained=False,
-                      init_weights=str(lite0_init), height=128, width=64, epochs=16, warmup_epochs=1,
+                      init_weights=str(lite0_init), height=128, width=64, epochs=8, warmup_epochs=1,
                       schedule="cosine", workers=2, seed=0)
     trainer = Trainer(cfg, data=small)
     query, gallery = subset_eval(market, 100, seed=1)
@@ -72,13 +73,14 @@ def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, lite0_i
         rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
     print({k: (round(before[k], 4), round(after[k], 4)) for k in ("pair_auc", "pair_accuracy", "rank1", "mAP")})
-    # the triplet on unit vectors stays near its margin on 400 images; the sum, ID and pair terms fall
+    # the triplet on unit vectors stays near its margin on so few images; the sum, ID and pair terms fall
     for col, ratio in (("loss", 0.85), ("loss_pair", 0.85), ("loss_id", 0.97)):
         assert float(last[col]) < ratio * float(first[col]), (col, first[col], last[col])
     assert float(last["train_acc"]) > 3 * float(first["train_acc"])
-    # measured: pair accuracy 0.592 -> 0.635 (chance 0.5), pair AUC 0.653 -> 0.683, mAP 6.8 -> 8.6
-    assert after["pair_accuracy"] > 0.6 and after["pair_accuracy"] > before["pair_accuracy"] + 0.02, (before, after)
-    assert after["pair_auc"] > before["pair_auc"] + 0.02 and after["mAP"] > before["mAP"], (before, after)
+    # measured: pair accuracy 0.592 -> 0.676 (chance 0.5), pair AUC 0.653 -> 0.737, mAP 6.8 -> 8.3; run to run
+    # (2 threads) these move by ~0.02, hence the thresholds
+    assert after["pair_accuracy"] > 0.63 and after["pair_accuracy"] > before["pair_accuracy"] + 0.05, (before, after)
+    assert after["pair_auc"] > before["pair_auc"] + 0.05 and after["mAP"] > before["mAP"], (before, after)
 
 
 def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market, lite0_init: Path) -> None:
