@@ -25,7 +25,7 @@ def free_port() -> int:
 def train(market: Path, out: Path, name: str, loss: str, nproc: int) -> Path:
     flags = (f"--name {name} --backbone resnet18 --no-pretrained --height 64 --width 32 --loss {loss} "
              "--ids-per-batch 4 --images-per-id 4 --pair-batch 8 --epochs 2 --lr 1e-3 --warmup-epochs 1 "
-             "--erasing 0.5 --workers 0 --no-amp --device cpu --seed 3")
+             "--erasing 0.5 --workers 0 --no-amp --device cpu --seed 3 --eval-every 2")
     args = ["train.py", "--data", str(market), "--out", str(out), *flags.split()]
     launcher = [sys.executable]
     if nproc > 1:
@@ -46,6 +46,9 @@ def test_two_processes_match_one(market_big: Path, tmp_path: Path, loss: str) ->
     assert [r["step"] for r in rows1] == [r["step"] for r in rows2] and len(rows1) == 2
     for r1, r2 in zip(rows1, rows2, strict=True):
         assert float(r2["loss"]) == pytest.approx(float(r1["loss"]), rel=1e-3), (r1, r2)
+    # evaluation: each process embeds every other image and rank 0 scores the gathered set
+    for col in ("rank1", "mAP", "pair_auc"):
+        assert float(rows2[-1][col]) == pytest.approx(float(rows1[-1][col]), abs=0.02), col
     w1, w2 = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
     assert w1.keys() == w2.keys()
     torch.manual_seed(3)  # the trainer's initial network
