@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import ImageLike, eval_transform, load_image
+from .embed import TorchEmbedder
 from .model import SiameseReID, load_model
-from .precision import autocast
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
 
@@ -37,6 +37,7 @@ class ReID:
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.embedder = TorchEmbedder(self.model)  # the same batch -> embedding step as the CLIs and evaluation
         cfg = model.cfg
         self.transform = eval_transform((cfg.height, cfg.width), cfg.mean, cfg.std)
         self.threshold = float(cfg.extra.get("pair_threshold", 0.5))
@@ -64,12 +65,9 @@ class ReID:
         """(N, D) L2-normalised embeddings; a single image gives (1, D)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        out = []
-        for s in range(0, len(images), self.batch_size):
-            x = self.preprocess(images[s:s + self.batch_size]).to(self.device)
-            with autocast(self.device):
-                out.append(self.model.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, self.model.embed_dim), np.float32)
+        out = [self.embedder(self.preprocess(images[s:s + self.batch_size]))
+               for s in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 
     @torch.no_grad()
     def compare_embeddings(self, ea: np.ndarray, eb: np.ndarray) -> list[Comparison]:
