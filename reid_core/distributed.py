@@ -25,7 +25,6 @@ from torch.utils.data import Sampler
 class World:
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
 
     @property
     def main(self) -> bool:
@@ -46,7 +45,7 @@ def init(device: str = "auto") -> tuple[World, torch.device]:
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), local), dev
+    return World(dist.get_rank(), dist.get_world_size()), dev
 
 
 def barrier(world: World) -> None:
