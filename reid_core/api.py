@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageLike, eval_transform, load_image
+from .data import ImageLike, eval_pixels, load_image, normalise
 from .embed import TorchEmbedder
 from .model import SiameseReID, load_model
 
@@ -39,7 +39,6 @@ class ReID:
         self.batch_size = batch_size
         self.embedder = TorchEmbedder(self.model)  # the same batch -> embedding step as the CLIs and evaluation
         cfg = model.cfg
-        self.transform = eval_transform((cfg.height, cfg.width), cfg.mean, cfg.std)
         self.threshold = float(cfg.extra.get("pair_threshold", 0.5))
         self.cos_threshold = float(cfg.extra.get("cos_threshold", 0.5))
 
@@ -57,15 +56,17 @@ class ReID:
         return {"backbone": cfg.backbone, "input": f"{cfg.height}x{cfg.width}", "embed_dim": self.model.embed_dim,
                 "pair_threshold": self.threshold, **{k: v for k, v in cfg.extra.items() if k != "pair_threshold"}}
 
-    def preprocess(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        return torch.stack([self.transform(load_image(im)) for im in images])
+    def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """uint8 (N, 3, H, W): decoded and resized exactly as the batch pipeline does it."""
+        size = (self.model.cfg.height, self.model.cfg.width)
+        return torch.stack([eval_pixels(load_image(im), size) for im in images])
 
     @torch.no_grad()
     def embed(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """(N, D) L2-normalised embeddings; a single image gives (1, D)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        out = [self.embedder(self.preprocess(images[s:s + self.batch_size]))
+        out = [self.embedder.embed_pixels(self.pixels(images[s:s + self.batch_size]))
                for s in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 
@@ -86,7 +87,8 @@ class ReID:
     def similarity_map(self, a: ImageLike, b: ImageLike) -> tuple[np.ndarray, np.ndarray]:
         """Per-region agreement: each cell of a's feature map scored by its best cosine match anywhere in b
         (and vice versa), in [0, 1]. Shows which body parts drove the verdict."""
-        x = self.preprocess([a, b]).to(self.device).contiguous(memory_format=torch.channels_last)
+        cfg = self.model.cfg
+        x = normalise(self.pixels([a, b]).to(self.device), cfg.mean, cfg.std, channels_last=True)
         fm = F.normalize(self.model.feature_map(x).float(), dim=1)  # (2, C, h, w)
         fa, fb = fm[0].flatten(1), fm[1].flatten(1)
         sim = fa.T @ fb  # (hw_a, hw_b)

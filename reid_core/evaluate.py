@@ -22,7 +22,7 @@ from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, v
 from .model import SiameseReID, WeightsError, config_path, load_model
 
 
-def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int = 2,
+def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
             amp: bool = True, desc: str = "embed", progress: bool = True) -> np.ndarray:
     """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps."""
     was_training = model.training
@@ -66,7 +66,7 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
 
 
 def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
-             batch_size: int = 64, workers: int = 2, amp: bool = True, do_rerank: bool = False,
+             batch_size: int = 64, workers: int | None = None, amp: bool = True, do_rerank: bool = False,
              progress: bool = True) -> dict[str, float]:
     """Market-protocol ranking metrics plus pair verification (pair head and cosine).
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     ap.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, help="embedding threads (default: one per CPU thread torch uses)")
     ap.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="also write the metrics to this JSON file")

@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .embed import Embedder
 from .files import atomic_write
 from .model import ModelConfig, SiameseReID, WeightsError, load_model
 
@@ -57,29 +60,38 @@ def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
     atomic_write(path, write)
 
 
-class OnnxEmbedder:
-    """Batch tensor -> (B, D) numpy embeddings through onnxruntime on the CPU (same interface as TorchEmbedder)."""
+class OnnxEmbedder(Embedder):
+    """The exported graph through onnxruntime on the CPU (plain NCHW input). A call runs on as many threads
+    as torch would use in the calling thread (one session per thread count), so embed_records' per-thread
+    share of the CPU holds for ONNX as for torch."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
+    def __init__(self, path: str | Path):
+        self.path, self.sessions, self.lock = str(path), {}, threading.Lock()
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            self.cfg = ModelConfig.from_dict(json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
+            session = self.session()
+            self.cfg = ModelConfig.from_dict(json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
         except KeyError as e:
             raise WeightsError(f"{path}: ONNX file without the {CONFIG_KEY} metadata; export it with "
                                "python -m reid_core.export") from e
         except Exception as e:  # onnxruntime's own error types (NoSuchFile, InvalidProtobuf, ...)
             why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
             raise WeightsError(f"{path}: not a loadable ONNX model ({why})") from e
-        self.dim = int(self.session.get_outputs()[0].shape[1])
+        self.dim = int(session.get_outputs()[0].shape[1])
+
+    def session(self) -> Any:  # an onnxruntime.InferenceSession (imported only when asked for)
+        threads = torch.get_num_threads()
+        with self.lock:
+            if threads not in self.sessions:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+                self.sessions[threads] = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            return self.sessions[threads]
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         x = x.numpy() if isinstance(x, torch.Tensor) else x
-        return self.session.run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
 def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.ndarray:

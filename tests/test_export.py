@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,10 +43,21 @@ def test_onnx_backend_in_embed_cli(tmp_path: Path, onnx_file: Path, tiny_weights
     for backend in ("torch", "onnx"):
         path = tmp_path / f"{backend}.safetensors"
         assert embed_main([str(people_folder), "--out", str(path), "--weights", str(tiny_weights), "--backend",
-                           backend, "--onnx", str(onnx_file), "--workers", "0"]) == 0
+                           backend, "--onnx", str(onnx_file), "--workers", "2", "--batch-size", "5"]) == 0
         out[backend] = load_embeddings(path)
     assert out["torch"][1] == out["onnx"][1] and len(out["onnx"][1]) == 12
     assert (out["torch"][0] * out["onnx"][0]).sum(1).min() >= PARITY_COSINE
+
+
+def test_onnx_calls_take_the_threads_of_their_caller(onnx_file: Path) -> None:
+    """One session per thread count: a call from a thread with a 1-thread share runs on 1 thread."""
+    ort = OnnxEmbedder(onnx_file)
+    x = torch.randn(3, 3, 64, 32)
+    want = ort(x)
+    with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        got = pool.submit(ort, x).result()
+    assert 1 in ort.sessions and torch.get_num_threads() in ort.sessions
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_bad_onnx_files(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
