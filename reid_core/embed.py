@@ -72,9 +72,9 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, indices of the records they belong to). `workers` threads (default: torch's CPU threads)
     each take whole batches, decode them and embed them; on a CPU each runs the model on its share of the
-    threads (1 each by default). Batches side by side beat one batch on all cores by 7-10 % here, and a
+    threads (1 each by default). Batches side by side beat one batch on all cores by 0-15 % here, and a
     thread's decoding then overlaps the others' forward passes instead of stalling a parallel one: the
-    pipeline keeps 90-97 % of the raw forward's rate on 2 cores (BENCHMARKS §3). Without `skip_bad` an
+    pipeline keeps 92-95 % of the raw forward's rate on 2 cores (BENCHMARKS §3). Without `skip_bad` an
     unreadable image raises ImageError; with it, it is reported in one line and left out of the indices."""
     size = (embedder.cfg.height, embedder.cfg.width)
     workers = max(1, workers or torch.get_num_threads())

@@ -302,7 +302,7 @@ class Trainer:
         set_seed(cfg.seed * 1000 + epoch)  # the in-batch pair draws replay on resume
         loader = self._epoch_batches(epoch)
         n_batches = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n_img, t0, i = 0, time.time(), -1
         bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not self.world.main)
@@ -328,11 +328,12 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.step += 1
-            for k, v in res.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{sums['loss'] / (i + 1):.3f}", lr=f"{lr:.2e}")
+            for k, v in res.items():  # summed on the device: reading a GPU value waits for the GPU
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            if i % 20 == 0 or i + 1 == n_batches:
+                bar.set_postfix(loss=f"{float(sums['loss']) / (i + 1):.3f}", lr=f"{lr:.2e}")
         steps = max(1, min(n_batches, i + 1))
-        row = distributed.mean_over_ranks({k: v / steps for k, v in sums.items()}, self.world, self.device)
+        row = distributed.mean_over_ranks({k: float(v) / steps for k, v in sums.items()}, self.world, self.device)
         row.update(epoch=epoch + 1, step=self.step, lr=lr_at(cfg, epoch + 1 - 1e-9),
                    images_per_s=n_img / max(time.time() - t0, 1e-9))
         return row
