@@ -15,14 +15,13 @@ import argparse
 import statistics
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from reid_core.datasets import Record
-from reid_core.embed import Embedder, TorchEmbedder, embed_records
+from reid_core.embed import Embedder, TorchEmbedder, embed_records, thread_pool
 from reid_core.export import OnnxEmbedder, export_onnx
 from reid_core.model import load_model
 from reid_core.precision import cpu_has_bf16
@@ -41,8 +40,7 @@ def rates(embedder: Embedder, records: list[Record], x: torch.Tensor, args: argp
     """Median images/s of: raw forward one batch at a time, raw forward batches side by side, pipeline."""
     steps = max(1, len(records) // len(x))
     x = x.contiguous(memory_format=torch.channels_last) if embedder.channels_last else x  # the model's layout
-    share = max(1, torch.get_num_threads() // args.workers)
-    with ThreadPoolExecutor(args.workers, initializer=torch.set_num_threads, initargs=(share,)) as pool:
+    with thread_pool(args.workers) as pool:
         embedder(x)  # one-time kernel and session set-up, not throughput
         list(pool.map(lambda _: embedder(x), range(args.workers)))
 

@@ -67,6 +67,13 @@ class TorchEmbedder(Embedder):
             return self.model.embed(x).float().cpu().numpy()
 
 
+def thread_pool(workers: int | None = None) -> ThreadPoolExecutor:
+    """`workers` threads (default: torch's CPU threads), each running torch on its share of those threads."""
+    workers = max(1, workers or torch.get_num_threads())
+    share = max(1, torch.get_num_threads() // workers)
+    return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(share,))
+
+
 def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
                   desc: str = "embed", progress: bool = True, skip_bad: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -77,15 +84,13 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
     pipeline keeps 92-95 % of the raw forward's rate on 2 cores (BENCHMARKS §3). Without `skip_bad` an
     unreadable image raises ImageError; with it, it is reported in one line and left out of the indices."""
     size = (embedder.cfg.height, embedder.cfg.width)
-    workers = max(1, workers or torch.get_num_threads())
-    share = max(1, torch.get_num_threads() // workers)
 
     def job(start: int) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
         pixels, kept, errors = read_pixels(records[start:start + batch_size], size, skip_bad)
         return (None if pixels is None else embedder.embed_pixels(pixels)), kept + start, errors
 
     out, kept = [], []
-    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(share,))
+    pool = thread_pool(workers)
     try:
         results = pool.map(job, range(0, len(records), batch_size))
         for emb, idx, errors in tqdm(results, total=-(-len(records) // batch_size), desc=desc, leave=False,
