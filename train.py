@@ -28,7 +28,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = ap.add_argument_group("data")
     a.add_argument("--data", required=True, help="dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or "
                                                  "one folder per identity")
-    a.add_argument("--layout", default=d.layout, help="auto | market | duke | msmt17 | cuhk03 | folders")
+    a.add_argument("--extra-data", nargs="*", default=d.extra_data, metavar="DIR",
+                   help="more training sets (any layout; their training identities join, kept apart from the "
+                        "--data ones, e.g. ../shared/data/cuhk03); evaluation stays on --data")
+    a.add_argument("--layout", default=d.layout,
+                   help="auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders")
     a.add_argument("--height", type=int, default=d.height, help="input height in pixels")
     a.add_argument("--width", type=int, default=d.width, help="input width in pixels")
     a.add_argument("--max-ids", type=int, default=d.max_ids, help="train on this many identities (0: all)")
@@ -42,7 +46,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     m.add_argument("--init-weights", default=d.init_weights,
                    help="local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth)")
     m.add_argument("--embed-dim", type=int, default=d.embed_dim, help="embedding width (0: the backbone's)")
-    m.add_argument("--last-stride", type=int, default=d.last_stride, choices=[1, 2], help="ResNet last stride")
+    m.add_argument("--last-stride", type=int, default=d.last_stride, choices=[1, 2],
+                   help="1: the last down-sampling stage keeps its input size (output stride 16; ResNets and "
+                        "EfficientNets)")
+    m.add_argument("--norm", choices=["auto", "imagenet", "tf"], default=d.norm,
+                   help="input normalisation, applied inside the model: auto = what the backbone's ImageNet "
+                        "weights were trained with; imagenet = ImageNet mean/std; tf = (x - 127) / 128")
     lo = ap.add_argument_group("loss")
     lo.add_argument("--loss", choices=["metric", "bce"], default=d.loss,
                     help="metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; "

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageLike, eval_pixels, load_image, normalise
+from .data import ImageLike, eval_pixels, load_image
 from .embed import TorchEmbedder
 from .model import SiameseReID, load_model
 
@@ -87,8 +87,7 @@ class ReID:
     def similarity_map(self, a: ImageLike, b: ImageLike) -> tuple[np.ndarray, np.ndarray]:
         """Per-region agreement: each cell of a's feature map scored by its best cosine match anywhere in b
         (and vice versa), in [0, 1]. Shows which body parts drove the verdict."""
-        cfg = self.model.cfg
-        x = normalise(self.pixels([a, b]).to(self.device), cfg.mean, cfg.std, channels_last=True)
+        x = self.pixels([a, b]).to(self.device).contiguous(memory_format=torch.channels_last)
         fm = F.normalize(self.model.feature_map(x).float(), dim=1)  # (2, C, h, w)
         fa, fb = fm[0].flatten(1), fm[1].flatten(1)
         sim = fa.T @ fb  # (hw_a, hw_b)

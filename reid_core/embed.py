@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from .data import normalise, read_pixels
+from .data import read_pixels
 from .datasets import Record
 from .files import atomic_write
 from .model import ModelConfig, SiameseReID, WeightsError, load_model
@@ -34,9 +34,8 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class Embedder:
-    """Batches in, (B, D) numpy embeddings out. A subclass runs the model on normalised float batches
-    (`__call__`); `embed_pixels` takes the loader's uint8 batches and normalises them on the model's device,
-    in its memory layout, so only uint8 (4x fewer bytes) travels from the loader and to a GPU."""
+    """uint8 pixel batches (B, 3, H, W) in, (B, D) numpy embeddings out. The model normalises its own input,
+    so only uint8 (4x fewer bytes than float) travels from the loader and to a GPU."""
 
     cfg: ModelConfig
     dim: int
@@ -47,24 +46,23 @@ class Embedder:
         raise NotImplementedError
 
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        x = pixels.to(self.device, non_blocking=True)
-        return self(normalise(x, self.cfg.mean, self.cfg.std, self.channels_last))
+        return self(pixels)
 
 
 class TorchEmbedder(Embedder):
-    """The model in eval mode, channels_last, bf16 where native."""
+    """The model in eval mode, channels_last, bf16 where native; `flip` averages each image with its mirror."""
 
     channels_last = True
 
-    def __init__(self, model: SiameseReID, amp: bool = True):
-        self.model, self.amp, self.cfg, self.dim = model, amp, model.cfg, model.embed_dim
+    def __init__(self, model: SiameseReID, amp: bool = True, flip: bool = False):
+        self.model, self.amp, self.flip, self.cfg, self.dim = model, amp, flip, model.cfg, model.embed_dim
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
-            return self.model.embed(x).float().cpu().numpy()
+            return self.model.embed(x, self.flip).float().cpu().numpy()
 
 
 def thread_pool(workers: int | None = None) -> ThreadPoolExecutor:

@@ -23,12 +23,13 @@ from .model import SiameseReID, WeightsError, config_path, load_model
 
 
 def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
-            amp: bool = True, desc: str = "embed", progress: bool = True) -> np.ndarray:
-    """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps."""
+            amp: bool = True, desc: str = "embed", progress: bool = True, flip: bool = False) -> np.ndarray:
+    """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps;
+    `flip` averages each image with its mirror image."""
     was_training = model.training
     model.eval()
     try:
-        return embed_records(TorchEmbedder(model, amp), records, batch_size, workers, desc, progress)[0]
+        return embed_records(TorchEmbedder(model, amp, flip), records, batch_size, workers, desc, progress)[0]
     finally:
         model.train(was_training)
 
@@ -67,7 +68,7 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
 
 def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
              batch_size: int = 64, workers: int | None = None, amp: bool = True, do_rerank: bool = False,
-             progress: bool = True) -> dict[str, float]:
+             progress: bool = True, flip: bool = False) -> dict[str, float]:
     """Market-protocol ranking metrics plus pair verification (pair head and cosine).
 
     The decision threshold is chosen on the pairs of half the query identities and the accuracy is
@@ -75,8 +76,8 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     threshold (`pair_threshold`) is then re-chosen on all pairs.
     """
     t0 = time.time()
-    qf = extract(model, query, batch_size, workers, amp, "query", progress)
-    gf = extract(model, gallery, batch_size, workers, amp, "gallery", progress)
+    qf = extract(model, query, batch_size, workers, amp, "query", progress, flip)
+    gf = extract(model, gallery, batch_size, workers, amp, "gallery", progress, flip)
     t_embed = time.time() - t0
     res = score(model, qf, gf, query, gallery, metric, do_rerank)
     res.update(embed_seconds=t_embed, seconds=time.time() - t0)
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layout", default="auto")
     ap.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     ap.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
+    ap.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
+                                                        "(test-time flip; 2x the embedding time)")
     ap.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, help="embedding threads (default: one per CPU thread torch uses)")
@@ -144,13 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     query, gallery = subset_eval(data, args.max_ids)
     m = evaluate(model, query, gallery, args.metric, args.batch_size, args.workers, not args.no_amp,
-                 args.rerank)
+                 args.rerank, flip=args.flip)
     print(format_metrics(m))
     print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))
     if args.record:
-        scope = f"{data.name}: {len(query)} queries x {len(gallery)} gallery" + (", re-ranked" if args.rerank else "")
+        scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery" + (", re-ranked" if args.rerank else "")
+                 + (", flip-averaged" if args.flip else ""))
         record_metrics(args.weights, m, scope)
         print(f"recorded in {config_path(args.weights)}")
     return 0

@@ -2,8 +2,9 @@
 
     python -m reid_core.export --weights weights/model.safetensors --out model.onnx
 
-The graph has a dynamic batch axis; the model config (input size, mean, std) travels inside the file as
-metadata, so `OnnxEmbedder(path)` needs nothing else. The export is checked against torch on random input
+The graph takes raw RGB pixels, uint8 (B, 3, H, W) at the model's input size, and normalises them itself
+(the mean/std are the model's own buffers); it has a dynamic batch axis, and the model config travels inside
+the file as metadata, so `OnnxEmbedder(path)` needs nothing else. The export is checked against torch on random input
 before it is kept: every embedding must match to cosine >= PARITY_COSINE.
 """
 
@@ -40,12 +41,12 @@ class _EmbedPath(nn.Module):
 
 
 def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
-    """Write `path` atomically: input `images` (B, 3, H, W) float32, output `embeddings` (B, D)."""
+    """Write `path` atomically: input `images` (B, 3, H, W) uint8 RGB, output `embeddings` (B, D)."""
     import onnx
 
     cfg = model.cfg
     model = model.float().eval()
-    x = torch.zeros(2, 3, cfg.height, cfg.width)
+    x = torch.zeros(2, 3, cfg.height, cfg.width, dtype=torch.uint8)
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed, deprecated but exact
@@ -61,7 +62,7 @@ def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
 
 
 class OnnxEmbedder(Embedder):
-    """The exported graph through onnxruntime on the CPU (plain NCHW input). A call runs on as many threads
+    """The exported graph through onnxruntime on the CPU (plain NCHW uint8 input). A call runs on as many threads
     as torch would use in the calling thread (one session per thread count), so embed_records' per-thread
     share of the CPU holds for ONNX as for torch."""
 
@@ -91,11 +92,11 @@ class OnnxEmbedder(Embedder):
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         x = x.numpy() if isinstance(x, torch.Tensor) else x
-        return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.uint8)})[0]
 
 
 def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.ndarray:
-    """Per-image cosine between the torch (fp32) and the ONNX embeddings of the same batch."""
+    """Per-image cosine between the torch (fp32) and the ONNX embeddings of the same uint8 batch."""
     with torch.no_grad():
         want = model.float().eval().embed(x).numpy()
     got = embedder(x)
@@ -115,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     export_onnx(model, args.out, args.opset)
     cfg = model.cfg
-    cos = parity(model, OnnxEmbedder(args.out), torch.randn(8, 3, cfg.height, cfg.width,
-                                                            generator=torch.Generator().manual_seed(0)))
+    x = torch.randint(0, 256, (8, 3, cfg.height, cfg.width), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    cos = parity(model, OnnxEmbedder(args.out), x)
     print(f"{args.out}: {cfg.backbone} {cfg.height}x{cfg.width} -> {model.embed_dim}-d, dynamic batch; "
           f"parity with torch on 8 random images: min cosine {cos.min():.6f}")
     if cos.min() < PARITY_COSINE:

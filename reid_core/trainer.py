@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from . import distributed, losses
 from .data import ImageDataset, PairDataset, train_transform
-from .datasets import Record, ReIDData, load_dataset, relabel
+from .datasets import Record, ReIDData, combine, load_dataset, relabel
 from .distributed import RankShare, World, gather_cat, gather_rows
 from .evaluate import extract, format_metrics, score, subset_eval
 from .files import atomic_save_file, atomic_write_text
-from .model import ModelConfig, SiameseReID, WeightsError, create_model, read_state_dict, save_model
+from .model import ModelConfig, SiameseReID, WeightsError, create_model, normalisation, read_state_dict, save_model
 from .precision import autocast
 from .samplers import PairSampler, PKSampler
 
@@ -43,6 +43,7 @@ LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair"
 @dataclass
 class TrainConfig:
     data: str = ""
+    extra_data: list[str] = field(default_factory=list)  # more training sets; their identities kept apart
     layout: str = "auto"
     out: str = "runs"
     name: str = "exp"
@@ -53,6 +54,7 @@ class TrainConfig:
     width: int = 128
     embed_dim: int = 0
     last_stride: int = 1
+    norm: str = "auto"  # input normalisation: auto (the backbone's ImageNet weights'), imagenet, or tf ((x-127)/128)
     loss: str = "metric"  # metric: ID + triplet + pair BCE on PK batches; bce: the seed's pair BCE only
     p: int = 16
     k: int = 4
@@ -209,19 +211,18 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, data: ReIDData | None = None):
         self.cfg = cfg
         self.world, self.device = distributed.init(cfg.device)
-        self.data = data or load_dataset(cfg.data, cfg.layout, cfg.seed)
+        self.data = data or combine([load_dataset(cfg.data, cfg.layout, cfg.seed)]
+                                    + [load_dataset(d, "auto", cfg.seed) for d in cfg.extra_data])
         self.train_records = subset_train(self.data.train, cfg.max_ids, cfg.max_images, cfg.seed)
         if not self.train_records:
             raise ValueError(f"{cfg.data}: no training images")
         num_classes = len({r.pid for r in self.train_records})
+        mean, std = normalisation(cfg.norm, cfg.backbone)
         mcfg = ModelConfig(backbone=cfg.backbone, height=cfg.height, width=cfg.width, embed_dim=cfg.embed_dim,
-                           num_classes=num_classes, last_stride=cfg.last_stride)
+                           num_classes=num_classes, last_stride=cfg.last_stride, mean=mean, std=std)
         set_seed(cfg.seed)
         self.model = create_model(mcfg, pretrained=cfg.pretrained and not cfg.resume,
                                   init_weights=cfg.init_weights or None)
-        dc = getattr(self.model.backbone, "pretrained_cfg", {}) or {}
-        if dc.get("mean"):  # normalise as the backbone's ImageNet weights expect
-            mcfg.mean, mcfg.std = tuple(dc["mean"]), tuple(dc["std"])
         if self.world.size > 1 and cfg.sync_bn:
             self.model = distributed.sync_batchnorm(self.model, self.device)
         self.model.to(self.device).to(memory_format=torch.channels_last)
@@ -239,7 +240,7 @@ class Trainer:
             self.objective = DistributedDataParallel(
                 self.objective, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=cfg.loss == "bce" or cfg.freeze_epochs > 0)  # idle classifier / frozen
-        self.images = ImageDataset(self.train_records, train_transform((cfg.height, cfg.width), mcfg.mean, mcfg.std,
+        self.images = ImageDataset(self.train_records, train_transform((cfg.height, cfg.width), mcfg.mean,
                                                                       erasing=cfg.erasing))
         if cfg.loss == "bce":
             self.pair_sampler = PairSampler(self.train_records, seed=cfg.seed, hard_fraction=cfg.hard_negatives)
@@ -397,6 +398,8 @@ class Trainer:
             distributed.barrier(self.world)
         if main:
             extra = {"train_data": self.data.name, "train_images": len(self.train_records),
+                     "output_stride": self.model.output_stride(), "normalisation": cfg.norm,
+                     "init": cfg.init_weights or ("timm ImageNet" if cfg.pretrained else "random"),
                      "train_ids": len({r.pid for r in self.train_records}), "loss": cfg.loss, "epochs": cfg.epochs,
                      "train_seconds": round(time.time() - t_start, 1), "processes": self.world.size}
             if last:

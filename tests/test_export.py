@@ -11,11 +11,22 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
-from reid_core.embed import load_embeddings  # noqa: E402
+from reid_core.api import ReID  # noqa: E402
+from reid_core.datasets import Record  # noqa: E402
+from reid_core.embed import (
+    embed_records,  # noqa: E402
+    load_embeddings,  # noqa: E402
+)
 from reid_core.embed import main as embed_main  # noqa: E402
-from reid_core.export import PARITY_COSINE, OnnxEmbedder, parity  # noqa: E402
+from reid_core.evaluate import extract  # noqa: E402
+from reid_core.export import (  # noqa: E402
+    PARITY_COSINE,
+    OnnxEmbedder,
+    export_onnx,  # noqa: E402
+    parity,
+)
 from reid_core.export import main as export_main  # noqa: E402
-from reid_core.model import WeightsError, load_model  # noqa: E402
+from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +41,10 @@ def test_onnx_parity(onnx_file: Path, tiny_weights: Path) -> None:
     ort = OnnxEmbedder(onnx_file)
     assert (ort.cfg.height, ort.cfg.width, ort.dim) == (64, 32, 32)  # the config travels inside the file
     for batch in (1, 7):  # the batch axis is dynamic
-        x = torch.randn(batch, 3, 64, 32, generator=torch.Generator().manual_seed(batch))
+        x = torch.randint(0, 256, (batch, 3, 64, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(batch))
         cos = parity(model, ort, x)
         assert cos.shape == (batch,) and cos.min() >= PARITY_COSINE
-    other = torch.randn(4, 3, 64, 32)
+    other = torch.randint(0, 256, (4, 3, 64, 32), dtype=torch.uint8)
     assert parity(model, ort, other).min() >= PARITY_COSINE
     assert np.abs(ort(other) - ort(other.flip(0))[::-1]).max() < 1e-5  # per-image, not per-batch
 
@@ -52,7 +63,7 @@ def test_onnx_backend_in_embed_cli(tmp_path: Path, onnx_file: Path, tiny_weights
 def test_onnx_calls_take_the_threads_of_their_caller(onnx_file: Path) -> None:
     """One session per thread count: a call from a thread with a 1-thread share runs on 1 thread."""
     ort = OnnxEmbedder(onnx_file)
-    x = torch.randn(3, 3, 64, 32)
+    x = torch.randint(0, 256, (3, 3, 64, 32), dtype=torch.uint8)
     want = ort(x)
     with ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         got = pool.submit(ort, x).result()
@@ -70,3 +81,25 @@ def test_bad_onnx_files(tmp_path: Path, tiny_weights: Path, capsys: pytest.Captu
     assert embed_main([str(tmp_path), "--out", str(tmp_path / "o.safetensors"), "--backend", "onnx"]) == 2
     assert export_main(["--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o.onnx")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
+
+
+def test_one_image_one_embedding_through_api_onnx_and_evaluation(tmp_path: Path, people_folder: Path) -> None:
+    """Normalisation is inside the model, so the API, the ONNX graph and the evaluation path cannot disagree,
+    even with an unusual mean/std (a path that normalised on its own, or forgot to, would differ)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32, mean=(0.2, 0.5, 0.8), std=(0.1, 0.3, 0.5))
+    weights = tmp_path / "odd.safetensors"
+    save_model(create_model(cfg), weights, inference_only=True)
+    model = load_model(weights)
+    export_onnx(model, tmp_path / "odd.onnx")
+    image = sorted(people_folder.rglob("*.png"))[0]
+    api = ReID.load(weights, device="cpu").embed(str(image))[0]
+    onnx = embed_records(OnnxEmbedder(tmp_path / "odd.onnx"), [Record(str(image), 0, 0)], progress=False)[0][0]
+    evaluation = extract(model, [Record(str(image), 0, 0)], amp=False, progress=False)[0]
+    assert float(api @ onnx) > 0.9999 and float(api @ evaluation) > 0.9999
+    assert np.abs(api - evaluation).max() < 1e-5
+    # the same graph without the model's normalisation gives another embedding: the check can fail
+    other = ModelConfig(**{**cfg.__dict__, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})
+    unnormalised = create_model(other)
+    unnormalised.load_state_dict(model.state_dict())
+    assert float(api @ extract(unnormalised.eval(), [Record(str(image), 0, 0)], amp=False, progress=False)[0]) < 0.999

