@@ -81,8 +81,9 @@ def main() -> None:
             t0 = time.time()
             trainer.fit()
             row["train_seconds"] = round(time.time() - t0, 1)
-            row["after"] = evaluate(trainer.model, q, g, progress=False)
-            row["after_flip"] = evaluate(trainer.model, q, g, progress=False, flip=True)
+            after = evaluate(trainer.model, q, g, progress=False, flip=True)
+            row["after"] = {k: v for k, v in after.items() if not k.startswith("flip_")}
+            row["after_flip"] = {k[5:]: v for k, v in after.items() if k.startswith("flip_")}
             row["cuhk03"] = evaluate(trainer.model, cuhk_q, cuhk_g, progress=False)
             results[name] = row
             print(name, {k: {m: round(100 * row[k][m], 1) for m in KEYS}

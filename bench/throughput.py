@@ -78,7 +78,7 @@ def main() -> None:
     cfg = model.cfg
     files = sorted(Path(args.images).glob("*.jpg"))[: args.n]
     records = [Record(str(p), 0, 0) for p in files]
-    x = torch.randn(args.batch, 3, cfg.height, cfg.width)
+    x = torch.randint(0, 256, (args.batch, 3, cfg.height, cfg.width), dtype=torch.uint8)  # raw pixels
     print(f"{cfg.backbone} {cfg.height}x{cfg.width}, batch {args.batch}, {torch.get_num_threads()} threads, "
           f"{args.workers} pipeline workers, native bf16: {cpu_has_bf16()}")
     with tempfile.TemporaryDirectory() as tmp:

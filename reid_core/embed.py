@@ -50,17 +50,21 @@ class Embedder:
 
 
 class TorchEmbedder(Embedder):
-    """The model in eval mode, channels_last, bf16 where native; `flip` averages each image with its mirror."""
+    """The model in eval mode, channels_last, bf16 where native. `flip` averages each image with its mirror
+    image (test-time flip); `mirror` embeds the mirror images alone (evaluation reports both from two passes)."""
 
     channels_last = True
 
-    def __init__(self, model: SiameseReID, amp: bool = True, flip: bool = False):
-        self.model, self.amp, self.flip, self.cfg, self.dim = model, amp, flip, model.cfg, model.embed_dim
+    def __init__(self, model: SiameseReID, amp: bool = True, flip: bool = False, mirror: bool = False):
+        self.model, self.amp, self.flip, self.mirror = model, amp, flip, mirror
+        self.cfg, self.dim = model.cfg, model.embed_dim
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        if self.mirror:
+            x = x.flip(3)
         with autocast(self.device, self.amp):
             return self.model.embed(x, self.flip).float().cpu().numpy()
 
@@ -134,12 +138,14 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 
 def make_embedder(backend: str, weights: str | Path, onnx: str | Path | None = None, device: str = "cpu",
-                  amp: bool = True) -> Embedder:
+                  amp: bool = True, flip: bool = False) -> Embedder:
     if backend == "onnx":
+        if flip:
+            raise ValueError("--flip runs on the torch backend only (the ONNX graph embeds each image once)")
         from .export import OnnxEmbedder  # onnxruntime only when asked for
 
         return OnnxEmbedder(onnx or Path(weights).with_suffix(".onnx"))
-    return TorchEmbedder(load_model(weights, device), amp)
+    return TorchEmbedder(load_model(weights, device), amp, flip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="threads, each decoding and embedding whole batches "
                     "(default: one per CPU thread torch uses)")
     ap.add_argument("--no-amp", action="store_true", help="fp32 even where the hardware has native bf16")
+    ap.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
+                                                        "(test-time flip: 2x the time, usually a little better)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     try:
         files = list_images(args.folder)
-        embedder = make_embedder(args.backend, args.weights, args.onnx, args.device, not args.no_amp)
+        embedder = make_embedder(args.backend, args.weights, args.onnx, args.device, not args.no_amp, args.flip)
     except (WeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file, save_file
 
 from .datasets import Record, ReIDData, load_dataset
 from .embed import TorchEmbedder, embed_records
@@ -23,15 +24,23 @@ from .model import SiameseReID, WeightsError, config_path, load_model
 
 
 def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
-            amp: bool = True, desc: str = "embed", progress: bool = True, flip: bool = False) -> np.ndarray:
+            amp: bool = True, desc: str = "embed", progress: bool = True, mirror: bool = False) -> np.ndarray:
     """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps;
-    `flip` averages each image with its mirror image."""
+    `mirror` embeds each image's mirror image instead."""
     was_training = model.training
     model.eval()
     try:
-        return embed_records(TorchEmbedder(model, amp, flip), records, batch_size, workers, desc, progress)[0]
+        embedder = TorchEmbedder(model, amp, mirror=mirror)
+        return embed_records(embedder, records, batch_size, workers, desc, progress)[0]
     finally:
         model.train(was_training)
+
+
+def flip_average(f: np.ndarray, f_mirror: np.ndarray) -> np.ndarray:
+    """Test-time flip: the mean of an image's and its mirror image's unit embeddings, re-normalised (what
+    SiameseReID.embed(x, flip=True) gives in one call)."""
+    s = f + f_mirror
+    return s / np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
 
 
 def verification_pairs(q: Sequence[Record], g: Sequence[Record], seed: int = 0) -> np.ndarray:
@@ -68,20 +77,44 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
 
 def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
              batch_size: int = 64, workers: int | None = None, amp: bool = True, do_rerank: bool = False,
-             progress: bool = True, flip: bool = False) -> dict[str, float]:
-    """Market-protocol ranking metrics plus pair verification (pair head and cosine).
+             progress: bool = True, flip: bool = False, features: str | Path | None = None) -> dict[str, float]:
+    """Market-protocol ranking metrics plus pair verification (pair head and cosine), on plain features.
 
+    `do_rerank` adds the k-reciprocal re-ranked figures beside them (keys `rerank_*`), `flip` the
+    flip-averaged ones (`flip_*`, and `flip_rerank_*` with both): one extra embedding pass of the mirror images.
+    `features`: a safetensors file that keeps the embeddings, so a second call (say with re-ranking) re-scores
+    without embedding again; delete it when the weights change.
     The decision threshold is chosen on the pairs of half the query identities and the accuracy is
     reported on the other half, so the reported accuracy never saw its own threshold; the stored
     threshold (`pair_threshold`) is then re-chosen on all pairs.
     """
     t0 = time.time()
-    qf = extract(model, query, batch_size, workers, amp, "query", progress, flip)
-    gf = extract(model, gallery, batch_size, workers, amp, "gallery", progress, flip)
+    feats = dict(load_file(str(features))) if features and Path(features).exists() else {}
+    if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
+        raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "
+                         f"{len(feats['gallery'])}, not {len(query)} x {len(gallery)})")
+    for name, records, mirror in (("query", query, False), ("gallery", gallery, False),
+                                  ("query_mirror", query, True), ("gallery_mirror", gallery, True)):
+        if name not in feats and (flip or not mirror):
+            feats[name] = extract(model, records, batch_size, workers, amp, name, progress, mirror=mirror)
+            if features:
+                save_file(feats, str(features))  # after each part: a long run stopped midway keeps what it did
+    qf, gf = feats["query"], feats["gallery"]
+    variants = {"": (qf, gf)}
+    if flip:
+        variants["flip_"] = (flip_average(qf, feats["query_mirror"]), flip_average(gf, feats["gallery_mirror"]))
     t_embed = time.time() - t0
-    res = score(model, qf, gf, query, gallery, metric, do_rerank)
+    res: dict[str, float] = {}
+    for prefix, (q, g) in variants.items():
+        res |= {prefix + k: v for k, v in score(model, q, g, query, gallery, metric).items()}
+        if do_rerank:
+            res |= {prefix + "rerank_" + k: v for k, v in score(model, q, g, query, gallery, metric, True).items()
+                    if k in RANK_KEYS}
     res.update(embed_seconds=t_embed, seconds=time.time() - t0)
     return res
+
+
+RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_official", "mINP")
 
 
 def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Record], gallery: Sequence[Record],
@@ -112,11 +145,11 @@ def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Re
     return res
 
 
-def format_metrics(m: dict[str, float]) -> str:
+def format_metrics(m: dict[str, float], prefix: str = "") -> str:
     keys = [("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"),
             ("mAP_official", "mAP(official)"), ("mINP", "mINP"), ("pair_auc", "pair AUC"),
             ("pair_accuracy", "pair acc"), ("cos_auc", "cos AUC"), ("cos_accuracy", "cos acc")]
-    return "  ".join(f"{label} {100 * m[k]:.1f}" for k, label in keys if k in m)
+    return "  ".join(f"{label} {100 * m[prefix + k]:.1f}" for k, label in keys if prefix + k in m)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,15 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="dataset root (any supported layout)")
     ap.add_argument("--layout", default="auto")
     ap.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
-    ap.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
-    ap.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
-                                                        "(test-time flip; 2x the embedding time)")
+    ap.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
+                                                          "(k1=20, k2=6, lambda=0.3)")
+    ap.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
+                                                        "with its mirror image's; 2x the embedding time)")
     ap.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, help="embedding threads (default: one per CPU thread torch uses)")
     ap.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", help="also write the metrics to this JSON file")
+    ap.add_argument("--features", help="keep the embeddings in this .safetensors file and reuse them on the next "
+                                       "call (same weights and data: re-score with --rerank without re-embedding)")
     ap.add_argument("--record", action="store_true",
                     help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
     args = ap.parse_args(argv)
@@ -146,15 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     query, gallery = subset_eval(data, args.max_ids)
-    m = evaluate(model, query, gallery, args.metric, args.batch_size, args.workers, not args.no_amp,
-                 args.rerank, flip=args.flip)
+    try:
+        m = evaluate(model, query, gallery, args.metric, args.batch_size, args.workers, not args.no_amp,
+                     args.rerank, flip=args.flip, features=args.features)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(format_metrics(m))
+    for prefix, what in (("rerank_", "re-ranked"), ("flip_", "flip"), ("flip_rerank_", "flip + re-ranked")):
+        if prefix + "rank1" in m:
+            print(f"{what}: {format_metrics(m, prefix)}")
     print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))
     if args.record:
-        scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery" + (", re-ranked" if args.rerank else "")
-                 + (", flip-averaged" if args.flip else ""))
+        scope = f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no re-ranking)"
         record_metrics(args.weights, m, scope)
         print(f"recorded in {config_path(args.weights)}")
     return 0

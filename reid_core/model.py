@@ -161,11 +161,12 @@ class SiameseReID(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
         """L2-normalised post-BN embeddings: cosine similarity is a dot product. `flip` averages the image's
-        and its mirror image's embedding (Bag-of-Tricks / fast-reid test-time flip): 2x the compute."""
-        emb = self(x)["emb"].float()
+        and its mirror image's unit embeddings (test-time flip, as Bag-of-Tricks / fast-reid offer): 2x the
+        compute."""
+        emb = F.normalize(self(x)["emb"].float(), dim=1)
         if flip:
-            emb = emb + self(x.flip(3))["emb"].float()
-        return F.normalize(emb, dim=1)
+            emb = F.normalize(emb + F.normalize(self(x.flip(3))["emb"].float(), dim=1), dim=1)
+        return emb
 
     def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
         """Same-person logit from [|a-b|, a*b] of the two embeddings: a learned per-dimension weighting of

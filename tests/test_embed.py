@@ -68,3 +68,41 @@ def test_an_unreadable_image_stops_the_rest(people_folder: Path, tiny_weights: P
     with pytest.raises(ImageError):
         embed_records(embedder, records, 2, 1, progress=False)
     assert embedder.calls <= 2 < len(records) // 2
+
+
+def test_flip_test_is_the_mean_of_the_image_and_its_mirror(people_folder: Path, tiny_weights: Path) -> None:
+    """One flip-averaged pass (API, embed CLI) equals evaluation's two passes (plain + mirrored), and differs
+    from the plain embedding (the synthetic people are not mirror-symmetric)."""
+    from reid_core.evaluate import flip_average
+
+    model = load_model(tiny_weights)
+    x = torch.stack([eval_pixels(load_image(p), (64, 32)) for p in sorted(people_folder.rglob("*.png"))[:6]])
+    plain = TorchEmbedder(model, amp=False)(x)
+    mirror = TorchEmbedder(model, amp=False, mirror=True)(x)
+    flipped = TorchEmbedder(model, amp=False, flip=True)(x)
+    np.testing.assert_allclose(flipped, flip_average(plain, mirror), atol=1e-5)
+    np.testing.assert_allclose(mirror, TorchEmbedder(model, amp=False)(x.flip(3)), atol=1e-6)
+    assert (flipped * plain).sum(1).min() < 0.9999
+
+
+def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: Path, tiny_weights: Path,
+                                                                      tmp_path: Path) -> None:
+    """Headline figures stay the plain ones; flip and re-ranked figures come beside them, and a kept
+    embeddings file re-scores without embedding again (a model that would give other embeddings is ignored)."""
+    from reid_core.datasets import load_dataset
+    from reid_core.evaluate import evaluate
+
+    data = load_dataset(market)
+    model = load_model(tiny_weights)
+    cache = tmp_path / "feats.safetensors"
+    first = evaluate(model, data.query, data.gallery, amp=False, progress=False, flip=True, features=cache)
+    plain = evaluate(model, data.query, data.gallery, amp=False, progress=False)
+    assert {k: first[k] for k in ("rank1", "mAP")} == {k: plain[k] for k in ("rank1", "mAP")}
+    assert "flip_mAP" in first and "rerank_mAP" not in first
+    torch.nn.init.normal_(model.bnneck.weight)  # other weights: the kept embeddings must be what is scored
+    again = evaluate(model, data.query, data.gallery, amp=False, progress=False, flip=True, do_rerank=True,
+                     features=cache)
+    assert again["mAP"] == first["mAP"] and again["flip_mAP"] == first["flip_mAP"]
+    assert {"rerank_mAP", "flip_rerank_mAP"} <= set(again)
+    with pytest.raises(ValueError, match="another query/gallery"):
+        evaluate(model, data.query[:2], data.gallery, progress=False, features=cache)
