@@ -37,7 +37,7 @@ def main() -> None:
         cfg = TrainConfig(data=args.data, out=args.out, name=recipe, backbone=args.backbone, pretrained=False,
                           init_weights=args.init_weights, height=args.height, width=args.width, loss=recipe,
                           epochs=args.epochs, max_steps_per_epoch=args.steps // args.epochs, warmup_epochs=1,
-                          schedule="cosine", p=16, k=4, pair_batch=32,
+                          schedule="cosine", p=16, k=4, pair_batch=32, last_stride=2, norm="imagenet",
                           freeze_epochs=args.freeze_epochs if recipe == "metric" else 0)
         trainer = Trainer(cfg)
         trainer.fit()

@@ -1,6 +1,6 @@
 """Which loss term helps or hurts at a small budget: the default recipe with one term changed at a time.
 
-    python bench/recipe_sweep.py --data ../shared/data/market1501 --init-weights init/lite0.safetensors
+    python bench/recipe_sweep.py --data ../shared/data/market1501 --init-weights init/lite0_timm.safetensors
 
 Needs only the train split: 100 of its identities are held out as query/gallery (one query image per
 camera, the rest gallery), linked (never copied) into a temporary Market-style folder. Every run takes the
@@ -70,6 +70,7 @@ def main() -> None:
         base = TrainConfig(data=str(root), out=args.out, backbone="efficientnet_lite0", pretrained=False,
                            init_weights=args.init_weights, height=128, width=64, epochs=args.epochs,
                            max_steps_per_epoch=args.steps_per_epoch, warmup_epochs=1, schedule="cosine",
+                           last_stride=2, norm="imagenet",  # as measured in BENCHMARKS §1 (before issue #12)
                            workers=args.workers, eval_every=1)
         results = {"start": Trainer(replace(base, name="start"), data=data).evaluate()}
         print("ImageNet start:", format_metrics(results["start"]), flush=True)
