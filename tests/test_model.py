@@ -107,3 +107,21 @@ def test_pretrained_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="--init-weights"):
         create_model(ModelConfig(backbone="resnet18"), pretrained=True)
+
+
+def test_fine_tune_from_a_reid_model(tmp_path: Path) -> None:
+    """--init-weights with one of our re-id models: everything but the ID classifier (another set of
+    identities) is taken; a model of another backbone is refused in one line."""
+    torch.manual_seed(0)
+    src = create_model(ModelConfig(backbone="resnet18", height=64, width=32, num_classes=5))
+    torch.nn.init.normal_(src.bnneck.weight)
+    save_model(src, tmp_path / "m.safetensors")
+    m = create_model(ModelConfig(backbone="resnet18", height=64, width=32, num_classes=9),
+                     init_weights=str(tmp_path / "m.safetensors"))
+    for k, v in src.state_dict().items():
+        if not k.startswith("classifier."):
+            assert torch.equal(m.state_dict()[k], v), k
+    assert m.classifier.weight.shape == (9, 512)
+    with pytest.raises(WeightsError, match="does not fit backbone resnet34"):
+        create_model(ModelConfig(backbone="resnet34", height=64, width=32),
+                     init_weights=str(tmp_path / "m.safetensors"))
