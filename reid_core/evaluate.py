@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from .datasets import Record, ReIDData, load_dataset
 from .embed import TorchEmbedder, embed_records
-from .files import atomic_write_text
+from .files import atomic_write, atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
 from .model import SiameseReID, WeightsError, config_path, load_model
 
@@ -89,7 +90,10 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     threshold (`pair_threshold`) is then re-chosen on all pairs.
     """
     t0 = time.time()
-    feats = dict(load_file(str(features))) if features and Path(features).exists() else {}
+    try:
+        feats = dict(load_file(str(features))) if features and Path(features).exists() else {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{features}: not an embeddings file from reid_core.evaluate ({e}); delete it") from e
     if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
         raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "
                          f"{len(feats['gallery'])}, not {len(query)} x {len(gallery)})")
@@ -98,7 +102,8 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
         if name not in feats and (flip or not mirror):
             feats[name] = extract(model, records, batch_size, workers, amp, name, progress, mirror=mirror)
             if features:
-                save_file(feats, str(features))  # after each part: a long run stopped midway keeps what it did
+                # after each part (atomically): a long run stopped midway keeps what it did
+                atomic_write(features, lambda tmp: save_file(feats, str(tmp)))
     qf, gf = feats["query"], feats["gallery"]
     variants = {"": (qf, gf)}
     if flip:

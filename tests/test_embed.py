@@ -106,3 +106,6 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
     assert {"rerank_mAP", "flip_rerank_mAP"} <= set(again)
     with pytest.raises(ValueError, match="another query/gallery"):
         evaluate(model, data.query[:2], data.gallery, progress=False, features=cache)
+    cache.write_bytes(cache.read_bytes()[:100])  # a torn file: one line, not a traceback
+    with pytest.raises(ValueError, match="not an embeddings file"):
+        evaluate(model, data.query, data.gallery, progress=False, features=cache)
