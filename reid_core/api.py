@@ -66,7 +66,7 @@ class ReID:
         """(N, D) L2-normalised embeddings; a single image gives (1, D)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        out = [self.embedder.embed_pixels(self.pixels(images[s:s + self.batch_size]))
+        out = [self.embedder(self.pixels(images[s:s + self.batch_size]))
                for s in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 

