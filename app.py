@@ -1,5 +1,5 @@
-"""Gradio demo over reid_core.ReID: compare two crops, search a persisted gallery, watch training curves,
-inspect the model.
+"""Gradio demo over reid_core.ReID: compare two crops, search a gallery (each browser session its own, unless
+--shared-gallery), watch training curves, inspect the model.
 
     python app.py --host 127.0.0.1 --port 7860 [--weights W] [--data-dir D] [--runs-dir R] [--share]
                   [--allow-pickle] [--max-upload-mb N --max-gallery N --concurrency N ...: see reid_core/limits.py]
@@ -15,11 +15,9 @@ and nothing is written outside the data folder (zips are read in memory, never e
 from __future__ import annotations
 
 import argparse
-import hashlib
+import hmac
 import os
-import shutil
 import tempfile
-import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,17 +31,17 @@ from PIL import Image, ImageDraw, ImageOps
 
 from reid_core import plots
 from reid_core.api import DEFAULT_WEIGHTS, ReID
-from reid_core.data import ImageError, load_image, set_max_pixels
+from reid_core.data import ImageError
 from reid_core.datasets import parse_market_name
-from reid_core.files import atomic_write_text
-from reid_core.index import RERANK_POOL, GalleryIndex, IndexLoadError
+from reid_core.gallery import Galleries, Gallery, GalleryError, Match, describe
+from reid_core.index import RERANK_POOL
 from reid_core.limits import Limits
 from reid_core.metrics import market_rank
-from reid_core.uploads import iter_uploads, read_image
+from reid_core.screen import person_warning
+from reid_core.uploads import count_uploads, iter_uploads, read_image
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
-STORE_SIZE = (128, 256)  # (w, h) gallery images are kept at most this big: enough for any re-id input size
 DISPLAY_SIZE = (96, 192)  # each crop in the heat-map picture
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 GOOD, BAD = (46, 160, 67), (214, 39, 40)
@@ -60,15 +58,19 @@ class Settings:
     runs_dir: Path
     limits: Limits = field(default_factory=Limits)
     allow_pickle: bool = False  # also read a trusted .pth state dict (tensors only)
+    shared_gallery: bool = False  # one gallery for every visitor, kept until cleared (default: one per session)
+    operator_token: str = field(default="", repr=False)  # clears the shared gallery; empty: nobody can
 
     @classmethod
     def resolve(cls, weights: str | None = None, data_dir: str | None = None, runs_dir: str | None = None,
-                allow_pickle: bool = False, **limits: int | None) -> Settings:
-        """Command line first, then environment, then the defaults a Hugging Face Space uses."""
+                allow_pickle: bool = False, shared_gallery: bool = False, **limits: int | None) -> Settings:
+        """Command line first, then environment, then the defaults a Hugging Face Space uses. The operator
+        token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`)."""
+        shared = shared_gallery or os.environ.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
         return cls(Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS),
                    Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
                    Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"),
-                   Limits.from_env(**limits), allow_pickle)
+                   Limits.from_env(**limits), allow_pickle, shared, os.environ.get("REID_OPERATOR_TOKEN", ""))
 
 
 def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, str]:
@@ -99,14 +101,6 @@ def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", for
 
 
 processing_utils.save_pil_to_cache = save_pil_to_cache  # gr.Image/gr.Gallery outputs call it through the module
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def market_ids(name: str) -> tuple[int | None, int | None]:
@@ -154,137 +148,16 @@ def framed(img: Image.Image, colour: tuple[int, int, int] | None, width: int = 5
     return ImageOps.expand(img, border=width, fill=colour) if colour else img
 
 
-# --- the persisted gallery ------------------------------------------------------------------------------------
-class GalleryStore:
-    """A GalleryIndex plus the (downsized) images it was built from, under one data folder.
-
-    Images are kept so a restart with different weights can re-embed the gallery instead of losing it.
-    """
-
-    def __init__(self, folder: Path, reid: ReID | None, model_id: str, limits: Limits | None = None):
-        self.folder, self.reid, self.model_id = folder, reid, model_id
-        self.limits = limits or Limits()
-        self.images_dir = folder / "images"
-        self.lock = threading.RLock()
-        self.index, self.message = GalleryIndex(), ""
-        self._load()
-
-    @property
-    def state_file(self) -> Path:
-        return self.folder / "store.json"
-
-    def _load(self) -> None:
-        try:
-            self.index = GalleryIndex.load(self.folder / "index")
-        except IndexLoadError as e:
-            if (self.folder / "index").exists():
-                self.message = f"Saved gallery could not be read and was reset: {e}"
-            return
-        built_with = self.state_file.read_text().strip() if self.state_file.exists() else ""
-        if self.reid is not None and len(self.index) and built_with != self.model_id:
-            try:
-                self._reembed()
-                self.message = f"Gallery re-embedded for the current model ({len(self.index)} images)."
-            except (ImageError, OSError) as e:  # stored images gone or damaged: start afresh, say why
-                self.index = GalleryIndex()
-                self.message = f"Saved gallery was built with other weights and could not be re-embedded ({e})."
-
-    def _reembed(self) -> None:
-        rows = self.index.metadata
-        imgs = [load_image(self.folder / r["file"]) for r in rows]
-        self.index = GalleryIndex()
-        self.index.add(self.reid.embed(imgs), [r.pop("id") for r in rows], rows)
-        self._save()
-
-    def _save(self) -> None:
-        self.index.save(self.folder / "index")
-        atomic_write_text(self.state_file, self.model_id)
-
-    def summary(self) -> str:
-        n = len(self.index)
-        text = f"Gallery: **{n}** image{'s' * (n != 1)} (stored in `{self.folder}`)."
-        return f"{text}\n\n{self.message}" if self.message else text
-
-    def add(self, paths: list[Path], progress: gr.Progress) -> tuple[int, list[str]]:
-        """Decode, dedupe (by content hash), store and embed uploads batch by batch, so memory holds one batch
-        of images whatever the upload size; returns (added, skipped reasons). Stops at limits.max_gallery
-        images in all. Holds the lock throughout: a search or clear waits rather than seeing a half-added
-        gallery."""
-        skipped: list[str] = []
-        batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, image)
-        emb: list[np.ndarray] = []
-        meta: list[dict[str, Any]] = []
-
-        def flush() -> None:
-            emb.append(self.reid.embed([img for _, _, img in batch]))
-            self.images_dir.mkdir(parents=True, exist_ok=True)
-            for digest, name, img in batch:
-                img.save(self.images_dir / f"{digest}.png")
-                pid, cam = market_ids(name)
-                meta.append({"id": digest, "name": name, "pid": pid, "camid": cam, "file": f"images/{digest}.png"})
-            batch.clear()
-
-        with self.lock:
-            seen = set(self.index.ids)
-            room = self.limits.max_gallery - len(self.index)
-            uploads = iter_uploads(paths, skipped, self.limits)
-            for name, data in progress.tqdm(uploads, desc="Adding images", unit="file"):
-                if len(meta) + len(batch) >= room:
-                    skipped.append(f"{name} and any later files: the gallery is full "
-                                   f"({self.limits.max_gallery:,}-image limit; clear it to add others)")
-                    break
-                try:
-                    img = read_image(data, name)
-                except ImageError as e:
-                    skipped.append(str(e))
-                    continue
-                digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-                if digest in seen:
-                    continue  # the same file twice: keep one copy
-                seen.add(digest)
-                img.thumbnail(STORE_SIZE, Image.Resampling.LANCZOS)
-                if min(img.size) < 2:  # a 10000x10 strip thumbnails to 128x1, which load_image would refuse
-                    img = img.resize((max(2, img.width), max(2, img.height)))
-                batch.append((digest, name, img))
-                if len(batch) == self.reid.batch_size:
-                    flush()
-            if batch:
-                flush()
-            if meta:
-                self.index.add(np.concatenate(emb), [m.pop("id") for m in meta], meta)
-                self._save()
-        return len(meta), skipped
-
-    def clear(self) -> None:
-        with self.lock:
-            self.index = GalleryIndex()
-            self.message = ""
-            shutil.rmtree(self.images_dir, ignore_errors=True)
-            self._save()
-
-    def ranking(self, query: np.ndarray, rerank: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The whole gallery, best match first (the AP needs every position, not just the top k); with
-        `rerank`, k-reciprocal re-ranked, which the index does for galleries up to RERANK_POOL images."""
-        with self.lock:
-            if rerank and len(self.index) > RERANK_POOL:
-                raise gr.Error(f"Re-ranking needs a gallery of at most {RERANK_POOL:,} images; this one has "
-                               f"{len(self.index):,}. Search without it.")
-            scores, meta = self.index.search(query, len(self.index), rerank=rerank)
-        return scores[0], meta[0]
-
-    def image(self, row: dict[str, Any]) -> Image.Image:
-        return Image.open(self.folder / row["file"]).convert("RGB")
-
-
-def query_ap(name: str, ranked: list[dict[str, Any]], scores: np.ndarray) -> str:
+def query_ap(name: str, ranked: list[Match]) -> str:
     """The query's AP under the Market-1501 protocol when file names carry ids, else a short note."""
     pid, cam = market_ids(name)
     if pid is None:
         return "Query name has no Market-style id (`PPPP_cC...`), so matches are not marked."
-    g_pids = np.array([-1 if r.get("pid") is None else r["pid"] for r in ranked])
-    g_cams = np.array([-1 if r.get("camid") is None else r["camid"] for r in ranked])
+    g_pids = np.array([-1 if m.pid is None else m.pid for m in ranked])
+    g_cams = np.array([-1 if m.camid is None else m.camid for m in ranked])
+    dist = 1 - np.array([m.score for m in ranked], np.float32)
     try:
-        ap = market_rank((1 - scores)[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
+        ap = market_rank(dist[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
     except ValueError:
         return (f"Query id {pid}, camera {cam}: no image of this id from another camera in the gallery, "
                 "so AP is undefined.")
@@ -322,22 +195,29 @@ class ReIDApp:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        set_max_pixels(settings.limits.max_pixels)  # process-wide: PIL's own bomb check follows it too
         self.reid, self.error = load_reid(settings.weights, settings.allow_pickle)
-        model_id = file_digest(settings.weights) if self.reid else ""
-        self.gallery = GalleryStore(settings.data_dir, self.reid, model_id, settings.limits)
+        self.galleries = None if self.reid is None else Galleries(
+            settings.data_dir, lambda path: self.reid.gallery(path, settings.limits), settings.limits,
+            settings.shared_gallery)
 
     def require_model(self) -> ReID:
         if self.reid is None:
             raise gr.Error(self.error)
         return self.reid
 
-    @staticmethod
-    def image(path: str | None, what: str) -> Image.Image:
+    def gallery(self, request: gr.Request | None) -> Gallery:
+        """This browser session's gallery (or the shared one). Direct calls (no request) share one 'local'."""
+        self.require_model()
+        try:
+            return self.galleries.get(getattr(request, "session_hash", None) or "local")
+        except GalleryError as e:
+            raise gr.Error(str(e)) from e
+
+    def image(self, path: str | None, what: str) -> Image.Image:
         if not path:
             raise gr.Error(f"Upload {what}.")
         try:
-            return read_image(path, what)
+            return read_image(path, Path(path).name, self.settings.limits)
         except ImageError as e:
             raise gr.Error(str(e)) from e
 
@@ -350,45 +230,86 @@ class ReIDApp:
         op = "≥" if c.same else "<"
         verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
                    f"calibrated threshold {c.threshold:.1%}")
+        doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
+        if doubts:
+            verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
+            gr.Warning("; ".join(doubts))
         return round(c.probability, 4), verdict, round(c.cosine, 4), agreement_picture(ia, ib, ma, mb)
 
-    def add_to_gallery(self, files: list[str] | None, progress: gr.Progress = gr.Progress()) -> str:
-        self.require_model()
+    def gallery_summary(self, request: gr.Request | None = None) -> str:
+        if self.galleries is None:
+            return f"⚠️ {self.error}"
+        g = self.gallery(request)
+        n = len(g)
+        if self.settings.shared_gallery:
+            text = f"Shared gallery: **{n}** image{'s' * (n != 1)} (everyone using this app sees and searches it)."
+        else:
+            text = (f"Your private gallery: **{n}** image{'s' * (n != 1)}. Only this browser session sees it; it "
+                    f"is deleted {self.settings.limits.session_minutes} min after you last use it.")
+        return f"{text}\n\n{g.message}" if g.message else text
+
+    def add_to_gallery(self, files: list[str] | None, request: gr.Request | None = None,
+                       progress: gr.Progress = gr.Progress()) -> str:
+        gallery = self.gallery(request)
         if not files:
             raise gr.Error("Choose images or a .zip of images to add.")
-        added, skipped = self.gallery.add([Path(f) for f in files], progress)
-        text = f"Added {added} image{'s' * (added != 1)}. " + self.gallery.summary()
-        if skipped:
-            gr.Warning(f"Skipped {len(skipped)} file(s): {skipped[0]}" + (" …" if len(skipped) > 1 else ""))
-            text += "\n\nSkipped:\n" + "\n".join(f"- {s}" for s in skipped[:20])
+        paths = [Path(f) for f in files]
+        total = count_uploads(paths, self.settings.limits)
+        skipped: list[str] = []
+        progress((0, total), desc="Adding images", unit="images")
+        report = gallery.add(iter_uploads(paths, skipped, self.settings.limits),
+                             lambda done: progress((done, total), desc="Adding images", unit="images"))
+        report.skipped[:0] = skipped
+        n = report.added
+        text = f"Added {n} image{'s' * (n != 1)}. " + self.gallery_summary(request)
+        if report.skipped:
+            gr.Warning(f"Skipped {len(report.skipped)} file(s): {report.skipped[0]}"
+                       + (" …" if len(report.skipped) > 1 else ""))
+        if report.skipped or report.warnings:
+            text += "\n\n" + describe(report)
         return text
 
-    def add_examples(self, progress: gr.Progress = gr.Progress()) -> str:
-        return self.add_to_gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], progress)
+    def add_examples(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> str:
+        return self.add_to_gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], request, progress)
 
-    def clear_gallery(self) -> tuple[str, list, pd.DataFrame, str]:
-        self.gallery.clear()
-        return self.gallery.summary(), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+    def clear_gallery(self, token: str | None = None, request: gr.Request | None = None,
+                      ) -> tuple[str, list, pd.DataFrame, str]:
+        gallery = self.gallery(request)
+        if self.settings.shared_gallery:
+            if not self.settings.operator_token:
+                raise gr.Error("Clearing the shared gallery is off: the operator turns it on with "
+                               "REID_OPERATOR_TOKEN.")
+            if not hmac.compare_digest((token or "").encode(), self.settings.operator_token.encode()):
+                raise gr.Error("Wrong operator token: only the operator can clear the shared gallery.")
+        gallery.clear()
+        return self.gallery_summary(request), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
 
-    def search(self, query: str | None, k: float = 10, rerank: bool = False,
+    def search(self, query: str | None, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
-        """Top-k gallery images for a query: (gallery items, results table, AP/notes)."""
+        """Top-k gallery images for a query: (gallery items, results table, AP/notes). The whole gallery is
+        ranked (the AP needs every position); pictures come from the same snapshot as the ranking."""
         reid = self.require_model()
         img = self.image(query, "a query image")
-        if not len(self.gallery.index):
-            raise gr.Error("The gallery is empty: add images (or a .zip) on the left first.")
-        scores, ranked = self.gallery.ranking(reid.embed(img), bool(rerank))
+        gallery = self.gallery(request)
+        try:
+            ranked = gallery.search(reid.embed(img), None, bool(rerank), pictures=int(k))
+        except GalleryError as e:
+            raise gr.Error(f"{e}. Search without re-ranking.") from e
+        if not ranked:
+            return [], pd.DataFrame(columns=RESULT_COLUMNS), "The gallery is empty: add images (or a .zip) first."
         name = Path(query).name
         qpid, _ = market_ids(name)
         items, rows = [], []
-        for rank, (score, r) in enumerate(zip(scores[: int(k)], ranked, strict=False), start=1):
-            ok = None if qpid is None or r.get("pid") is None else r["pid"] == qpid
+        for rank, m in enumerate(ranked[: int(k)], start=1):
+            ok = None if qpid is None or m.pid is None else m.pid == qpid
             mark = "" if ok is None else ("✓ " if ok else "✗ ")
             colour = None if ok is None else (GOOD if ok else BAD)
-            items.append((framed(self.gallery.image(r), colour), f"{mark}#{rank} {score:.3f}"))
-            rows.append([rank, r["name"], round(float(score), 4), "" if ok is None else ("right" if ok else "wrong")])
+            items.append((framed(m.picture, colour), f"{mark}#{rank} {m.score:.3f}"))
+            rows.append([rank, m.name, round(m.score, 4), "" if ok is None else ("right" if ok else "wrong")])
         note = "\n\nRe-ranked (k-reciprocal): scores are 1 - the re-ranked distance, not cosines." if rerank else ""
-        return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked, scores) + note
+        if why := person_warning(img):
+            note += f"\n\n⚠️ The query {why}: its matches mean little."
+        return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked) + note
 
     # --- training curves -----------------------------------------------------------------------------------
     def run_choices(self) -> list[str]:
@@ -476,13 +397,18 @@ def build_demo(settings: Settings) -> gr.Blocks:
         with gr.Tab("Search"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    gallery_status = gr.Markdown(app.gallery.summary, label="gallery_status", elem_id="gallery-status")
-                    files = gr.File(label="Gallery images or a .zip", file_count="multiple",
-                                    file_types=["image", ".zip"], elem_id="gallery-files", height=180)
+                    gallery_status = gr.Markdown(label="gallery_status", elem_id="gallery-status")
+                    files = gr.File(label="Gallery images or a .zip", file_count="multiple",  # any type: each file
+                                    elem_id="gallery-files", height=180)  # is checked, and refused, by name
+
                     with gr.Row():
                         add_btn = gr.Button("Add to gallery", variant="primary", elem_id="add-btn")
                         add_examples_btn = gr.Button("Add example people")
-                    clear_btn = gr.Button("Clear gallery", variant="stop", size="sm")
+                    can_clear = not settings.shared_gallery or bool(settings.operator_token)
+                    with gr.Row():
+                        token = gr.Textbox(label="Operator token", type="password", elem_id="operator-token",
+                                           visible=settings.shared_gallery and can_clear, scale=2)
+                        clear_btn = gr.Button("Clear gallery", variant="stop", size="sm", visible=can_clear)
                     query = image_input("Query", "query", 260)
                     k = gr.Slider(1, 50, value=10, step=1, label="Top k")
                     rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
@@ -498,8 +424,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
             add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model)
             add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
-            clear_btn.click(app.clear_gallery, None, [gallery_status, results, table, summary],
-                            api_name="clear_gallery")
+            clear_btn.click(app.clear_gallery, token, [gallery_status, results, table, summary],
+                            api_name="clear_gallery", **model)
+            demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")
             search_btn.click(app.search, [query, k, rerank], [results, table, summary], api_name="search", **model)
 
         with gr.Tab("Training curves"):
@@ -541,6 +468,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     ap.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
     ap.add_argument("--allow-pickle", action="store_true", help="also accept trusted .pth/.pt weights (tensors only)")
+    ap.add_argument("--shared-gallery", action="store_true",
+                    help="one gallery for every visitor, kept until cleared (default: a private gallery per browser "
+                         "session; also $REID_SHARED_GALLERY=1). Clear then needs $REID_OPERATOR_TOKEN")
     lim = ap.add_argument_group("limits (default: $REID_<NAME>, else the README's table)")
     for f in fields(Limits):
         lim.add_argument(f"--{f.name.replace('_', '-')}", type=int, help=f"default {f.default}")
@@ -572,7 +502,7 @@ def __getattr__(name: str) -> Any:
 if __name__ == "__main__":
     args = parse_args()
     try:
-        settings = Settings.resolve(args.weights, args.data_dir, args.runs_dir, args.allow_pickle,
+        settings = Settings.resolve(args.weights, args.data_dir, args.runs_dir, args.allow_pickle, args.shared_gallery,
                                     **{f.name: getattr(args, f.name) for f in fields(Limits)})
     except ValueError as e:  # a bad REID_* limit
         raise SystemExit(f"error: {e}") from None

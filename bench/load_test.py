@@ -3,7 +3,7 @@ bounded in time and on loopback only.
 
     python bench/load_test.py [--users 20] [--seconds 60] [--concurrency 1] [--queue-size 64]
 
-Starts the app on 127.0.0.1 (a free port, a temporary gallery of examples/people/*.png, the default weights
+Starts the app on 127.0.0.1 (a free port, a temporary shared gallery of examples/people/*.png, the default weights
 unless --weights), then each user (a thread with its own Client) alternates /compare on two random example
 people and /search (top 5) with a random example query until the time is up. Prints requests served,
 errors, p50/p95 latency per endpoint and overall, and the server's peak resident memory (VmHWM) next to
@@ -48,7 +48,8 @@ def start_app(args: argparse.Namespace, data_dir: Path) -> tuple[subprocess.Pope
     port = free_port()
     cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), "--data-dir",
            str(data_dir / "store"), "--runs-dir", str(data_dir / "runs"), "--concurrency", str(args.concurrency),
-           "--queue-size", str(args.queue_size)] + (["--weights", args.weights] if args.weights else [])
+           "--queue-size", str(args.queue_size), "--shared-gallery"]
+    cmd += ["--weights", args.weights] if args.weights else []
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url, t0 = f"http://127.0.0.1:{port}/", time.time()

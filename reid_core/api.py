@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +21,9 @@ import torch.nn.functional as F
 
 from .data import ImageLike, eval_pixels, load_image
 from .embed import TorchEmbedder
-from .model import SiameseReID, load_model
+from .gallery import Gallery
+from .limits import Limits
+from .model import SiameseReID, load_model, weights_hash
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
 
@@ -55,6 +59,16 @@ class ReID:
         cfg = self.model.cfg
         return {"backbone": cfg.backbone, "input": f"{cfg.height}x{cfg.width}", "embed_dim": self.model.embed_dim,
                 "pair_threshold": self.threshold, **{k: v for k, v in cfg.extra.items() if k != "pair_threshold"}}
+
+    @cached_property
+    def weights_id(self) -> str:
+        """How a gallery knows its embeddings came from these weights."""
+        return weights_hash(self.model)
+
+    def gallery(self, path: str | Path, limits: Limits | None = None, **index: Any) -> Gallery:
+        """Open (or create) a gallery file embedded by this model; one built by other weights is re-embedded
+        from its stored pictures. `index`: approx="ivf", nlist, nprobe (see Gallery)."""
+        return Gallery(path, self.embed, self.weights_id, limits, self.batch_size, **index)
 
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """uint8 (N, 3, H, W): decoded and resized exactly as the batch pipeline does it."""

@@ -6,7 +6,6 @@ Normalisation is the model's own (SiameseReID.feature_map), so nothing here know
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,31 +20,51 @@ from torchvision.transforms.v2 import functional as F
 from .datasets import Record
 from .limits import Limits
 
-
-def set_max_pixels(n: int) -> None:
-    """Refuse images over n pixels (decompression bombs) before decoding: load_image checks the declared
-    size, and PIL itself refuses at open past 2n."""
-    global MAX_IMAGE_PIXELS
-    MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS = n
-
-
-MAX_IMAGE_PIXELS = Limits.max_pixels
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # load_image refuses these itself
-try:
-    set_max_pixels(Limits.from_env().max_pixels)  # $REID_MAX_PIXELS
-except ValueError:  # a bad variable is reported by whoever reads all the limits (the app); not at import
-    set_max_pixels(Limits.max_pixels)
-
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers cameras' MPO files. Nothing else is opened:
+# PIL would hand EPS to Ghostscript, and every extra decoder is attack surface on a public demo
+_SNIFF = [(b"ftypheic", "HEIC"), (b"ftypheix", "HEIC"), (b"ftyphevc", "HEIC"), (b"ftypmif1", "HEIF"),
+          (b"ftypmsf1", "HEIF"), (b"ftypavif", "AVIF"), (b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"),
+          (b"%PDF", "PDF"), (b"8BPS", "Photoshop (PSD)"), (b"<svg", "SVG"), (b"\x00\x00\x01\x00", "ICO"),
+          (b"jP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000")]
+_SUFFIXES = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".eps": "EPS", ".ps": "PostScript", ".pdf": "PDF",
+             ".psd": "Photoshop (PSD)", ".svg": "SVG", ".ico": "ICO", ".tga": "TGA", ".jp2": "JPEG 2000",
+             ".pcx": "PCX", ".ppm": "PPM", ".pgm": "PGM", ".dds": "DDS", ".xcf": "GIMP (XCF)"}
+SUPPORTED = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+DEFAULT_LIMITS = Limits()
 
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message says which and why in one line."""
 
 
-def load_image(src: ImageLike) -> Image.Image:
-    """Decode anything image-like to an RGB PIL image, or raise ImageError."""
-    name = str(src) if isinstance(src, (str, Path)) else type(src).__name__
+def _format_name(head: bytes, name: str) -> str | None:
+    """What an unsupported file is, from its first bytes or else its name, for the message."""
+    for magic, fmt in _SNIFF:
+        if magic in head[:16] or (magic == b"<svg" and magic in head[:512]):
+            return fmt
+    return _SUFFIXES.get(Path(name).suffix.lower())
+
+
+def check_geometry(name: str, w: int, h: int, limits: Limits) -> None:
+    """Refuse from the header alone what would cost seconds to decode and resize: too many pixels, a side
+    over max_side, or a strip (a 2 x 19,000,000 PNG is 55 KB and held a worker 40 s)."""
+    if w < 2 or h < 2:
+        raise ImageError(f"{name}: image is {w}x{h}, too small to be a person crop")
+    if w * h > limits.max_pixels:
+        raise ImageError(f"{name}: image too large ({w}x{h} = {w * h:,} pixels; limit {limits.max_pixels:,})")
+    if max(w, h) > limits.max_aspect * min(w, h):
+        raise ImageError(f"{name}: {w}x{h} is a strip, not a person crop (sides over {limits.max_aspect}:1)")
+    if max(w, h) > limits.max_side:
+        raise ImageError(f"{name}: image too large ({w}x{h}; the longest side may be {limits.max_side:,} pixels)")
+
+
+def load_image(src: ImageLike, limits: Limits | None = None, name: str | None = None) -> Image.Image:
+    """Decode anything image-like to an RGB PIL image, or raise ImageError. Files are opened only as one of
+    FORMATS, and checked against `limits` (default: Limits()) from the header, before decoding. `name`: what
+    messages call it (default: the path, or the type)."""
+    limits = limits or DEFAULT_LIMITS
+    name = name or (str(src) if isinstance(src, (str, Path)) else type(src).__name__)
     try:
         if isinstance(src, Image.Image):
             img = src
@@ -55,14 +74,18 @@ def load_image(src: ImageLike) -> Image.Image:
         else:
             if (len(src) if isinstance(src, bytes) else Path(src).stat().st_size) == 0:
                 raise ImageError(f"{name}: empty file")
-            img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
-            if img.width * img.height > MAX_IMAGE_PIXELS:  # the header's size: nothing decoded yet
-                raise ImageError(f"{name}: image too large ({img.width}x{img.height} = {img.width * img.height:,} "
-                                 f"pixels; limit {MAX_IMAGE_PIXELS:,})")
+            try:
+                img = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src, formats=FORMATS)
+            except UnidentifiedImageError:
+                with io.BytesIO(src) if isinstance(src, bytes) else open(src, "rb") as f:
+                    fmt = _format_name(f.read(512), name)
+                if fmt:
+                    raise ImageError(f"{name}: {fmt} images are not supported (use {SUPPORTED})") from None
+                raise
+            check_geometry(name, img.width, img.height, limits)  # the header's size: nothing decoded yet
             img.load()  # decode now so truncated files fail here, not deep inside a batch
             img = ImageOps.exif_transpose(img)
-        if img.width < 2 or img.height < 2:
-            raise ImageError(f"{name}: image is {img.width}x{img.height}, too small to be a person crop")
+        check_geometry(name, img.width, img.height, limits)
         if img.mode.startswith("I"):  # 16-bit (I;16, I;16B ...) or 32-bit integer: scale to 8-bit first
             img = Image.fromarray((np.asarray(img, dtype=np.float32) / 256).clip(0, 255).astype(np.uint8))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -73,12 +96,13 @@ def load_image(src: ImageLike) -> Image.Image:
         return img.convert("RGB")
     except ImageError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: image too large (over twice the limit of {MAX_IMAGE_PIXELS:,} pixels)") from e
+    except Image.DecompressionBombError as e:  # PIL's own backstop, far above any sane max_pixels
+        raise ImageError(f"{name}: image too large (over PIL's limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+                         f"limit {limits.max_pixels:,})") from e
     except FileNotFoundError as e:
         raise ImageError(f"{name}: file not found") from e
     except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not a readable image (not an image file, or a format PIL cannot read)") from e
+        raise ImageError(f"{name}: not a readable image (not an image file, or not {SUPPORTED})") from e
     except (OSError, ValueError, TypeError, SyntaxError) as e:
         detail = str(e).splitlines()[0] if str(e) else ""
         raise ImageError(f"{name}: not a readable image ({type(e).__name__}{': ' * bool(detail)}{detail})") from e

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}  # data.FORMATS' usual names
 
 LAYOUT_HELP = (
     "expected one of: Market-1501 / DukeMTMC-reID (bounding_box_train/, query/, bounding_box_test/ with "
@@ -67,7 +67,7 @@ def relabel(records: list[Record]) -> list[Record]:
 
 
 # --- Market-1501 / DukeMTMC-reID -------------------------------------------------------------------------
-_MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
+_MARKET_RE = re.compile(r"^(-?\d{1,9})_c(\d{1,9})")  # bounded: int() of a 4,300-digit id raises
 
 
 def parse_market_name(name: str) -> tuple[int, int] | None:

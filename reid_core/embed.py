@@ -25,12 +25,10 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from .data import read_pixels
-from .datasets import Record
+from .datasets import IMAGE_EXTS, Record
 from .files import atomic_write
-from .model import ModelConfig, SiameseReID, WeightsError, load_model
+from .model import ModelConfig, SiameseReID, WeightsError, load_model, weights_hash
 from .precision import autocast
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class Embedder:
@@ -171,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                               skip_bad=True)
     seconds = time.perf_counter() - t0
     paths = [str(files[i].resolve()) for i in kept]
-    save_embeddings(args.out, emb, paths, weights=str(args.weights), backend=args.backend)
+    ident = {}  # what a gallery checks before taking these rows (a flipped embedding is another embedding)
+    if isinstance(embedder, TorchEmbedder):
+        ident["weights_id"] = weights_hash(embedder.model) + ("+flip" if args.flip else "")
+    save_embeddings(args.out, emb, paths, weights=str(args.weights), backend=args.backend, **ident)
     print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
           f"({len(paths) / max(seconds, 1e-9):.0f} img/s, {args.backend}) -> {args.out}")
     return 0

@@ -1,42 +1,26 @@
-"""GalleryIndex: cosine (inner-product) search over a persisted gallery of embeddings, exact or approximate.
+"""GalleryIndex: cosine (inner-product) search over a gallery's embeddings, exact or approximate.
 
 Embeddings are L2-normalised on the way in, so a score is a cosine similarity. The default search is an exact
 matrix product (numpy): for demo-sized galleries (up to ~10^5 images) it is fast enough and never misses a
 match. `approx="ivf"` adds a FAISS IVF-Flat index (k-means cells, `nprobe` of `nlist` cells scanned per
 query) for camera-network galleries of millions, where the exact product costs ~0.2 s per query; the exact
-matrix stays the source of truth (for re-ranking, recall checks and retraining).
-On disk: `embeddings.safetensors` (float32 matrix + int64 row labels) + `metadata.json` (one row per image,
-same order) [+ `ivf-<generation>.faiss`, written with faiss.write_index], all written atomically and tied by
-a shared generation token so a crash between the renames is detected.
+matrix is kept too (for re-ranking and recall checks).
+It lives in memory only: a cache of a gallery file (gallery.py, SQLite), rebuilt from it when that changes.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
-from .files import atomic_write
-
-EMBEDDINGS_FILE = "embeddings.safetensors"
-METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 2  # 2 adds row labels and the approximate index; version 1 folders still load
 APPROX_KINDS = ("ivf",)
 RERANK_POOL = 1000  # k-reciprocal re-ranking runs over at most this many top candidates (the whole gallery below)
 TRAIN_POINTS_PER_CELL = 40  # k-means training sample per IVF cell: FAISS wants >= 39
 KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the training time for little recall on re-id data
 EXACT_BLOCK = 1 << 26  # query x gallery scores per block of exact search: 256 MiB
-
-
-class IndexLoadError(ValueError):
-    """An index folder that cannot be loaded; one line that names the folder and the reason."""
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -67,7 +51,7 @@ class GalleryIndex:
     `approx=None` (default): exact search. `approx="ivf"`: FAISS IVF-Flat with `nlist` cells (default
     ~4 sqrt(n), fixed when it is trained) and `nprobe` cells scanned per query (default nlist/16: recall@10
     0.96 on the 1M-vector benchmark), trained on first search or by `train()`; rows added later go into the
-    trained cells, `retrain()` re-fits them.
+    trained cells.
     """
 
     def __init__(self, dim: int | None = None, approx: str | None = None, nlist: int | None = None,
@@ -184,10 +168,6 @@ class GalleryIndex:
         self.nlist, self._ivf = nlist, ivf
         ivf.nprobe = self.nprobe
 
-    def retrain(self, seed: int = 0) -> None:
-        self._ivf = None
-        self.train(seed)
-
     def _search_ivf(self, q: np.ndarray, k: int) -> tuple[np.ndarray, list[list[int]]]:
         scores, labels = self._ivf.search(q, k)
         scores[labels < 0] = -np.inf  # fewer than k rows in the scanned cells
@@ -252,66 +232,3 @@ class GalleryIndex:
             for i, (s, _) in enumerate(reranked):
                 scores[i, : len(s)] = s
         return scores[:, :k], [[dict(self._meta[r]) for r in row[:k]] for row in rows]
-
-    # --- persistence --------------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        generation = uuid.uuid4().hex
-        approx = None
-        if self.approx:
-            ivf_file = f"ivf-{generation}.faiss" if self._ivf is not None else None
-            approx = {"kind": self.approx, "nlist": self.nlist, "nprobe": self._nprobe, "file": ivf_file}
-            if ivf_file:
-                import faiss
-
-                atomic_write(folder / ivf_file, lambda p: faiss.write_index(self._ivf, str(p)))
-        header = {"version": str(FORMAT_VERSION), "generation": generation, "dim": str(self.dim or 0)}
-        table = {"version": FORMAT_VERSION, "generation": generation, "dim": self.dim, "approx": approx,
-                 "rows": self._meta}
-        tensors = {"embeddings": np.ascontiguousarray(self._emb), "labels": self._labels}
-        atomic_write(folder / EMBEDDINGS_FILE, lambda p: save_file(tensors, str(p), metadata=header))
-        atomic_write(folder / METADATA_FILE, lambda p: p.write_text(json.dumps(table, indent=1)))
-        for old in folder.glob("ivf-*.faiss"):  # earlier generations' indexes
-            if approx is None or old.name != approx["file"]:
-                old.unlink(missing_ok=True)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> GalleryIndex:
-        folder = Path(folder)
-        emb_path, meta_path = folder / EMBEDDINGS_FILE, folder / METADATA_FILE
-        if not emb_path.exists() or not meta_path.exists():
-            raise IndexLoadError(f"{folder}: no saved index ({EMBEDDINGS_FILE} + {METADATA_FILE})")
-        try:
-            with safe_open(str(emb_path), "np") as f:  # its header holds the generation token
-                header, emb = f.metadata() or {}, f.get_tensor("embeddings")
-                labels = f.get_tensor("labels") if "labels" in f.keys() else np.arange(len(emb), dtype=np.int64)
-            table = json.loads(meta_path.read_text())
-            rows, approx = table["rows"], table.get("approx") or {}
-        except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
-            raise IndexLoadError(f"{folder}: unreadable index ({type(e).__name__}: {e})") from e
-        if header.get("generation") != table.get("generation") or len(rows) != len(emb) or len(labels) != len(emb):
-            raise IndexLoadError(f"{folder}: {EMBEDDINGS_FILE} and {METADATA_FILE} do not belong together "
-                                 "(interrupted save?); rebuild the gallery")
-        index = cls(table.get("dim") or None, approx.get("kind"), approx.get("nlist"), approx.get("nprobe"))
-        if len(rows):
-            if emb.ndim != 2 or emb.shape[1] != index.dim:
-                raise IndexLoadError(f"{folder}: embeddings of shape {emb.shape} do not fit dimension {index.dim}")
-            index._append(emb, rows, labels)
-        if approx.get("file"):
-            index._ivf = _read_ivf(folder / approx["file"], len(rows), index.dim)
-            index._ivf.nprobe = index.nprobe
-        return index
-
-
-def _read_ivf(path: Path, ntotal: int, dim: int | None) -> Any:
-    import faiss
-
-    try:
-        ivf = faiss.read_index(str(path))
-    except RuntimeError as e:
-        raise IndexLoadError(f"{path}: unreadable FAISS index ({str(e).splitlines()[0]})") from e
-    if ivf.ntotal != ntotal or ivf.d != dim:
-        raise IndexLoadError(f"{path}: FAISS index holds {ivf.ntotal} x {ivf.d}, the gallery {ntotal} x {dim}; "
-                             "rebuild the index")
-    return ivf

@@ -20,9 +20,13 @@ class Limits:
     max_upload_mb: int = 200  # one uploaded file; Gradio refuses bigger ones before they reach a handler
     max_files: int = 5000  # images per "add to gallery" call, and entries in one zip
     max_zip_mb: int = 500  # uncompressed bytes read from one zip (declared sizes checked first, then counted)
-    max_entry_mb: int = 25  # one file inside a zip
+    max_image_mb: int = 25  # one image, uploaded alone or inside a zip, in every tab
     max_gallery: int = 20000  # images in the search gallery
     max_pixels: int = 40_000_000  # one decoded image (~120 MB as RGB)
+    max_side: int = 12_000  # longest side of one image, in pixels
+    max_aspect: int = 10  # longest side over shortest: beyond it decoding and resizing a strip costs seconds
+    session_minutes: int = 60  # a private gallery is deleted this long after its session last used it
+    max_sessions: int = 200  # private galleries kept at once (each up to max_gallery images)
     concurrency: int = 1  # model calls (compare/search/add) running at once; the rest wait in the queue
     queue_size: int = 64  # requests waiting in the queue before new ones are told it is full
 
@@ -31,8 +35,8 @@ class Limits:
         return self.max_zip_mb * MIB
 
     @property
-    def max_entry_bytes(self) -> int:
-        return self.max_entry_mb * MIB
+    def max_image_bytes(self) -> int:
+        return self.max_image_mb * MIB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: int | None) -> Limits:

@@ -6,6 +6,7 @@ always loadable without pickle and always says what it is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -324,3 +325,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickl
         raise WeightsError(f"{path}: tensor {broken} holds NaN or infinite values (a damaged or tampered file?)")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     return model.to(device).eval()
+
+
+def weights_hash(model: nn.Module) -> str:
+    """A hash of every weight and buffer (file format aside): a gallery's check that its embeddings came from
+    these weights."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

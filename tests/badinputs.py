@@ -61,7 +61,7 @@ def make_images(folder: Path) -> Corpus:
                                                      r"truncated"),
         "truncated.png": (png[: len(png) // 2], r"truncated\.png: not a readable image \(OSError"),
         "corrupt.png": (bytes(corrupt), r"corrupt\.png: not a readable image \(OSError: broken data stream"),
-        "bomb.png": (png_header(50_000, 50_000), r"bomb\.png: image too large \(over twice the limit"),
+        "bomb.png": (png_header(50_000, 50_000), r"bomb\.png: image too large \(over PIL's limit of"),
         "large.png": (png_header(7_000, 7_000), r"large\.png: image too large \(7000x7000 = 49,000,000 pixels"),
         "text.jpg": (b"this is not a JPEG\n" * 20, r"text\.jpg: not a readable image \(not an image file"),
         "empty.jpg": (b"", r"empty\.jpg: empty file"),
@@ -71,7 +71,9 @@ def make_images(folder: Path) -> Corpus:
         "gray16.png": (encoded(gray16, "PNG"), None),
         "palette.png": (encoded(palette, "PNG"), None),
         "gray.jpg": (encoded(img.convert("L"), "JPEG"), None),
-        "wide.png": (encoded(img.resize((10_000, 10)), "PNG"), None),
+        "wide.png": (encoded(img.resize((10_000, 10)), "PNG"), r"wide\.png: 10000x10 is a strip, not a person crop"),
+        "strip.png": (png_header(2, 19_000_000), r"strip\.png: 2x19000000 is a strip, not a person crop"),
+        "tall.png": (encoded(img.resize((60, 500)), "PNG"), None),  # 1:8.3, within the 10:1 bound
     }
     out: Corpus = {}
     for name, (data, expected) in items.items():

@@ -120,7 +120,8 @@ def test_add_and_search_endpoints(client: Client, workdir: Path) -> None:
                             api_name="/add_to_gallery")
     assert f"Added {len(files)} images" in status
     status = client.predict([handle_file(files[0])], api_name="/add_to_gallery")  # same file again: deduped
-    assert f"Added 0 images. Gallery: **{len(files)}**" in status
+    assert f"Added 0 images. Your private gallery: **{len(files)}** images" in status
+    assert f"- skipped {files[0].name}: already in the gallery" in status
 
     query = files[0]  # 0001_c1: its own copy is in the gallery, and 0001_c2 is a true match from another camera
     items, table, summary = client.predict(handle_file(query), 4, api_name="/search")
@@ -146,24 +147,26 @@ def test_gallery_reloads_and_reembeds_for_new_weights(tmp_path: Path, workdir: P
     first = app.ReIDApp(app.Settings(workdir / "weights" / "model.safetensors", tmp_path / "store", tmp_path))
     first.reid.batch_size = 4  # 6 images: two embedding batches
     first.add_to_gallery([str(p) for p in files])
-    stored = [first.gallery.folder / m["file"] for m in first.gallery.index.metadata]
-    assert [m["name"] for m in first.gallery.index.metadata] == [p.name for p in files]
-    np.testing.assert_allclose(first.gallery.index.embeddings, first.reid.embed(stored), atol=1e-5)
-    again = app.ReIDApp(first.settings)
-    assert len(again.gallery.index) == len(files) and again.gallery.message == ""
-    np.testing.assert_allclose(again.gallery.index.embeddings, first.gallery.index.embeddings, atol=1e-6)
+    gallery = first.gallery(None)
+    rows = gallery.entries()
+    assert [m["name"] for m in rows] == [p.name for p in files]
+    pictures = [gallery.picture(r["id"]) for r in rows]
+    np.testing.assert_allclose(gallery.embeddings(), first.reid.embed(pictures), atol=1e-5)
+    again = app.ReIDApp(first.settings).gallery(None)  # a restart
+    assert len(again) == len(files) and again.message == ""
+    np.testing.assert_allclose(again.embeddings(), gallery.embeddings(), atol=1e-6)
 
     other = make_tiny_weights(tmp_path / "w2" / "model.safetensors", embed_dim=64, seed=1)
     moved = app.ReIDApp(app.Settings(other, tmp_path / "store", tmp_path))
-    assert len(moved.gallery.index) == len(files) and moved.gallery.index.dim == 64
-    assert "re-embedded" in moved.gallery.message
+    assert moved.gallery(None).embeddings().shape == (len(files), 64)
+    assert "re-embedded" in moved.gallery_summary()
     _, table, _ = moved.search(str(files[3]), 1)
     assert table.iloc[0]["name"] == files[3].name
 
     moved.clear_gallery()
-    assert len(app.ReIDApp(moved.settings).gallery.index) == 0
-    with pytest.raises(gr.Error, match="gallery is empty"):
-        moved.search(str(files[0]), 3)
+    assert len(app.ReIDApp(moved.settings).gallery(None)) == 0
+    _, table, summary = moved.search(str(files[0]), 3)
+    assert table.empty and "gallery is empty" in summary
 
 
 def test_example_people_and_unnamed_query(tmp_path: Path, settings: app.Settings) -> None:
@@ -206,7 +209,7 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
     assert status.startswith("Added 1 image.")
     assert "../escape.png: unsafe path" in status and "/abs.png: unsafe path" in status
     assert "readme.txt: not a readable image" in status and "_good.png" not in status
-    assert [m["name"] for m in handlers.gallery.index.metadata] == ["good.png"]
+    assert [m["name"] for m in handlers.gallery(None).entries()] == ["good.png"]
 
 
 def test_upload_file_cap(tmp_path: Path) -> None:

@@ -106,3 +106,17 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
     after = evaluate(trained, query, gallery, progress=False)
     assert after["pair_accuracy"] > 0.75 and after["pair_accuracy"] > before["pair_accuracy"] + 0.15, (before, after)
     assert after["pair_auc"] > 0.85 and after["mAP"] > 2 * before["mAP"]
+
+
+def test_person_screen_passes_market_crops() -> None:
+    """The "does not look like a person crop" warning flags under 0.1 % of Market's real query + gallery
+    crops (junk and distractor boxes included): it is for blanks and noise, not for hard crops."""
+    from PIL import Image
+
+    from reid_core.screen import person_warning
+
+    root = Path(DATA)
+    files = sorted((root / "query").glob("*.jpg")) + sorted((root / "bounding_box_test").glob("*.jpg"))
+    assert len(files) == 3368 + 19732
+    flagged = [p.name for p in files if person_warning(Image.open(p))]
+    assert len(flagged) < 0.001 * len(files), flagged[:10]

@@ -1,4 +1,5 @@
-"""The embed and search CLIs end to end on synthetic crops, and re-ranking from the app's Search tab."""
+"""The embed and search CLIs end to end on synthetic crops (the search CLI keeps the app's gallery file), and
+re-ranking from the app's Search tab."""
 
 from __future__ import annotations
 
@@ -55,14 +56,16 @@ def test_embed_cli_errors(tmp_path: Path, tiny_weights: Path, capsys: pytest.Cap
 def test_search_cli_build_and_query(tmp_path: Path, embedded: Path, tiny_weights: Path, people_folder: Path,
                                     approx: str | None, capsys: pytest.CaptureFixture) -> None:
     extra = ["--approx", approx, "--nlist", "3", "--nprobe", "3"] if approx else []
-    assert search_main(["build", "--embeddings", str(embedded), "--out", str(tmp_path / "idx"), *extra]) == 0
-    assert "12 x 32" in capsys.readouterr().out
-    index = GalleryIndex.load(tmp_path / "idx")
-    assert len(index) == 12 and index.approx == approx and index.trained == bool(approx)
+    g = str(tmp_path / "g.sqlite")
+    assert search_main(["build", "--gallery", g, "--embeddings", str(embedded), *extra]) == 0
+    assert "12 rows added (0 already there), 12 in all" in capsys.readouterr().out
+    gallery = ReID.load(tiny_weights, "cpu").gallery(g)
+    assert len(gallery) == 12 and gallery.index_settings.get("approx") == approx
+    np.testing.assert_allclose(gallery.embeddings(), load_embeddings(embedded)[0], atol=1e-6)
 
     query = sorted(people_folder.rglob("0003_c2.png"))[0]
     for flags in ([], ["--rerank"]):
-        assert search_main(["query", "--index", str(tmp_path / "idx"), "--image", str(query), "--k", "4",
+        assert search_main(["query", "--gallery", g, "--image", str(query), "--k", "4",
                             "--weights", str(tiny_weights), *flags]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 4 and lines[0].split()[0] == "1"
@@ -71,18 +74,31 @@ def test_search_cli_build_and_query(tmp_path: Path, embedded: Path, tiny_weights
         assert scores == sorted(scores, reverse=True)
 
 
+def test_search_cli_add_info_clear(tmp_path: Path, tiny_weights: Path, people_folder: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    g, w = str(tmp_path / "g.sqlite"), ["--weights", str(tiny_weights)]
+    files = [str(p) for p in sorted(people_folder.rglob("*.png"))[:3]] + [str(people_folder / "broken.jpg")]
+    assert search_main(["add", "--gallery", g, *w, *files]) == 0
+    out, err = capsys.readouterr()
+    assert "added 3, skipped 1, 3 in all" in out and "- skipped broken.jpg: not a readable image" in err
+    assert search_main(["info", "--gallery", g, *w]) == 0
+    assert "3 images (3 stored pictures, 0 paths)" in capsys.readouterr().out
+    assert search_main(["clear", "--gallery", g, *w]) == 0 and "removed 3 images" in capsys.readouterr().out
+
+
 def test_search_cli_errors(tmp_path: Path, embedded: Path, tiny_weights: Path, people_folder: Path,
                            capsys: pytest.CaptureFixture) -> None:
-    assert search_main(["query", "--index", str(tmp_path), "--image", "x.png"]) == 2
-    assert "no saved index" in capsys.readouterr().err
+    w = ["--weights", str(tiny_weights)]
+    assert search_main(["query", "--gallery", str(tmp_path / "none.sqlite"), "--image", "x.png", *w]) == 2
+    assert "no gallery file" in capsys.readouterr().err
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
-    assert search_main(["build", "--embeddings", str(bad), "--out", str(tmp_path / "i")]) == 2
+    assert search_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(bad), *w]) == 2
     assert "not an embeddings file" in capsys.readouterr().err
-    search_main(["build", "--embeddings", str(embedded), "--out", str(tmp_path / "idx")])
+    search_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(embedded)])
     capsys.readouterr()
-    assert search_main(["query", "--index", str(tmp_path / "idx"), "--image", str(people_folder / "broken.jpg"),
-                        "--weights", str(tiny_weights)]) == 2
+    assert search_main(["query", "--gallery", str(tmp_path / "g.sqlite"), "--image",
+                        str(people_folder / "broken.jpg"), *w]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "broken.jpg" in err and "\n" not in err
 
@@ -92,14 +108,15 @@ def test_app_search_rerank(tmp_path: Path, tiny_weights: Path, people_folder: Pa
 
     handlers = app.ReIDApp(app.Settings(tiny_weights, tmp_path / "store", tmp_path))
     images = sorted(people_folder.rglob("*.png"))
-    added, _ = handlers.gallery.add(images, app.gr.Progress())
-    assert added == 12
+    assert handlers.add_to_gallery([str(p) for p in images]).startswith("Added 12 images")
     query = images[0]
     plain = handlers.search(str(query), 5)
     reranked = handlers.search(str(query), 5, True)
     assert "Re-ranked" in reranked[2] and "Re-ranked" not in plain[2]
     assert reranked[1].iloc[0]["name"] == query.name  # itself still first
-    emb = handlers.reid.embed(str(query))
-    scores, meta = handlers.gallery.index.search(emb, 12, rerank=True)
-    assert reranked[1]["name"].tolist() == [m["name"] for m in meta[0][:5]]
+    index = GalleryIndex()
+    gallery = handlers.gallery(None)
+    index.add(gallery.embeddings(), [r["name"] for r in gallery.entries()])
+    scores, meta = index.search(handlers.reid.embed(str(query)), 12, rerank=True)
+    assert reranked[1]["name"].tolist() == [m["id"] for m in meta[0][:5]]
     assert json.dumps(reranked[1]["cosine"].tolist()) == json.dumps([round(float(s), 4) for s in scores[0][:5]])
