@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field, fields
@@ -32,7 +33,7 @@ from PIL import Image, ImageDraw, ImageOps
 from reid_core import plots
 from reid_core.api import DEFAULT_WEIGHTS, ReID
 from reid_core.data import ImageError
-from reid_core.datasets import parse_market_name
+from reid_core.datasets import parse_identity
 from reid_core.gallery import Galleries, Gallery, GalleryError, Match, describe
 from reid_core.index import RERANK_POOL
 from reid_core.limits import Limits
@@ -47,8 +48,18 @@ RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 GOOD, BAD = (46, 160, 67), (214, 39, 40)
 MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
                 "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
-                "train_data": "Training data", "train_images": "Training images", "train_ids": "Training ids",
+                "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
                 "loss": "Loss", "epochs": "Epochs", "train_seconds": "Training time (s)"}  # ReID.info keys, in order
+METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP",
+                 "mAP_official": "mAP (official trapezoid AP)", "mINP": "mINP",
+                 "flip_rank1": "Rank-1 with flip test", "flip_mAP": "mAP with flip test",
+                 "rerank_rank1": "Rank-1 re-ranked", "rerank_mAP": "mAP re-ranked",
+                 "pair_auc": "Pair head AUC (held-out pairs)",
+                 "pair_accuracy": "Pair accuracy at the calibrated threshold (held-out pairs)"}
+EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "person-B_c1.png"),
+                 ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png")]
+EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
+SHIPPED_LOG = "shipped weights (train_log.csv)"
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,8 @@ def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", for
 processing_utils.save_pil_to_cache = save_pil_to_cache  # gr.Image/gr.Gallery outputs call it through the module
 
 
-def market_ids(name: str) -> tuple[int | None, int | None]:
-    return parse_market_name(name) or (None, None)
+def identity(name: str) -> tuple[int | None, int | None]:
+    return parse_identity(name) or (None, None)
 
 
 # --- pictures ------------------------------------------------------------------------------------------------
@@ -148,46 +159,54 @@ def framed(img: Image.Image, colour: tuple[int, int, int] | None, width: int = 5
     return ImageOps.expand(img, border=width, fill=colour) if colour else img
 
 
+def shown_id(name: str) -> str:
+    """The id as the name writes it (`0001`, `person-A`), not its numeric code."""
+    return Path(name).name.split("_c")[0]
+
+
 def query_ap(name: str, ranked: list[Match]) -> str:
     """The query's AP under the Market-1501 protocol when file names carry ids, else a short note."""
-    pid, cam = market_ids(name)
+    pid, cam = identity(name)
     if pid is None:
-        return "Query name has no Market-style id (`PPPP_cC...`), so matches are not marked."
+        return "The query's name carries no id (`0001_c1...` or `NAME_c1...`), so matches are not marked."
     g_pids = np.array([-1 if m.pid is None else m.pid for m in ranked])
     g_cams = np.array([-1 if m.camid is None else m.camid for m in ranked])
     dist = 1 - np.array([m.score for m in ranked], np.float32)
     try:
         ap = market_rank(dist[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
     except ValueError:
-        return (f"Query id {pid}, camera {cam}: no image of this id from another camera in the gallery, "
+        return (f"Query {shown_id(name)}, camera {cam}: no image of this id from another camera in the gallery, "
                 "so AP is undefined.")
-    return (f"Query id {pid}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
+    return (f"Query {shown_id(name)}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
             "(same-camera images of the same id are ignored, as in Market-1501).")
 
 
 # --- the app --------------------------------------------------------------------------------------------------
-def image_input(label: str, elem_id: str, height: int) -> gr.Image:
-    """A gr.Image drop zone that passes the upload's path through, and turns an undecodable upload into a
-    one-line gr.Error (Gradio decodes before our handler runs, and would otherwise fail opaquely).
+log = logging.getLogger("reid.app")
+CSS = """
+#results .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; }
+#results .caption-label { max-width: 100%; }
+"""  # the results grid takes as many columns as fit: 2-3 on a phone, 6+ on a desktop
 
-    The instance's preprocess is wrapped rather than gr.Image subclassed: Gradio writes a .pyi stub beside
-    any module that defines a component subclass."""
-    img = gr.Image(label=label, type="filepath", image_mode=None, height=height, elem_id=elem_id)
-    decode = img.preprocess
 
-    def preprocess(payload: Any) -> Any:
-        try:
-            return decode(payload)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            name = getattr(payload, "orig_name", None) or "upload"
-            try:  # the reason load_image (and so the CLI) gives, under the upload's own name
-                read_image(Path(payload.path).read_bytes(), name)
-            except (ImageError, OSError, TypeError) as why:
-                raise gr.Error(str(why) if isinstance(why, ImageError) else f"{name}: not a readable image") from e
-            raise gr.Error(f"{name}: not a readable image ({type(e).__name__})") from e
+def user_error(message: str) -> gr.Error:
+    """A mistake of the user's (an empty input, an unreadable upload): one line in the server log, not a
+    traceback; tracebacks are for real faults."""
+    log.info("user error: %s", message)
+    return gr.Error(message, print_exception=False)
 
-    img.preprocess = preprocess
-    return img
+
+def upload(payload: Any) -> tuple[str, str] | None:
+    """(server path, the user's own file name) of an upload. Events run with preprocess=False, so every
+    upload reaches a handler as it came (a dropped file, a clicked example or an API call alike) and is
+    checked there, by our rules and in our words."""
+    if not payload:
+        return None
+    if isinstance(payload, (str, Path)):
+        return str(payload), Path(payload).name
+    get = payload.get if isinstance(payload, dict) else lambda k: getattr(payload, k, None)
+    path = get("path")
+    return (str(path), get("orig_name") or Path(path).name) if path else None
 
 
 class ReIDApp:
@@ -202,7 +221,7 @@ class ReIDApp:
 
     def require_model(self) -> ReID:
         if self.reid is None:
-            raise gr.Error(self.error)
+            raise user_error(self.error)
         return self.reid
 
     def gallery(self, request: gr.Request | None) -> Gallery:
@@ -211,20 +230,23 @@ class ReIDApp:
         try:
             return self.galleries.get(getattr(request, "session_hash", None) or "local")
         except GalleryError as e:
-            raise gr.Error(str(e)) from e
+            raise user_error(str(e)) from e
 
-    def image(self, path: str | None, what: str) -> Image.Image:
-        if not path:
-            raise gr.Error(f"Upload {what}.")
+    def image(self, payload: Any, what: str) -> tuple[Image.Image, str]:
+        """(decoded image, the user's file name) of an upload, or a one-line error naming it."""
+        got = upload(payload)
+        if got is None:
+            raise user_error(f"Upload {what}.")
+        path, name = got
         try:
-            return read_image(path, Path(path).name, self.settings.limits)
+            return read_image(path, name, self.settings.limits), name
         except ImageError as e:
-            raise gr.Error(str(e)) from e
+            raise user_error(str(e)) from e
 
-    def compare(self, a: str | None, b: str | None) -> tuple[float, str, float, Image.Image]:
+    def compare(self, a: Any, b: Any) -> tuple[float, str, float, Image.Image]:
         """(probability, verdict, cosine, agreement picture) for two crops."""
         reid = self.require_model()
-        ia, ib = self.image(a, "the first image"), self.image(b, "the second image")
+        (ia, _), (ib, _) = self.image(a, "the first image"), self.image(b, "the second image")
         c = reid.compare(ia, ib)
         ma, mb = reid.similarity_map(ia, ib)
         op = "≥" if c.same else "<"
@@ -248,16 +270,17 @@ class ReIDApp:
                     f"is deleted {self.settings.limits.session_minutes} min after you last use it.")
         return f"{text}\n\n{g.message}" if g.message else text
 
-    def add_to_gallery(self, files: list[str] | None, request: gr.Request | None = None,
+    def add_to_gallery(self, files: Any, request: gr.Request | None = None,
                        progress: gr.Progress = gr.Progress()) -> str:
         gallery = self.gallery(request)
-        if not files:
-            raise gr.Error("Choose images or a .zip of images to add.")
-        paths = [Path(f) for f in files]
+        got = [u for u in map(upload, files or []) if u]
+        if not got:
+            raise user_error("Choose images or a .zip of images to add.")
+        paths, names = [Path(p) for p, _ in got], [n for _, n in got]
         total = count_uploads(paths, self.settings.limits)
         skipped: list[str] = []
         progress((0, total), desc="Adding images", unit="images")
-        report = gallery.add(iter_uploads(paths, skipped, self.settings.limits),
+        report = gallery.add(iter_uploads(paths, skipped, self.settings.limits, names),
                              lambda done: progress((done, total), desc="Adding images", unit="images"))
         report.skipped[:0] = skipped
         n = report.added
@@ -277,28 +300,27 @@ class ReIDApp:
         gallery = self.gallery(request)
         if self.settings.shared_gallery:
             if not self.settings.operator_token:
-                raise gr.Error("Clearing the shared gallery is off: the operator turns it on with "
-                               "REID_OPERATOR_TOKEN.")
+                raise user_error("Clearing the shared gallery is off: the operator turns it on with "
+                                 "REID_OPERATOR_TOKEN.")
             if not hmac.compare_digest((token or "").encode(), self.settings.operator_token.encode()):
-                raise gr.Error("Wrong operator token: only the operator can clear the shared gallery.")
+                raise user_error("Wrong operator token: only the operator can clear the shared gallery.")
         gallery.clear()
         return self.gallery_summary(request), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
 
-    def search(self, query: str | None, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
+    def search(self, query: Any, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
         """Top-k gallery images for a query: (gallery items, results table, AP/notes). The whole gallery is
         ranked (the AP needs every position); pictures come from the same snapshot as the ranking."""
         reid = self.require_model()
-        img = self.image(query, "a query image")
+        img, name = self.image(query, "a query image")
         gallery = self.gallery(request)
         try:
             ranked = gallery.search(reid.embed(img), None, bool(rerank), pictures=int(k))
         except GalleryError as e:
-            raise gr.Error(f"{e}. Search without re-ranking.") from e
+            raise user_error(f"{e}. Search without re-ranking.") from e
         if not ranked:
             return [], pd.DataFrame(columns=RESULT_COLUMNS), "The gallery is empty: add images (or a .zip) first."
-        name = Path(query).name
-        qpid, _ = market_ids(name)
+        qpid, _ = identity(name)
         items, rows = [], []
         for rank, m in enumerate(ranked[: int(k)], start=1):
             ok = None if qpid is None or m.pid is None else m.pid == qpid
@@ -312,15 +334,23 @@ class ReIDApp:
         return items, pd.DataFrame(rows, columns=RESULT_COLUMNS), query_ap(name, ranked) + note
 
     # --- training curves -----------------------------------------------------------------------------------
-    def run_choices(self) -> list[str]:
-        return list(plots.list_runs(self.settings.runs_dir))
+    def logs(self) -> dict[str, Path]:
+        """Runs under runs_dir, newest first, then the shipped weights' own training log."""
+        found = dict(plots.list_runs(self.settings.runs_dir))
+        shipped = self.settings.weights.with_name("train_log.csv")
+        if shipped.is_file():
+            found[SHIPPED_LOG] = shipped
+        return found
 
-    def curves(self, runs: list[str] | None, upload: str | None) -> tuple[go.Figure, ...]:
+    def run_choices(self) -> list[str]:
+        return list(self.logs())
+
+    def curves(self, runs: list[str] | None, log_upload: Any) -> tuple[go.Figure, ...]:
         """Four figures (losses, accuracy, lr, rank-1/mAP) for the chosen runs and/or an uploaded log."""
-        available = plots.list_runs(self.settings.runs_dir)
+        available = self.logs()
         logs = {r: available[r] for r in runs or [] if r in available}
-        if upload:
-            logs[f"upload: {Path(upload).name}"] = Path(upload)
+        if got := upload(log_upload):
+            logs[f"upload: {got[1]}"] = Path(got[0])
         frames, errors = [], []
         for name, path in logs.items():
             try:
@@ -329,7 +359,7 @@ class ReIDApp:
                 errors.append(str(e).replace(str(path), name))
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run"])
         if not logs:
-            status = f"No run selected. Runs are read from `{self.settings.runs_dir}`; or upload a log.csv."
+            status = "No run selected: pick one above, or upload a log.csv written by train.py."
         else:
             status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in errors)
         return (*plots.figures(df).values(), status)
@@ -343,118 +373,152 @@ class ReIDApp:
     def model_markdown(self) -> str:
         if self.reid is None:
             return f"### ⚠️ No model loaded\n\n{self.error}\n\nStart with `--weights FILE` or set `$REID_WEIGHTS`."
-        info = dict(self.reid.info)
-        metrics = info.pop("metrics", {}) or {}
-        known = list(MODEL_FIELDS)
-        order = sorted(info, key=lambda k: (known.index(k) if k in known else len(known), k))  # known first
-        shown = self.settings.weights.resolve()
-        shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
-        rows = [("Weights", f"`{shown}`")] + [(MODEL_FIELDS.get(k, k), _fmt(info[k])) for k in order]
-        text = "### Model\n\n| property | value |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
-        if metrics:
-            text += ("\n### Evaluation metrics\n\n| metric | value |\n|---|---|\n"
-                     + "".join(f"| {k} | {_fmt(v)} |\n" for k, v in metrics.items()))
+        info = {k: v for k, v in self.reid.info.items() if k not in ("metrics", "curves")}
+        lines = [f"- **Weights**: `{self.settings.weights.name}`"]
+        lines += [f"- **{label}**: {_fmt(key, info[key])}" for key, label in MODEL_FIELDS.items() if key in info]
+        text = "### Model\n\n" + "\n".join(lines)
+        metrics = self.reid.info.get("metrics") or {}
+        shown = [(label, metrics[key]) for key, label in METRIC_LABELS.items() if key in metrics]
+        if shown:
+            text += ("\n\n### Evaluation\n\n" + (f"On {metrics['evaluated_on']}.\n\n" if "evaluated_on" in metrics
+                                                   else "")
+                     + "\n".join(f"- **{label}**: {100 * v:.1f} %" for label, v in shown))
+        rest = {k: v for k, v in info.items() if k not in MODEL_FIELDS}
+        if rest:
+            text += "\n\n### How it was made\n\n" + "\n".join(f"- **{k.replace('_', ' ')}**: {_fmt(k, v)}"
+                                                              for k, v in rest.items())
         return text
 
+    def model_figures(self) -> dict[str, go.Figure]:
+        extra = self.reid.info if self.reid else {}
+        return plots.model_figures(extra.get("curves"), extra.get("pair_threshold"))
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+def _fmt(key: str, v: Any) -> str:
+    if isinstance(v, float):
+        return f"{100 * v:.1f} %" if "threshold" in key else f"{v:,.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, list):
+        return "; ".join(map(str, v))
+    return f"`{v}`" if key.endswith("command") else str(v)
 
 
 def build_demo(settings: Settings) -> gr.Blocks:
-    """The four tabs; all behaviour lives in ReIDApp."""
+    """The four tabs; all behaviour lives in ReIDApp. Every event with an upload runs with preprocess=False,
+    so the handler, not Gradio's decoder, judges the file (and a clicked example changes nothing)."""
     app = ReIDApp(settings)
-    examples = sorted(EXAMPLES_DIR.glob("*.png"))
-    by_name = {p.name: str(p) for p in examples}
+    examples = {p.name: str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))}
     model = {"concurrency_id": "model", "concurrency_limit": settings.limits.concurrency}  # one pool for all
+    raw = {"preprocess": False}
+
+    def image(label: str, elem_id: str, height: int) -> gr.Image:
+        return gr.Image(label=label, type="filepath", image_mode=None, height=height, elem_id=elem_id, min_width=140)
+
     with gr.Blocks(title="Person re-identification", delete_cache=(3600, 3600)) as demo:  # drop uploads after 1 h
         gr.Markdown("# Person re-identification\nIs it the same person? Who in the gallery is this person?")
         if app.error:
             gr.Markdown(f"⚠️ {app.error}")
-        with gr.Tab("Compare"), gr.Row():
-            with gr.Column(scale=3):
-                with gr.Row():
-                    img_a = image_input("Person A", "img-a", 300)
-                    img_b = image_input("Person B", "img-b", 300)
-                compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-                pairs = [(a, b) for a, b in [("0001_c1s1_000001_00.png", "0001_c2s1_000002_00.png"),
-                                             ("0001_c1s1_000001_00.png", "0002_c1s1_000001_00.png"),
-                                             ("0004_c3s1_000003_00.png", "0004_c2s1_000002_00.png"),
-                                             ("0003_c1s1_000001_00.png", "0006_c3s1_000003_00.png")]
-                         if a in by_name and b in by_name]
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab in sight on a phone, not in a menu
+            with gr.Tab("Compare"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=280):
+                        with gr.Row():
+                            img_a = image("Person A", "img-a", 300)
+                            img_b = image("Person B", "img-b", 300)
+                        compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+                    with gr.Column(scale=2, min_width=280):
+                        verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
+                        with gr.Row():
+                            prob = gr.Number(label="Same-person probability", precision=4, interactive=False,
+                                             min_width=120)
+                            cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
+                        heat = gr.Image(label="Per-region agreement (which body parts match)", type="pil",
+                                        interactive=False, height=300, elem_id="heat")
+                pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
-                    gr.Examples([[by_name[a], by_name[b]] for a, b in pairs], [img_a, img_b],
-                                label="Synthetic example pairs (drawn, not real people)")
-            with gr.Column(scale=2):
-                verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False)
+                    gr.Examples([[examples[a], examples[b]] for a, b in pairs], [img_a, img_b],
+                                label="Synthetic example pairs (drawn, not real people)", elem_id="compare-examples")
+                compare_out = [prob, verdict, cos, heat]
+                compare_btn.click(app.compare, [img_a, img_b], compare_out, api_name="compare", **model, **raw)
+                for img in (img_a, img_b):  # new inputs: no verdict of the old ones, no error badge left over
+                    img.change(lambda: (None, "", None, None), None, compare_out, api_visibility="private")
+
+            with gr.Tab("Search"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1, min_width=280):
+                        gallery_status = gr.Markdown(label="gallery_status", elem_id="gallery-status")
+                        files = gr.File(label="Gallery images or a .zip", file_count="multiple",  # any type: each file
+                                        elem_id="gallery-files", height=160)  # is checked, and refused, by name
+                        with gr.Row():
+                            add_btn = gr.Button("Add to gallery", variant="primary", elem_id="add-btn", min_width=120)
+                            add_examples_btn = gr.Button("Add example people", elem_id="add-examples-btn",
+                                                         min_width=120)
+                        can_clear = not settings.shared_gallery or bool(settings.operator_token)
+                        with gr.Row():
+                            token = gr.Textbox(label="Operator token", type="password", elem_id="operator-token",
+                                               visible=settings.shared_gallery and can_clear, scale=2)
+                            clear_btn = gr.Button("Clear gallery", variant="stop", size="sm", visible=can_clear)
+                        query = image("Query", "query", 260)
+                        k = gr.Slider(1, 50, value=10, step=1, label="Top k")
+                        rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
+                                             elem_id="rerank")
+                        search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
+                    with gr.Column(scale=2, min_width=280):
+                        summary = gr.Markdown(label="summary", elem_id="search-summary")
+                        gr.Markdown("**Top matches** (green frame: same id, red: another id)")
+                        results = gr.Gallery(show_label=False, columns=5, height="auto", object_fit="contain",
+                                             elem_id="results")
+                        table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
+                queries = [n for n in EXAMPLE_QUERIES if n in examples]
+                if queries:
+                    gr.Examples([[examples[n]] for n in queries], [query], label="Example queries",
+                                elem_id="search-examples")
+                search_out = [results, table, summary]
+                add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model, **raw)
+                add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
+                clear_btn.click(app.clear_gallery, token, [gallery_status, *search_out], api_name="clear_gallery",
+                                **model)
+                search_btn.click(app.search, [query, k, rerank], search_out, api_name="search", **model, **raw)
+                query.change(lambda: ([], pd.DataFrame(columns=RESULT_COLUMNS), ""), None, search_out,
+                             api_visibility="private")
+                demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")
+
+            with gr.Tab("Training curves"):
                 with gr.Row():
-                    prob = gr.Number(label="Same-person probability", precision=4, interactive=False)
-                    cos = gr.Number(label="Cosine similarity", precision=4, interactive=False)
-                heat = gr.Image(label="Per-region agreement (which body parts match)", type="pil", interactive=False,
-                                height=300, elem_id="heat")
-            compare_btn.click(app.compare, [img_a, img_b], [prob, verdict, cos, heat], api_name="compare", **model)
+                    choices = app.run_choices()
+                    runs = gr.Dropdown(choices=choices, value=choices[:1], multiselect=True, label="Runs", scale=3,
+                                       elem_id="runs", min_width=200)
+                    log_file = gr.File(label="…or upload a log.csv", file_types=[".csv"], scale=2, height=120,
+                                       min_width=200)
+                    with gr.Column(scale=1, min_width=160):
+                        refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
+                        auto = gr.Checkbox(label="Auto-refresh every 15 s", value=False, elem_id="auto-refresh")
+                curves_status = gr.Markdown(elem_id="curves-status")
+                with gr.Row():
+                    loss_plot = gr.Plot(label="Losses", min_width=300)
+                    acc_plot = gr.Plot(label="Accuracy", min_width=300)
+                with gr.Row():
+                    lr_plot = gr.Plot(label="Learning rate", min_width=300)
+                    eval_plot = gr.Plot(label="Rank-1 / mAP", min_width=300)
+                timer = gr.Timer(15, active=False)
+                plot_outputs = [loss_plot, acc_plot, lr_plot, eval_plot, curves_status]
+                draw = {"fn": app.curves, "inputs": [runs, log_file], "outputs": plot_outputs,
+                        "api_visibility": "private", "preprocess": False}
+                refresh_btn.click(app.refresh_runs, runs, runs, api_visibility="private").then(**draw)
+                runs.change(**draw)
+                log_file.change(**{**draw, "api_visibility": "public"}, api_name="log_curves")
+                timer.tick(**draw)
+                auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private")
+                demo.load(**draw)
 
-        with gr.Tab("Search"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    gallery_status = gr.Markdown(label="gallery_status", elem_id="gallery-status")
-                    files = gr.File(label="Gallery images or a .zip", file_count="multiple",  # any type: each file
-                                    elem_id="gallery-files", height=180)  # is checked, and refused, by name
-
-                    with gr.Row():
-                        add_btn = gr.Button("Add to gallery", variant="primary", elem_id="add-btn")
-                        add_examples_btn = gr.Button("Add example people")
-                    can_clear = not settings.shared_gallery or bool(settings.operator_token)
-                    with gr.Row():
-                        token = gr.Textbox(label="Operator token", type="password", elem_id="operator-token",
-                                           visible=settings.shared_gallery and can_clear, scale=2)
-                        clear_btn = gr.Button("Clear gallery", variant="stop", size="sm", visible=can_clear)
-                    query = image_input("Query", "query", 260)
-                    k = gr.Slider(1, 50, value=10, step=1, label="Top k")
-                    rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
-                                         elem_id="rerank")
-                    search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
-                    if examples:
-                        gr.Examples([[by_name[n]] for n in ("0001_c1s1_000001_00.png", "0004_c2s1_000002_00.png")
-                                     if n in by_name], [query], label="Example queries")
-                with gr.Column(scale=2):
-                    summary = gr.Markdown(label="summary", elem_id="search-summary")
-                    results = gr.Gallery(label="Top matches (green: same id, red: different id)", columns=5,
-                                         height="auto", object_fit="contain", elem_id="results")
-                    table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
-            add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model)
-            add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
-            clear_btn.click(app.clear_gallery, token, [gallery_status, results, table, summary],
-                            api_name="clear_gallery", **model)
-            demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")
-            search_btn.click(app.search, [query, k, rerank], [results, table, summary], api_name="search", **model)
-
-        with gr.Tab("Training curves"):
-            with gr.Row():
-                choices = app.run_choices()
-                runs = gr.Dropdown(choices=choices, value=choices[:1], multiselect=True, label="Runs", scale=3,
-                                   elem_id="runs")
-                log_file = gr.File(label="…or upload a log.csv", file_types=[".csv"], scale=2, height=120)
-                with gr.Column(scale=1):
-                    refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
-                    auto = gr.Checkbox(label="Auto-refresh every 15 s", value=False, elem_id="auto-refresh")
-            curves_status = gr.Markdown(elem_id="curves-status")
-            with gr.Row():
-                loss_plot, acc_plot = gr.Plot(label="Losses"), gr.Plot(label="Training accuracy")
-            with gr.Row():
-                lr_plot, eval_plot = gr.Plot(label="Learning rate"), gr.Plot(label="Rank-1 / mAP")
-            timer = gr.Timer(15, active=False)
-            plot_outputs = [loss_plot, acc_plot, lr_plot, eval_plot, curves_status]
-            draw = {"fn": app.curves, "inputs": [runs, log_file], "outputs": plot_outputs, "api_visibility": "private"}
-            refresh_btn.click(app.refresh_runs, runs, runs, api_visibility="private").then(**draw)
-            runs.change(**draw)
-            log_file.change(**{**draw, "api_visibility": "public"}, api_name="log_curves")
-            timer.tick(**draw)
-            auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private")
-            demo.load(**draw)
-
-        with gr.Tab("Model"):
-            gr.Markdown(app.model_markdown(), elem_id="model-info")
+            with gr.Tab("Model"):
+                gr.Markdown(app.model_markdown(), elem_id="model-info")
+                figs = app.model_figures()
+                with gr.Row():
+                    gr.Plot(figs["scores"], label="Same/different scores", elem_id="model-scores", min_width=300)
+                    gr.Plot(figs["roc"], label="ROC", elem_id="model-roc", min_width=300)
+                gr.Plot(figs["cmc"], label="CMC", elem_id="model-cmc")
     demo.reid_app = app  # handy for tests and notebooks
     return demo
 
@@ -487,7 +551,7 @@ def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, bl
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                             allowed_paths=[str(EXAMPLES_DIR)], max_file_size=limits.max_upload_mb * 2**20,
-                            show_error=True, quiet=not block, theme=gr.themes.Soft())
+                            show_error=True, quiet=not block, theme=gr.themes.Soft(), css=CSS)
     return url
 
 
@@ -500,6 +564,7 @@ def __getattr__(name: str) -> Any:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
     try:
         settings = Settings.resolve(args.weights, args.data_dir, args.runs_dir, args.allow_pickle, args.shared_gallery,

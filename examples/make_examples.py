@@ -1,8 +1,9 @@
 """Draw synthetic pedestrian crops for the app's examples: no real people, no dataset licence.
 
 Each identity has fixed hair/skin/shirt/trouser colours (and maybe a bag); each camera changes the
-background, lighting and pose a little. Names follow Market-1501's `PPPP_cC...` pattern so the app can
-mark right/wrong matches. Run: python examples/make_examples.py  (writes examples/people/*.png)
+background, lighting and pose a little. Names say who and which camera (`person-A_c1.png`) so the app can
+mark right/wrong matches, with text ids that never equal a real dataset's numeric ids (a Market `0001_c1...`
+name would count real person 0001 as a match). Run: python examples/make_examples.py  (writes examples/people/)
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def draw_person(pid: int, cam: int, k: int = 0) -> Image.Image:
     return ImageEnhance.Brightness(img).enhance(LIGHT[cam]).filter(ImageFilter.GaussianBlur(0.6))
 
 
+def example_name(pid: int, cam: int) -> str:
+    return f"person-{chr(ord('A') + pid - 1)}_c{cam}.png"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "people"))
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for pid in PEOPLE:
         for cam in BACKGROUNDS:
-            draw_person(pid, cam).save(out / f"{pid:04d}_c{cam}s1_{cam:06d}_00.png", optimize=True)
+            draw_person(pid, cam).save(out / example_name(pid, cam), optimize=True)
     print(f"wrote {len(PEOPLE) * len(BACKGROUNDS)} images to {out}")
 
 

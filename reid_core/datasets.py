@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
@@ -68,6 +69,22 @@ def relabel(records: list[Record]) -> list[Record]:
 
 # --- Market-1501 / DukeMTMC-reID -------------------------------------------------------------------------
 _MARKET_RE = re.compile(r"^(-?\d{1,9})_c(\d{1,9})")  # bounded: int() of a 4,300-digit id raises
+
+
+_NAMED_RE = re.compile(r"^(.+?)_c(?:am)?(\d{1,9})(?!\d)")
+NAMED_ID_BASE = 10**9  # ids from text labels start here: above any numeric id parse_market_name can give
+
+
+def parse_identity(name: str) -> tuple[int, int] | None:
+    """(identity, camera) from any file name that carries them: Market/Duke `PPPP_cC...`, or `LABEL_cC...` /
+    `LABEL_camC...` with a text label (`person-A_c1.png`), whose id is a stable code at or above
+    NAMED_ID_BASE, so it never equals a dataset's numeric id. None if the name carries none."""
+    if parsed := parse_market_name(name):
+        return parsed
+    m = _NAMED_RE.match(Path(name).name)
+    if not m or m.group(1).lstrip("-").isdigit():  # a number too long for an id is no id
+        return None
+    return NAMED_ID_BASE + zlib.crc32(m.group(1).encode()) % NAMED_ID_BASE, int(m.group(2))
 
 
 def parse_market_name(name: str) -> tuple[int, int] | None:

@@ -78,13 +78,15 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
 
 def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
              batch_size: int = 64, workers: int | None = None, amp: bool = True, do_rerank: bool = False,
-             progress: bool = True, flip: bool = False, features: str | Path | None = None) -> dict[str, float]:
+             progress: bool = True, flip: bool = False, features: str | Path | None = None,
+             curves: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Market-protocol ranking metrics plus pair verification (pair head and cosine), on plain features.
 
     `do_rerank` adds the k-reciprocal re-ranked figures beside them (keys `rerank_*`), `flip` the
     flip-averaged ones (`flip_*`, and `flip_rerank_*` with both): one extra embedding pass of the mirror images.
     `features`: a safetensors file that keeps the embeddings, so a second call (say with re-ranking) re-scores
-    without embedding again; delete it when the weights change.
+    without embedding again; delete it when the weights change. `curves`: a dict to fill with the plain
+    features' CMC, pair-score histograms and ROC (curve_data).
     The decision threshold is chosen on the pairs of half the query identities and the accuracy is
     reported on the other half, so the reported accuracy never saw its own threshold; the stored
     threshold (`pair_threshold`) is then re-chosen on all pairs.
@@ -111,7 +113,8 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     t_embed = time.time() - t0
     res: dict[str, float] = {}
     for prefix, (q, g) in variants.items():
-        res |= {prefix + k: v for k, v in score(model, q, g, query, gallery, metric).items()}
+        res |= {prefix + k: v for k, v in score(model, q, g, query, gallery, metric,
+                                                curves=curves if not prefix else None).items()}
         if do_rerank:
             res |= {prefix + "rerank_" + k: v for k, v in score(model, q, g, query, gallery, metric, True).items()
                     if k in RANK_KEYS}
@@ -123,15 +126,18 @@ RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_official", "mINP"
 
 
 def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Record], gallery: Sequence[Record],
-          metric: str = "cosine", do_rerank: bool = False) -> dict[str, float]:
-    """The metrics of `evaluate` from embeddings already extracted (e.g. gathered from several processes)."""
+          metric: str = "cosine", do_rerank: bool = False, curves: dict[str, list[float]] | None = None,
+          ) -> dict[str, float]:
+    """The metrics of `evaluate` from embeddings already extracted (e.g. gathered from several processes).
+    `curves`: a dict to fill with what the app's Model tab draws (see curve_data)."""
     dist = cosine_distance(qf, gf) if metric == "cosine" else euclidean_distance(qf, gf)
     if do_rerank:
         fn = cosine_distance if metric == "cosine" else euclidean_distance
         dist = rerank(dist, fn(qf, qf), fn(gf, gf))
     q_pids, q_cams = np.array([r.pid for r in query]), np.array([r.camid for r in query])
     g_pids, g_cams = np.array([r.pid for r in gallery]), np.array([r.camid for r in gallery])
-    res = market_rank(dist, q_pids, g_pids, q_cams, g_cams).as_dict()
+    ranked = market_rank(dist, q_pids, g_pids, q_cams, g_cams)
+    res = ranked.as_dict()
 
     pairs = verification_pairs(query, gallery)
     if len(pairs):
@@ -146,8 +152,26 @@ def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Re
                 v = verification(scores[~half], labels[~half], threshold=cal)
                 v.threshold = verification(scores, labels).threshold
             res.update(v.as_dict(f"{name}_"))
+            if name == "pair" and curves is not None:
+                curves.update(curve_data(ranked.cmc, scores, labels))
     res.update(num_query=len(query), num_gallery=len(gallery))
     return res
+
+
+def curve_data(cmc: np.ndarray, scores: np.ndarray, labels: np.ndarray, bins: int = 40, roc_points: int = 200,
+               ) -> dict[str, list[float]]:
+    """The CMC curve (ranks 1-50), the pair head's score histograms for same / different held-out pairs and
+    its ROC curve (thinned to ~roc_points), small enough for the weights' JSON."""
+    from sklearn.metrics import roc_curve
+
+    edges = np.linspace(0, 1, bins + 1)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, min(roc_points, len(fpr))).round().astype(int)])
+    r4 = lambda a: [round(float(x), 4) for x in a]  # noqa: E731
+    return {"cmc": r4(cmc[:50]), "score_edges": r4(edges),
+            "same_counts": np.histogram(scores[labels == 1], edges)[0].tolist(),
+            "different_counts": np.histogram(scores[labels == 0], edges)[0].tolist(),
+            "roc_fpr": r4(fpr[keep]), "roc_tpr": r4(tpr[keep])}
 
 
 def format_metrics(m: dict[str, float], prefix: str = "") -> str:
@@ -187,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     query, gallery = subset_eval(data, args.max_ids)
+    curves: dict[str, list[float]] = {}
     try:
         m = evaluate(model, query, gallery, args.metric, args.batch_size, args.workers, not args.no_amp,
-                     args.rerank, flip=args.flip, features=args.features)
+                     args.rerank, flip=args.flip, features=args.features, curves=curves)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -202,20 +227,23 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(m, indent=2))
     if args.record:
         scope = f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no re-ranking)"
-        record_metrics(args.weights, m, scope)
+        record_metrics(args.weights, m, scope, curves)
         print(f"recorded in {config_path(args.weights)}")
     return 0
 
 
-def record_metrics(weights: str | Path, m: dict[str, float], scope: str) -> None:
+def record_metrics(weights: str | Path, m: dict[str, float], scope: str,
+                   curves: dict[str, list[float]] | None = None) -> None:
     """Make these the weights' headline metrics (what the app's Model tab shows) and store the thresholds
-    chosen on held-out pairs, atomically."""
+    chosen on held-out pairs and the curves the Model tab draws, atomically."""
     path = config_path(weights)
     cfg = json.loads(path.read_text())
     extra = cfg.setdefault("extra", {})
     extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in m.items()}}
     extra["pair_threshold"] = float(m["pair_threshold"])
     extra["cos_threshold"] = float(m["cos_threshold"])
+    if curves:
+        extra["curves"] = curves
     atomic_write_text(path, json.dumps(cfg, indent=2))
 
 

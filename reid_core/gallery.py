@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .data import ImageError, load_image
-from .datasets import parse_market_name
+from .datasets import parse_identity
 from .index import RERANK_POOL, GalleryIndex
 from .limits import Limits
 from .screen import person_warning
@@ -96,7 +96,15 @@ def png(img: Image.Image) -> bytes:
 
 
 def _ids(name: str) -> tuple[int | None, int | None]:
-    return parse_market_name(name) or (None, None)
+    return parse_identity(name) or (None, None)
+
+
+def _counted(items: Iterable[Any], progress: Callable[[int], None] | None) -> Iterator[Any]:
+    """The items, calling progress(n) once the n-th has been dealt with (added or skipped alike)."""
+    for done, item in enumerate(items, start=1):
+        yield item
+        if progress:
+            progress(done)
 
 
 class Gallery:
@@ -266,7 +274,7 @@ class Gallery:
             have = {m["id"]: m["name"] for m in index.metadata}
             room = self.limits.max_gallery - len(index)
             batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, the picture as stored)
-            for done, (name, data) in enumerate(uploads, start=1):
+            for name, data in _counted(uploads, progress):
                 if report.added + len(batch) >= room:
                     report.skipped.append(f"{name} and any later files: the gallery is full "
                                           f"({self.limits.max_gallery:,}-image limit; clear it to add others)")
@@ -287,8 +295,6 @@ class Gallery:
                 batch.append((digest, name, stored_picture(img)))
                 if len(batch) == self.batch_size:
                     report.added += self._insert(conn, batch)
-                if progress:
-                    progress(done)
             if batch:
                 report.added += self._insert(conn, batch)
             if report.added:

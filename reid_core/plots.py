@@ -1,4 +1,5 @@
-"""Plotly figures from training logs (runs/<name>/log.csv), for the app and notebooks.
+"""Plotly figures from training logs (runs/<name>/log.csv) and from the curves `python -m reid_core.evaluate
+--record` keeps with the weights, for the app and notebooks.
 
 Logs are read while training appends to them, so a torn last line or an empty file must give a clear
 message or a partial plot, never a traceback. No model imports: this stays cheap to import.
@@ -88,8 +89,15 @@ def line_figure(df: pd.DataFrame, columns: Sequence[str], title: str, empty: str
             name = f"{run} · {col}" if multi else col
             fig.add_trace(go.Scatter(x=pts["epoch"], y=pts[col], mode="lines+markers", name=name,
                                      marker={"size": 5}))
-    fig.update_layout(title=title, xaxis_title="epoch", margin={"l": 50, "r": 20, "t": 50, "b": 40}, height=340,
-                      legend={"orientation": "h", "y": -0.25}, template="plotly_white")
+    return styled(fig, title, "epoch", empty)
+
+
+def styled(fig: go.Figure, title: str, xaxis: str, empty: str = "no data yet") -> go.Figure:
+    """One look for every panel: the title left and the modebar upright on the right, so they never overlap on
+    a narrow screen; the legend under the plot."""
+    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left"}, xaxis_title=xaxis, height=340,
+                      margin={"l": 50, "r": 40, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.25},
+                      template="plotly_white", modebar={"orientation": "v"})
     if not fig.data:
         fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font={"size": 16, "color": "grey"})
@@ -103,6 +111,39 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     if figs["lr"].data:
         figs["lr"].update_yaxes(type="log", exponentformat="e")
     return figs
+
+
+def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float | None = None,
+                  ) -> dict[str, go.Figure]:
+    """The Model tab's pictures, from the weights' recorded curves (evaluate.curve_data): the CMC curve, the pair
+    head's same/different score distributions on held-out pairs with the calibrated threshold, the ROC."""
+    c = curves or {}
+    empty = "not recorded: run python -m reid_core.evaluate --record"
+    cmc, roc, dist = go.Figure(), go.Figure(), go.Figure()
+    if c.get("cmc"):
+        ranks = list(range(1, len(c["cmc"]) + 1))
+        cmc.add_trace(go.Scatter(x=ranks, y=[100 * v for v in c["cmc"]], mode="lines+markers", name="CMC",
+                                 marker={"size": 4}))
+        cmc.update_yaxes(title="queries matched within rank k (%)")
+    if c.get("score_edges"):
+        edges = c["score_edges"]
+        mids, width = [(a + b) / 2 for a, b in zip(edges, edges[1:], strict=False)], edges[1] - edges[0]
+        for key, name, colour in (("same_counts", "same person", "#2e9f43"),
+                                  ("different_counts", "different people", "#d62728")):
+            total = max(1, sum(c[key]))
+            dist.add_trace(go.Bar(x=mids, y=[100 * v / total for v in c[key]], width=width, name=name,
+                                  marker_color=colour, opacity=0.6))
+        dist.update_layout(barmode="overlay")
+        dist.update_yaxes(title="share of pairs (%)")
+        if threshold is not None:
+            dist.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.2f}")
+    if c.get("roc_fpr"):
+        roc.add_trace(go.Scatter(x=c["roc_fpr"], y=c["roc_tpr"], mode="lines", name="pair head"))
+        roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot"}))
+        roc.update_yaxes(title="true positive rate")
+    return {"cmc": styled(cmc, "CMC: rank-k accuracy", "rank k", empty),
+            "scores": styled(dist, "Same-person probability, held-out pairs", "probability", empty),
+            "roc": styled(roc, "ROC of the pair head, held-out pairs", "false positive rate", empty)}
 
 
 def main(argv: list[str] | None = None) -> int:

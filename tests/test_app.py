@@ -3,6 +3,7 @@ model (assertions hold for any model: an image beats a different person, its own
 
 from __future__ import annotations
 
+import logging
 import socket
 import zipfile
 from collections.abc import Iterator
@@ -174,11 +175,11 @@ def test_example_people_and_unnamed_query(tmp_path: Path, settings: app.Settings
     n = len(list(app.EXAMPLES_DIR.glob("*.png")))
     assert n >= 6 and handlers.add_examples().startswith(f"Added {n} images.")
     query = tmp_path / "snapshot.png"  # no PPPP_cC id in the name: nothing to mark, no AP
-    query.write_bytes((app.EXAMPLES_DIR / "0002_c1s1_000001_00.png").read_bytes())
+    query.write_bytes((app.EXAMPLES_DIR / "person-B_c1.png").read_bytes())
     items, table, summary = handlers.search(str(query), 3)
-    assert table.iloc[0]["name"] == "0002_c1s1_000001_00.png" and table.iloc[0]["cosine"] == pytest.approx(1, abs=1e-3)
+    assert table.iloc[0]["name"] == "person-B_c1.png" and table.iloc[0]["cosine"] == pytest.approx(1, abs=1e-3)
     assert set(table["match"]) == {""} and items[0][1] == "#1 1.000"
-    assert "no Market-style id" in summary
+    assert "carries no id" in summary
 
 
 def test_missing_weights_still_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,3 +247,30 @@ def test_cached_output_pictures_are_written_once_and_whole(tmp_path: Path) -> No
     assert Path(first).stat().st_mtime_ns == mtime  # not rewritten
     assert Path(first).parent.name == processing_utils.hash_bytes(processing_utils.encode_pil_to_bytes(img, "png"))
     assert Image.open(first).tobytes() == img.tobytes() and [p.name for p in Path(first).parent.iterdir()] == ["x.png"]
+
+
+def test_user_errors_log_one_line_not_a_traceback(client: Client, caplog: pytest.LogCaptureFixture,
+                                                  capfd: pytest.CaptureFixture) -> None:
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="reid.app"), pytest.raises(Exception, match="Upload the first image"):
+        client.predict(None, None, api_name="/compare")
+    assert [r.message for r in caplog.records if r.name == "reid.app"] == ["user error: Upload the first image."]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_add_reports_progress_in_images(tmp_path: Path, settings: app.Settings, workdir: Path) -> None:
+    calls = []
+
+    def progress(value: tuple[int, int], desc: str = "", unit: str = "") -> None:
+        calls.append((value, unit))
+
+    files = people(workdir)
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in files[:4]:
+            zf.write(p, p.name.replace(".png", "_copy.png"))
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    handlers.add_to_gallery([str(p) for p in files] + [str(archive)], None, progress)
+    total = len(files) + 4  # the zip's members are counted before any is read
+    assert calls[0] == ((0, total), "images") and calls[-1] == ((total, total), "images")
+    assert [c[0][0] for c in calls] == list(range(total + 1))

@@ -225,3 +225,15 @@ def test_bad_folders_name_folder_and_layout(tmp_path: Path, setup: str) -> None:
 def test_unknown_layout_name(market: Path) -> None:
     with pytest.raises(DatasetError, match="unknown layout"):
         load_dataset(market, layout="viper")
+
+
+def test_parse_identity_keeps_text_ids_apart_from_dataset_ids() -> None:
+    from reid_core.datasets import NAMED_ID_BASE, parse_identity
+
+    assert parse_identity("0001_c2s1_000151_01.jpg") == (1, 2) and parse_identity("-1_c3s1_1.jpg") == (-1, 3)
+    a1, a2 = parse_identity("person-A_c1.png"), parse_identity("person-A_cam2.jpg")
+    b1 = parse_identity("person-B_c1.png")
+    assert a1[0] == a2[0] != b1[0] and a1[0] >= NAMED_ID_BASE and (a1[1], a2[1]) == (1, 2)
+    assert parse_identity("john_doe_c3.jpg") == (parse_identity("john_doe_c1.jpg")[0], 3)
+    for none in ("snapshot.png", "my_cat.png", "9" * 4400 + "_c1s1_000001_00.png", "person-A.png"):
+        assert parse_identity(none) is None, none

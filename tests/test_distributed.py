@@ -22,7 +22,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(market: Path, out: Path, name: str, loss: str, nproc: int) -> Path:
+def start(market: Path, out: Path, name: str, loss: str, nproc: int) -> tuple[subprocess.Popen, Path]:
+    """Launch a training run (one process, or torchrun with nproc); runs side by side overlap their start-up."""
     flags = (f"--name {name} --backbone resnet18 --no-pretrained --height 64 --width 32 --loss {loss} "
              "--ids-per-batch 4 --images-per-id 4 --pair-batch 8 --epochs 2 --lr 1e-3 --warmup-epochs 1 "
              "--erasing 0.5 --workers 0 --no-amp --device cpu --seed 3 --eval-every 2")
@@ -32,15 +33,22 @@ def train(market: Path, out: Path, name: str, loss: str, nproc: int) -> Path:
         port = free_port()  # on 127.0.0.1, torchrun's default address
         launcher += f"-m torch.distributed.run --nproc_per_node {nproc} --master_port {port}".split()
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out / name
+    proc = subprocess.Popen(launcher + args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    return proc, out / name
+
+
+def finish(run: tuple[subprocess.Popen, Path]) -> Path:
+    proc, folder = run
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return folder
 
 
 @pytest.mark.parametrize("loss", ["metric", "bce"])
 def test_two_processes_match_one(market_big: Path, tmp_path: Path, loss: str) -> None:
-    one = train(market_big, tmp_path, "one", loss, 1)
-    two = train(market_big, tmp_path, "two", loss, 2)
+    runs = [start(market_big, tmp_path, "one", loss, 1), start(market_big, tmp_path, "two", loss, 2)]
+    one, two = (finish(r) for r in runs)
     with open(one / "log.csv") as f1, open(two / "log.csv") as f2:
         rows1, rows2 = list(csv.DictReader(f1)), list(csv.DictReader(f2))
     assert [r["step"] for r in rows1] == [r["step"] for r in rows2] and len(rows1) == 2

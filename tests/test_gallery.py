@@ -159,7 +159,7 @@ def test_kill_9_at_random_moments(tmp_path: Path, weights: Path, reid: ReID) -> 
             zygote.stdin.write(f"{seed}\n")
             zygote.stdin.flush()
             pid = int(zygote.stdout.readline())
-            time.sleep(rng.uniform(0.2, 1.5))
+            time.sleep(rng.uniform(0.15, 1.0))
             os.kill(pid, signal.SIGKILL)
             while Path(f"/proc/{pid}").exists():
                 time.sleep(0.01)
@@ -301,7 +301,7 @@ def test_formats_and_sizes_are_judged_alike_everywhere(tmp_path: Path, weights: 
                 big: "big.png: 2.0 MiB, over the 1 MiB per-image limit"}
     limits = Limits(max_image_mb=1)
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path, limits))
-    example = ROOT / "examples" / "people" / "0002_c1s1_000001_00.png"
+    example = ROOT / "examples" / "people" / "person-B_c1.png"
     status = handlers.add_to_gallery([str(p) for p in expected] + [str(example)])
     assert status.startswith("Added 1 image."), status
     for path, msg in expected.items():
@@ -329,10 +329,10 @@ def test_compare_warns_on_non_person(tmp_path: Path, weights: Path) -> None:
     white = tmp_path / "white.png"
     Image.new("RGB", (64, 128), "white").save(white)
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path))
-    _, verdict, _, _ = handlers.compare(str(white), str(ROOT / "examples/people/0002_c1s1_000001_00.png"))
+    _, verdict, _, _ = handlers.compare(str(white), str(ROOT / "examples/people/person-B_c1.png"))
     assert "Warning: Person A does not look like a person crop (nearly uniform" in verdict
-    _, verdict, _, _ = handlers.compare(str(ROOT / "examples/people/0001_c1s1_000001_00.png"),
-                                        str(ROOT / "examples/people/0002_c1s1_000001_00.png"))
+    _, verdict, _, _ = handlers.compare(str(ROOT / "examples/people/person-A_c1.png"),
+                                        str(ROOT / "examples/people/person-B_c1.png"))
     assert "Warning" not in verdict
 
 

@@ -90,3 +90,33 @@ def test_bad_logs_raise_one_line(tmp_path: Path, content: bytes | None, message:
     with pytest.raises(plots.LogError, match=message) as err:
         plots.read_log(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_evaluate_record_keeps_the_model_tab_curves(tmp_path: Path, market: Path, tiny_weights: Path) -> None:
+    """`evaluate --record` stores the CMC, the held-out pair-score histograms and the ROC with the weights;
+    the Model tab's figures draw exactly them, with the calibrated threshold."""
+    import json
+    import shutil
+
+    from reid_core.evaluate import main as evaluate_main
+
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(tiny_weights, weights)
+    shutil.copy(tiny_weights.with_suffix(".json"), weights.with_suffix(".json"))
+    assert evaluate_main(["--weights", str(weights), "--data", str(market), "--workers", "0", "--record"]) == 0
+    extra = json.loads(weights.with_suffix(".json").read_text())["extra"]
+    m, c = extra["metrics"], extra["curves"]
+    assert len(c["cmc"]) == 50 and c["cmc"][0] == pytest.approx(m["rank1"], abs=1e-4) and c["cmc"][-1] <= 1
+    assert all(a <= b for a, b in zip(c["cmc"], c["cmc"][1:], strict=False))
+    n_pairs = sum(c["same_counts"]) + sum(c["different_counts"])
+    assert sum(c["same_counts"]) == sum(c["different_counts"]) == n_pairs // 2 > 0  # balanced held-out pairs
+    assert c["roc_fpr"][0] == 0 and c["roc_tpr"][-1] == 1 and len(c["roc_fpr"]) == len(c["roc_tpr"])
+    figs = plots.model_figures(c, extra["pair_threshold"])
+    assert list(figs["cmc"].data[0].y) == pytest.approx([100 * v for v in c["cmc"]])
+    bars = figs["scores"].data
+    assert [b.name for b in bars] == ["same person", "different people"]
+    assert sum(bars[0].y) == pytest.approx(100) and sum(bars[1].y) == pytest.approx(100)
+    assert figs["scores"].layout.shapes[0].x0 == extra["pair_threshold"]  # the threshold line
+    assert list(figs["roc"].data[0].x) == c["roc_fpr"]
+    empty = plots.model_figures(None)
+    assert all(not f.data and "not recorded" in f.layout.annotations[0].text for f in empty.values())

@@ -93,7 +93,7 @@ def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, imagene
 
 def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market, imagenet_init) -> None:
     """The shipped weights (trained by train.py on Market train) against the same network before training,
-    on cross-camera pairs of 100 test identities neither has seen; threshold from half the identities."""
+    on cross-camera pairs of 50 test identities neither has seen; threshold from half the identities."""
     if not DEFAULT_WEIGHTS.exists():
         pytest.skip("no default weights")
     trained = load_model(DEFAULT_WEIGHTS)
@@ -101,7 +101,7 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
     untrained = create_model(ModelConfig(backbone=cfg.backbone, height=cfg.height, width=cfg.width,
                                          last_stride=cfg.last_stride, mean=cfg.mean, std=cfg.std),
                              init_weights=str(imagenet_init(cfg.backbone))).eval()
-    query, gallery = subset_eval(market, 100, seed=1)
+    query, gallery = subset_eval(market, 50, seed=1)  # 50 identities: the margins below are wide
     before = evaluate(untrained, query, gallery, progress=False)
     after = evaluate(trained, query, gallery, progress=False)
     assert after["pair_accuracy"] > 0.75 and after["pair_accuracy"] > before["pair_accuracy"] + 0.15, (before, after)
