@@ -15,37 +15,45 @@ and nothing is written outside the data folder (zips are read in memory, never e
 from __future__ import annotations
 
 import argparse
+import hashlib
 import hmac
+import io
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from gradio import processing_utils
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image
 
-from reid_core import plots
-from reid_core.api import DEFAULT_WEIGHTS, ReID
-from reid_core.data import ImageError
-from reid_core.datasets import parse_identity
-from reid_core.gallery import Galleries, Gallery, GalleryError, Match, describe
-from reid_core.index import RERANK_POOL
-from reid_core.limits import Limits
-from reid_core.metrics import market_rank
-from reid_core.screen import person_warning
-from reid_core.uploads import count_uploads, iter_uploads, read_image
+from reid_core import (
+    RERANK_POOL,
+    WEIGHTS_HELP,
+    Galleries,
+    Gallery,
+    GalleryError,
+    ImageError,
+    Limits,
+    Match,
+    ReID,
+    agreement_picture,
+    framed,
+    parse_identity,
+    person_warning,
+    plots,
+    ranking_ap,
+    read_image,
+    resolve_weights,
+)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
-DISPLAY_SIZE = (96, 192)  # each crop in the heat-map picture
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
-GOOD, BAD = (46, 160, 67), (214, 39, 40)
 MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
                 "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
                 "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
@@ -78,7 +86,7 @@ class Settings:
         """Command line first, then environment, then the defaults a Hugging Face Space uses. The operator
         token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`)."""
         shared = shared_gallery or os.environ.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
-        return cls(Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS),
+        return cls(resolve_weights(weights),
                    Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
                    Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"),
                    Limits.from_env(**limits), allow_pickle, shared, os.environ.get("REID_OPERATOR_TOKEN", ""))
@@ -93,70 +101,40 @@ def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, s
         return None, f"Could not load weights: {reason}"
 
 
-def save_pil_to_cache(img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    """Gradio's own save_pil_to_cache, written atomically. Gradio names a cached output by its bytes' hash
-    and rewrites that file in place on every request, so with many users getting the same picture (a
-    gallery thumbnail) one request truncated a file another was serving: the load test's only errors."""
-    data = processing_utils.encode_pil_to_bytes(img, format)
-    target = (Path(cache_dir) / processing_utils.hash_bytes(data) / f"{name}.{format}").resolve()
-    if not target.exists():  # same hash, same bytes: nothing to rewrite
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
+class PictureFiles:
+    """Output pictures handed to Gradio as files, named by their bytes' hash and written atomically. Gradio
+    caches a PIL output by rewriting one file in place on every request, so users getting the same picture
+    (a gallery tile) truncated each other's (the load test's only errors); a file it copies into its cache
+    atomically. Files unused for an hour are deleted."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="reid-pictures-"))
+        self._swept = time.monotonic()
+
+    def __call__(self, img: Image.Image) -> str:
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        data = buf.getvalue()
+        path = self.folder / f"{hashlib.blake2b(data, digest_size=12).hexdigest()}.png"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    return str(target)
+            os.replace(tmp, path)
+        os.utime(path)
+        self._sweep()
+        return str(path)
 
-
-processing_utils.save_pil_to_cache = save_pil_to_cache  # gr.Image/gr.Gallery outputs call it through the module
+    def _sweep(self) -> None:
+        if time.monotonic() - self._swept > 60:
+            self._swept = time.monotonic()
+            for old in self.folder.glob("*.png"):
+                if time.time() - old.stat().st_mtime > 3600:
+                    old.unlink(missing_ok=True)
 
 
 def identity(name: str) -> tuple[int | None, int | None]:
     return parse_identity(name) or (None, None)
-
-
-# --- pictures ------------------------------------------------------------------------------------------------
-_STOPS = np.array([[48, 18, 59], [70, 131, 246], [27, 207, 212], [97, 252, 108], [210, 233, 53], [254, 155, 45],
-                   [218, 57, 7], [122, 4, 3]], np.float32)  # a coarse "turbo": dark blue (low) to dark red (high)
-
-
-def colourise(values: np.ndarray) -> np.ndarray:
-    """[0, 1] values -> (..., 3) uint8 colours, interpolated between the turbo stops."""
-    x = np.clip(values, 0, 1) * (len(_STOPS) - 1)
-    lo = np.floor(x).astype(int).clip(0, len(_STOPS) - 2)
-    t = (x - lo)[..., None]
-    return (_STOPS[lo] * (1 - t) + _STOPS[lo + 1] * t).astype(np.uint8)
-
-
-def heat_overlay(img: Image.Image, agreement: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    base = img.resize(DISPLAY_SIZE, Image.Resampling.BILINEAR)
-    heat = Image.fromarray(agreement.astype(np.float32), "F").resize(DISPLAY_SIZE, Image.Resampling.BILINEAR)
-    mixed = np.asarray(base, np.float32) * (1 - alpha) + colourise(np.asarray(heat)) * alpha
-    return Image.fromarray(mixed.astype(np.uint8))
-
-
-def agreement_picture(a: Image.Image, b: Image.Image, ma: np.ndarray, mb: np.ndarray) -> Image.Image:
-    """Both crops side by side with their per-region agreement, and a colour bar (same absolute scale for
-    both, so colours compare across pairs)."""
-    w, h = DISPLAY_SIZE
-    gap, bar_h, pad = 12, 10, 16
-    canvas = Image.new("RGB", (2 * w + gap, h + pad + bar_h + 14), "white")
-    canvas.paste(heat_overlay(a, ma), (0, 0))
-    canvas.paste(heat_overlay(b, mb), (w + gap, 0))
-    bar = colourise(np.tile(np.linspace(0, 1, 2 * w + gap), (bar_h, 1)))
-    canvas.paste(Image.fromarray(bar), (0, h + pad))
-    draw = ImageDraw.Draw(canvas)
-    draw.text((0, h + 2), "low", fill="black")
-    draw.text((2 * w + gap - 30, h + 2), "high", fill="black")
-    draw.text((w - 6, h + pad + bar_h + 2), "agreement", fill="black")
-    return canvas
-
-
-def framed(img: Image.Image, colour: tuple[int, int, int] | None, width: int = 5) -> Image.Image:
-    return ImageOps.expand(img, border=width, fill=colour) if colour else img
 
 
 def shown_id(name: str) -> str:
@@ -169,12 +147,8 @@ def query_ap(name: str, ranked: list[Match]) -> str:
     pid, cam = identity(name)
     if pid is None:
         return "The query's name carries no id (`0001_c1...` or `NAME_c1...`), so matches are not marked."
-    g_pids = np.array([-1 if m.pid is None else m.pid for m in ranked])
-    g_cams = np.array([-1 if m.camid is None else m.camid for m in ranked])
-    dist = 1 - np.array([m.score for m in ranked], np.float32)
-    try:
-        ap = market_rank(dist[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
-    except ValueError:
+    ap = ranking_ap(pid, cam, ranked)
+    if ap is None:
         return (f"Query {shown_id(name)}, camera {cam}: no image of this id from another camera in the gallery, "
                 "so AP is undefined.")
     return (f"Query {shown_id(name)}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
@@ -215,6 +189,7 @@ class ReIDApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.reid, self.error = load_reid(settings.weights, settings.allow_pickle)
+        self.picture_file = PictureFiles()
         self.galleries = None if self.reid is None else Galleries(
             settings.data_dir, lambda path: self.reid.gallery(path, settings.limits), settings.limits,
             settings.shared_gallery)
@@ -243,7 +218,7 @@ class ReIDApp:
         except ImageError as e:
             raise user_error(str(e)) from e
 
-    def compare(self, a: Any, b: Any) -> tuple[float, str, float, Image.Image]:
+    def compare(self, a: Any, b: Any) -> tuple[float, str, float, str]:
         """(probability, verdict, cosine, agreement picture) for two crops."""
         reid = self.require_model()
         (ia, _), (ib, _) = self.image(a, "the first image"), self.image(b, "the second image")
@@ -256,7 +231,8 @@ class ReIDApp:
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
             gr.Warning("; ".join(doubts))
-        return round(c.probability, 4), verdict, round(c.cosine, 4), agreement_picture(ia, ib, ma, mb)
+        heat = self.picture_file(agreement_picture(ia, ib, ma, mb))
+        return round(c.probability, 4), verdict, round(c.cosine, 4), heat
 
     def gallery_summary(self, request: gr.Request | None = None) -> str:
         if self.galleries is None:
@@ -276,20 +252,15 @@ class ReIDApp:
         got = [u for u in map(upload, files or []) if u]
         if not got:
             raise user_error("Choose images or a .zip of images to add.")
-        paths, names = [Path(p) for p, _ in got], [n for _, n in got]
-        total = count_uploads(paths, self.settings.limits)
-        skipped: list[str] = []
-        progress((0, total), desc="Adding images", unit="images")
-        report = gallery.add(iter_uploads(paths, skipped, self.settings.limits, names),
-                             lambda done: progress((done, total), desc="Adding images", unit="images"))
-        report.skipped[:0] = skipped
+        report = gallery.add_files([p for p, _ in got], [n for _, n in got],
+                                   lambda done, total: progress((done, total), desc="Adding images", unit="images"))
         n = report.added
         text = f"Added {n} image{'s' * (n != 1)}. " + self.gallery_summary(request)
         if report.skipped:
             gr.Warning(f"Skipped {len(report.skipped)} file(s): {report.skipped[0]}"
                        + (" …" if len(report.skipped) > 1 else ""))
         if report.skipped or report.warnings:
-            text += "\n\n" + describe(report)
+            text += "\n\n" + report.describe()
         return text
 
     def add_examples(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> str:
@@ -308,7 +279,7 @@ class ReIDApp:
         return self.gallery_summary(request), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
 
     def search(self, query: Any, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
-               ) -> tuple[list[tuple[Image.Image, str]], pd.DataFrame, str]:
+               ) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
         """Top-k gallery images for a query: (gallery items, results table, AP/notes). The whole gallery is
         ranked (the AP needs every position); pictures come from the same snapshot as the ranking."""
         reid = self.require_model()
@@ -325,8 +296,7 @@ class ReIDApp:
         for rank, m in enumerate(ranked[: int(k)], start=1):
             ok = None if qpid is None or m.pid is None else m.pid == qpid
             mark = "" if ok is None else ("✓ " if ok else "✗ ")
-            colour = None if ok is None else (GOOD if ok else BAD)
-            items.append((framed(m.picture, colour), f"{mark}#{rank} {m.score:.3f}"))
+            items.append((self.picture_file(framed(m.picture, ok)), f"{mark}#{rank} {m.score:.3f}"))
             rows.append([rank, m.name, round(m.score, 4), "" if ok is None else ("right" if ok else "wrong")])
         note = "\n\nRe-ranked (k-reciprocal): scores are 1 - the re-ranked distance, not cosines." if rerank else ""
         if why := person_warning(img):
@@ -433,7 +403,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             prob = gr.Number(label="Same-person probability", precision=4, interactive=False,
                                              min_width=120)
                             cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
-                        heat = gr.Image(label="Per-region agreement (which body parts match)", type="pil",
+                        heat = gr.Image(label="Per-region agreement (which body parts match)", type="filepath",
                                         interactive=False, height=300, elem_id="heat")
                 pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
@@ -525,7 +495,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Person re-identification demo (Gradio).")
-    ap.add_argument("--weights", help="model.safetensors (default: $REID_WEIGHTS, else weights/model.safetensors)")
+    ap.add_argument("--weights", help=WEIGHTS_HELP)
     ap.add_argument("--data-dir", help="the search gallery's folder (default: $REID_DATA_DIR, else gallery_store/)")
     ap.add_argument("--runs-dir", help="training runs to plot (default: $REID_RUNS_DIR, else runs/)")
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

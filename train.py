@@ -17,9 +17,7 @@ import sys
 
 import torch
 
-from reid_core.datasets import DatasetError
-from reid_core.model import WeightsError
-from reid_core.trainer import TrainConfig, Trainer
+from reid_core import DatasetError, TrainConfig, Trainer, WeightsError
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -92,16 +90,22 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     r = ap.add_argument_group("run")
     r.add_argument("--out", default=d.out, help="folder for runs")
     r.add_argument("--name", default=d.name, help="run name: runs/<name>/")
-    r.add_argument("--resume", action="store_true", help="continue runs/<name>/last.safetensors")
+    r.add_argument("--resume", action="store_true", help="continue runs/<name>/last.safetensors with the run's own "
+                   "config.json (only --epochs, --workers, --device, --eval-* and --compile may change)")
     r.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N epochs (0: never)")
     r.add_argument("--eval-max-ids", type=int, default=d.eval_max_ids,
                    help="evaluate on this many test identities (0: the full query/gallery split)")
-    return TrainConfig(**vars(ap.parse_args(argv)))
+    cfg = TrainConfig(**vars(ap.parse_args(argv)))
+    if not cfg.resume:
+        return cfg
+    for action in ap._actions:  # parse again, defaults suppressed: only the flags typed on this command line
+        action.default, action.required = argparse.SUPPRESS, False
+    return cfg.resumed(vars(ap.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
     try:
+        cfg = parse_args(argv)
         Trainer(cfg).fit()
     except (DatasetError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -20,10 +21,12 @@ from pathlib import Path
 
 from recipe_sweep import held_out_split
 
-from reid_core.convert import convert, lite_package_file
-from reid_core.datasets import combine, load_dataset
-from reid_core.evaluate import evaluate, subset_eval
-from reid_core.trainer import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
+
+from reid_core.convert import convert, lite_package_file  # noqa: E402
+from reid_core.datasets import combine, load_dataset  # noqa: E402
+from reid_core.evaluate import evaluate, subset_eval  # noqa: E402
+from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 # (name, the row it changes, what changed, config overrides): the fixes in turn, then the backbones and the
 # data, each against the last fix's row.

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from reid_core.evaluate import evaluate, format_metrics, subset_eval
-from reid_core.trainer import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
+
+from reid_core.evaluate import evaluate, format_metrics, subset_eval  # noqa: E402
+from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main() -> None:

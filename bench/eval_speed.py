@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from reid_core.datasets import load_dataset
-from reid_core.metrics import cosine_distance, market_rank
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
+
+from reid_core.datasets import load_dataset  # noqa: E402
+from reid_core.metrics import cosine_distance, market_rank  # noqa: E402
 
 
 def main() -> None:

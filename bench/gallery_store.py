@@ -25,7 +25,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
 from reid_core import ReID  # noqa: E402
-from reid_core.data import ImageError  # noqa: E402
+from reid_core.images import ImageError  # noqa: E402
 from reid_core.screen import NOISE_CORR, UNIFORM_STD, grey_stats  # noqa: E402
 from reid_core.uploads import read_image  # noqa: E402
 

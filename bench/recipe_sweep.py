@@ -13,13 +13,16 @@ import argparse
 import csv
 import json
 import os
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from reid_core.datasets import load_dataset, parse_market_name
-from reid_core.evaluate import format_metrics
-from reid_core.trainer import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
+
+from reid_core.datasets import load_dataset, parse_market_name  # noqa: E402
+from reid_core.evaluate import format_metrics  # noqa: E402
+from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 RUNS = {
     "seed_bce": {"loss": "bce"},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reid_core.datasets import Record
-from reid_core.embed import Embedder, TorchEmbedder, embed_records, thread_pool
-from reid_core.export import OnnxEmbedder, export_onnx
-from reid_core.model import load_model
-from reid_core.precision import cpu_has_bf16
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
+
+from reid_core.datasets import Record  # noqa: E402
+from reid_core.embed import Embedder, TorchEmbedder, embed_records, thread_pool  # noqa: E402
+from reid_core.export import OnnxEmbedder, export_onnx  # noqa: E402
+from reid_core.model import load_model  # noqa: E402
+from reid_core.precision import cpu_has_bf16  # noqa: E402
 
 
 class ForcedBf16(TorchEmbedder):

@@ -8,8 +8,8 @@ import argparse
 import sys
 
 from .api import ReID
-from .data import ImageError, load_image
-from .model import WeightsError
+from .images import ImageError, load_image
+from .model import WEIGHTS_HELP, WeightsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     cmp = sub.add_parser("compare", help="print the same-person probability, cosine and verdict of two images")
     cmp.add_argument("a")
     cmp.add_argument("b")
-    cmp.add_argument("--weights", help="model .safetensors (default: $REID_WEIGHTS, else weights/model.safetensors)")
+    cmp.add_argument("--weights", help=WEIGHTS_HELP)
     cmp.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict")
     args = ap.parse_args(argv)
     try:

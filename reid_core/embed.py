@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,11 +26,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from .data import read_pixels
 from .datasets import IMAGE_EXTS, Record
 from .files import atomic_write
-from .model import ModelConfig, SiameseReID, WeightsError, load_model, weights_hash
+from .images import read_pixels
+from .model import WEIGHTS_HELP, ModelConfig, SiameseReID, WeightsError, load_model, resolve_weights, weights_hash
 from .precision import autocast
+
+CONFIG_KEY = "reid_config"
 
 
 class Embedder:
@@ -64,6 +68,40 @@ class TorchEmbedder(Embedder):
             return self.model.embed(x, self.flip).float().cpu().numpy()
 
 
+class OnnxEmbedder(Embedder):
+    """The exported graph through onnxruntime on the CPU (plain NCHW uint8 input). A call runs on as many threads
+    as torch would use in the calling thread (one session per thread count), so embed_records' per-thread
+    share of the CPU holds for ONNX as for torch."""
+
+    def __init__(self, path: str | Path):
+        self.path, self.sessions, self.lock = str(path), {}, threading.Lock()
+        try:
+            session = self.session()
+            self.cfg = ModelConfig.from_dict(json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
+        except KeyError as e:
+            raise WeightsError(f"{path}: ONNX file without the {CONFIG_KEY} metadata; export it with "
+                               "python -m reid_core.export") from e
+        except Exception as e:  # onnxruntime's own error types (NoSuchFile, InvalidProtobuf, ...)
+            why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            raise WeightsError(f"{path}: not a loadable ONNX model ({why})") from e
+        self.dim = int(session.get_outputs()[0].shape[1])
+
+    def session(self) -> Any:  # an onnxruntime.InferenceSession (imported only when asked for)
+        threads = torch.get_num_threads()
+        with self.lock:
+            if threads not in self.sessions:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+                self.sessions[threads] = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+            return self.sessions[threads]
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = x.numpy() if isinstance(x, torch.Tensor) else x
+        return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.uint8)})[0]
+
+
 def thread_pool(workers: int | None = None) -> ThreadPoolExecutor:
     """`workers` threads (default: torch's CPU threads), each running torch on its share of those threads."""
     workers = max(1, workers or torch.get_num_threads())
@@ -78,7 +116,7 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
     each take whole batches, decode them and embed them; on a CPU each runs the model on its share of the
     threads (1 each by default). Batches side by side beat one batch on all cores by 0-15 % here, and a
     thread's decoding then overlaps the others' forward passes instead of stalling a parallel one: the
-    pipeline keeps 92-95 % of the raw forward's rate on 2 cores (BENCHMARKS §3). Without `skip_bad` an
+    pipeline keeps most of the raw forward's rate (BENCHMARKS §3 measures it). Without `skip_bad` an
     unreadable image raises ImageError; with it, it is reported in one line and left out of the indices."""
     size = (embedder.cfg.height, embedder.cfg.width)
 
@@ -137,8 +175,6 @@ def make_embedder(backend: str, weights: str | Path, onnx: str | Path | None = N
     if backend == "onnx":
         if flip:
             raise ValueError("--flip runs on the torch backend only (the ONNX graph embeds each image once)")
-        from .export import OnnxEmbedder  # onnxruntime only when asked for
-
         return OnnxEmbedder(onnx or Path(weights).with_suffix(".onnx"))
     return TorchEmbedder(load_model(weights, device), amp, flip)
 
@@ -147,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", help="folder of images (searched recursively)")
     ap.add_argument("--out", required=True, help="output .safetensors file")
-    ap.add_argument("--weights", default="weights/model.safetensors")
+    ap.add_argument("--weights", help=WEIGHTS_HELP)
     ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     ap.add_argument("--onnx", help="ONNX model from reid_core.export (default: the weights path with .onnx)")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -158,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(test-time flip: 2x the time, usually a little better)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
+    args.weights = resolve_weights(args.weights)
     try:
         files = list_images(args.folder)
         embedder = make_embedder(args.backend, args.weights, args.onnx, args.device, not args.no_amp, args.flip)

@@ -21,7 +21,7 @@ from .datasets import Record, ReIDData, load_dataset
 from .embed import TorchEmbedder, embed_records
 from .files import atomic_write, atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
-from .model import SiameseReID, WeightsError, config_path, load_model
+from .model import WEIGHTS_HELP, SiameseReID, WeightsError, config_path, load_model, resolve_weights
 
 
 def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
@@ -183,7 +183,7 @@ def format_metrics(m: dict[str, float], prefix: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default="weights/model.safetensors", help="model .safetensors (+ .json beside)")
+    ap.add_argument("--weights", help=WEIGHTS_HELP)
     ap.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
                                                                 "(read with torch.load(weights_only=True))")
     ap.add_argument("--data", required=True, help="dataset root (any supported layout)")
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", action="store_true",
                     help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
     args = ap.parse_args(argv)
+    args.weights = resolve_weights(args.weights)
     try:
         model = load_model(args.weights, args.device, args.allow_pickle)
         data = load_dataset(args.data, args.layout)

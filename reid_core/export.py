@@ -13,22 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .embed import Embedder
+from .embed import CONFIG_KEY, OnnxEmbedder
 from .files import atomic_write
-from .model import ModelConfig, SiameseReID, WeightsError, load_model
+from .model import WEIGHTS_HELP, SiameseReID, WeightsError, load_model, resolve_weights
 
 PARITY_COSINE = 0.999
-CONFIG_KEY = "reid_config"
 
 
 class _EmbedPath(nn.Module):
@@ -61,40 +58,6 @@ def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
     atomic_write(path, write)
 
 
-class OnnxEmbedder(Embedder):
-    """The exported graph through onnxruntime on the CPU (plain NCHW uint8 input). A call runs on as many threads
-    as torch would use in the calling thread (one session per thread count), so embed_records' per-thread
-    share of the CPU holds for ONNX as for torch."""
-
-    def __init__(self, path: str | Path):
-        self.path, self.sessions, self.lock = str(path), {}, threading.Lock()
-        try:
-            session = self.session()
-            self.cfg = ModelConfig.from_dict(json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
-        except KeyError as e:
-            raise WeightsError(f"{path}: ONNX file without the {CONFIG_KEY} metadata; export it with "
-                               "python -m reid_core.export") from e
-        except Exception as e:  # onnxruntime's own error types (NoSuchFile, InvalidProtobuf, ...)
-            why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            raise WeightsError(f"{path}: not a loadable ONNX model ({why})") from e
-        self.dim = int(session.get_outputs()[0].shape[1])
-
-    def session(self) -> Any:  # an onnxruntime.InferenceSession (imported only when asked for)
-        threads = torch.get_num_threads()
-        with self.lock:
-            if threads not in self.sessions:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-                self.sessions[threads] = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
-            return self.sessions[threads]
-
-    def __call__(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        x = x.numpy() if isinstance(x, torch.Tensor) else x
-        return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.uint8)})[0]
-
-
 def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.ndarray:
     """Per-image cosine between the torch (fp32) and the ONNX embeddings of the same uint8 batch."""
     with torch.no_grad():
@@ -105,10 +68,11 @@ def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.nd
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", default="weights/model.safetensors")
+    ap.add_argument("--weights", help=WEIGHTS_HELP)
     ap.add_argument("--out", required=True, help="output .onnx file")
     ap.add_argument("--opset", type=int, default=17)
     args = ap.parse_args(argv)
+    args.weights = resolve_weights(args.weights)
     try:
         model = load_model(args.weights, "cpu")
     except WeightsError as e:

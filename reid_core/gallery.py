@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .data import ImageError, load_image
 from .datasets import parse_identity
+from .images import ImageError, load_image
 from .index import RERANK_POOL, GalleryIndex
 from .limits import Limits
+from .metrics import market_rank
 from .screen import person_warning
-from .uploads import read_image
+from .uploads import count_uploads, iter_uploads, read_image
 
 FORMAT_VERSION = 1
 STORE_SIZE = (128, 256)  # (w, h): stored pictures are at most this big, enough for any re-id input size
@@ -69,6 +70,12 @@ class AddReport:
     added: int = 0
     skipped: list[str] = field(default_factory=list)  # one line per upload left out, naming it and why
     warnings: list[str] = field(default_factory=list)  # added, but worth a look (e.g. not a person crop)
+
+    def describe(self, most: int = 50) -> str:
+        """Skips and warnings as Markdown lines, at most `most` of each (for the app and the CLI)."""
+        lines = [f"- skipped {s}" for s in self.skipped[:most]] + [f"- warning {w}" for w in self.warnings[:most]]
+        more = len(self.skipped) + len(self.warnings) - len(lines)
+        return "\n".join(lines + ([f"- … and {more} more"] if more > 0 else []))
 
 
 @dataclass
@@ -301,6 +308,20 @@ class Gallery:
                 self._bump(conn)
         return report
 
+    def add_files(self, paths: Sequence[str | Path], names: Sequence[str] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> AddReport:
+        """Uploaded images and zips of images (`names`: what messages call each path, e.g. the user's own
+        file name); `progress(done, total)` counts images, zip members included."""
+        paths = [Path(p) for p in paths]
+        total = count_uploads(paths, self.limits)
+        skipped: list[str] = []
+        if progress:
+            progress(0, total)
+        report = self.add(iter_uploads(paths, skipped, self.limits, list(names) if names else None),
+                          (lambda done: progress(done, total)) if progress else None)
+        report.skipped[:0] = skipped
+        return report
+
     def add_paths(self, paths: Sequence[str | Path], embeddings: np.ndarray | None = None) -> int:
         """Rows that point at files instead of holding pictures (a CLI gallery over the user's own folder),
         embedded here unless `embeddings` (from `python -m reid_core.embed`) are given. One transaction."""
@@ -414,9 +435,16 @@ class Galleries:
                     Path(f"{f}{suffix}").unlink(missing_ok=True)
 
 
-def describe(report: AddReport) -> str:
-    """The add report as Markdown lines (for the app and the CLI)."""
-    lines = [f"- skipped {s}" for s in report.skipped[:50]] + [f"- warning {w}" for w in report.warnings[:50]]
-    more = len(report.skipped) + len(report.warnings) - len(lines)
-    return "\n".join(lines + ([f"- … and {more} more"] if more > 0 else []))
+def ranking_ap(pid: int, cam: int, ranked: Sequence[Match]) -> float | None:
+    """A query's AP over a whole ranked gallery under the Market-1501 protocol (its own-camera copies and
+    unknown ids ignored), or None when no image of its id from another camera is in the gallery."""
+    g_pids = np.array([-1 if m.pid is None else m.pid for m in ranked])
+    g_cams = np.array([-1 if m.camid is None else m.camid for m in ranked])
+    dist = 1 - np.array([m.score for m in ranked], np.float32)
+    try:
+        return market_rank(dist[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
+    except ValueError:
+        return None
+
+
 

@@ -3,7 +3,7 @@
 Embeddings are L2-normalised on the way in, so a score is a cosine similarity. The default search is an exact
 matrix product (numpy): for demo-sized galleries (up to ~10^5 images) it is fast enough and never misses a
 match. `approx="ivf"` adds a FAISS IVF-Flat index (k-means cells, `nprobe` of `nlist` cells scanned per
-query) for camera-network galleries of millions, where the exact product costs ~0.2 s per query; the exact
+query) for camera-network galleries of millions, where the exact product grows slow (BENCHMARKS §6); the exact
 matrix is kept too (for re-ranking and recall checks).
 It lives in memory only: a cache of a gallery file (gallery.py, SQLite), rebuilt from it when that changes.
 """
@@ -31,7 +31,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def default_nlist(n: int) -> int:
     """~4 sqrt(n) cells (FAISS's guideline: 4-16 sqrt(n)), and at least TRAIN_POINTS_PER_CELL rows per cell to
-    train them on: measured on 200k clustered vectors, 4 sqrt(n) cells reach a recall in a quarter of the
+    train them on: on clustered vectors (BENCHMARKS §6), 4 sqrt(n) cells reach a recall in a quarter of the
     list scan that sqrt(n) cells need."""
     return max(1, min(round(4 * math.sqrt(n)), n // TRAIN_POINTS_PER_CELL))
 

@@ -21,7 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .errors import WeightsError as WeightsError  # raised here; re-exported for callers
 from .files import atomic_save_file, atomic_write_text
+from .pretrained import offline_imagenet_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,10 +44,6 @@ def normalisation(norm: str, backbone: str) -> tuple[tuple[float, ...], tuple[fl
     except (RuntimeError, KeyError):  # an unknown name fails later with its own message
         pc = None
     return (tuple(pc.mean), tuple(pc.std)) if pc is not None and pc.mean else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used; one line that names the file and the reason."""
 
 
 @dataclass
@@ -183,8 +181,6 @@ def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str |
     (tf_efficientnet_lite0/1/2: offline), else from timm's hub (fails fast offline); `init_weights` loads a
     local file (ImageNet backbone weights, or a re-id model to fine-tune)."""
     if pretrained and not init_weights:
-        from .convert import offline_imagenet_file  # convert builds models itself
-
         init_weights = offline_imagenet_file(cfg.backbone)
         pretrained = not init_weights
     if pretrained and os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -300,6 +296,18 @@ def save_model(model: SiameseReID, path: str | Path, half: bool = False, inferen
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     atomic_save_file(sd, path)
     atomic_write_text(config_path(path), json.dumps(asdict(cfg), indent=2))
+
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+
+
+WEIGHTS_HELP = "model .safetensors, with its .json beside (default: $REID_WEIGHTS, else weights/model.safetensors)"
+
+
+def resolve_weights(weights: str | Path | None = None) -> Path:
+    """The one weights lookup of every entry point (app, API, CLIs): the argument, else $REID_WEIGHTS, else
+    the shipped weights/model.safetensors."""
+    return Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> SiameseReID:

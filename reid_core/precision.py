@@ -8,7 +8,8 @@ import torch
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 (AVX512-BF16 or AMX). Without it bf16 autocast is emulated: measured 5-20x slower here."""
+    """Native bf16 (AVX512-BF16 or AMX). Without it bf16 autocast is emulated, several times slower than
+    fp32 (BENCHMARKS §3)."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:

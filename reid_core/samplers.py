@@ -31,7 +31,7 @@ class PairSampler:
     """
 
     def __init__(self, records: Sequence[Record], pairs_per_epoch: int | None = None, seed: int = 0,
-                 cross_camera: bool = True, hard_fraction: float = 0.0):
+                 hard_fraction: float = 0.0):
         self.pids = np.array([r.pid for r in records])
         self.camids = np.array([r.camid for r in records])
         self.groups = {p: np.array(ix) for p, ix in _by_pid(self.pids).items() if len(ix) >= 2}
@@ -39,7 +39,7 @@ class PairSampler:
             raise ValueError("pair sampling needs at least 2 identities, one of them with 2+ images")
         self.anchors = np.concatenate(list(self.groups.values()))
         self.pairs_per_epoch = pairs_per_epoch or len(self.anchors)
-        self.seed, self.cross_camera, self.hard_fraction = seed, cross_camera, hard_fraction
+        self.seed, self.hard_fraction = seed, hard_fraction
         self.neighbours: np.ndarray | None = None
 
     def set_neighbours(self, neighbours: np.ndarray) -> None:
@@ -49,9 +49,8 @@ class PairSampler:
     def _positive(self, rng: np.random.Generator, a: int) -> int:
         same = self.groups[self.pids[a]]
         same = same[same != a]
-        if self.cross_camera:
-            other_cam = same[self.camids[same] != self.camids[a]]
-            same = other_cam if len(other_cam) else same
+        other_cam = same[self.camids[same] != self.camids[a]]  # the re-id task is cross-camera
+        same = other_cam if len(other_cam) else same
         return int(rng.choice(same))
 
     def _negative(self, rng: np.random.Generator, a: int) -> int:

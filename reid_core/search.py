@@ -22,13 +22,12 @@ from pathlib import Path
 from safetensors import safe_open
 
 from .api import ReID
-from .data import ImageError
 from .embed import load_embeddings
-from .gallery import Gallery, GalleryError, describe
+from .gallery import Gallery, GalleryError
+from .images import ImageError
 from .index import APPROX_KINDS, RERANK_POOL
 from .limits import Limits
-from .model import WeightsError
-from .uploads import iter_uploads
+from .model import WEIGHTS_HELP, WeightsError
 
 
 def build(args: argparse.Namespace) -> int:
@@ -47,11 +46,9 @@ def build(args: argparse.Namespace) -> int:
 def add(args: argparse.Namespace) -> int:
     limits = Limits.from_env()
     gallery = ReID.load(args.weights, "cpu").gallery(args.gallery, limits)
-    skipped: list[str] = []
-    report = gallery.add(iter_uploads([Path(f) for f in args.files], skipped, limits))
-    report.skipped[:0] = skipped
+    report = gallery.add_files(args.files)
     if report.skipped or report.warnings:
-        print(describe(report), file=sys.stderr)
+        print(report.describe(), file=sys.stderr)
     print(f"{args.gallery}: added {report.added}, skipped {len(report.skipped)}, {len(gallery)} in all")
     return 0 if report.added or not report.skipped else 1
 
@@ -97,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         cmds[name] = p = sub.add_parser(name, help=text)
         p.set_defaults(run=fn)
         p.add_argument("--gallery", required=True, help="the gallery file (created by add/build)")
-        p.add_argument("--weights", help="model weights (default: $REID_WEIGHTS, else weights/model.safetensors)")
+        p.add_argument("--weights", help=WEIGHTS_HELP)
     cmds["add"].add_argument("files", nargs="+")
     b = cmds["build"]
     b.add_argument("--embeddings", required=True)

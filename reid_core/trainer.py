@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,11 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from tqdm import tqdm
 
 from . import distributed, losses
-from .data import ImageDataset, PairDataset, train_transform
 from .datasets import Record, ReIDData, combine, load_dataset, relabel
 from .distributed import RankShare, World, gather_cat, gather_rows
 from .evaluate import extract, format_metrics, score, subset_eval
 from .files import atomic_save_file, atomic_write_text
+from .images import ImageDataset, PairDataset, train_transform
 from .model import ModelConfig, SiameseReID, WeightsError, create_model, normalisation, read_state_dict, save_model
 from .precision import autocast
 from .samplers import PairSampler, PKSampler
@@ -93,6 +93,32 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return Path(self.out) / self.name
 
+    def resumed(self, typed: dict[str, Any]) -> TrainConfig:
+        """The config to resume runs/<name>/ with: the run's own config.json, plus the flags typed on this
+        command line that may change on resume (RESUMABLE); any other typed flag that differs from the run's
+        is an error naming both values, never a silent change of what the checkpoint was trained with."""
+        saved_file = self.run_dir / "config.json"
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, ValueError) as e:
+            raise WeightsError(f"--resume: no readable {saved_file} ({type(e).__name__})") from e
+        saved = {k: v for k, v in saved.items() if k in {f.name for f in fields(TrainConfig)}}
+
+        def same(key: str, a: Any, b: Any) -> bool:
+            if key == "data":
+                return Path(a).resolve() == Path(b).resolve()
+            return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+        clash = [f"--{k.replace('_', '-')} {typed[k]!r} (the run was trained with {saved[k]!r})"
+                 for k in sorted(typed) if k in saved and k not in RESUMABLE and not same(k, saved[k], typed[k])]
+        if clash:
+            raise WeightsError(f"--resume {self.name}: {'; '.join(clash)}. Resume with the run's own settings "
+                               "(drop these flags), or start a new --name")
+        return TrainConfig(**{**saved, **{k: v for k, v in typed.items() if k in RESUMABLE}, "resume": True})
+
+
+RESUMABLE = {"resume", "epochs", "workers", "device", "eval_every", "eval_max_ids", "compile", "out", "name"}
+
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
@@ -149,6 +175,12 @@ def load_checkpoint(path: Path, model: SiameseReID, opt: torch.optim.Optimizer) 
         meta = f.metadata() or {}
     if "epoch" not in meta:
         raise WeightsError(f"{path}: not a training checkpoint (no epoch metadata)")
+    saved = json.loads(meta.get("model_config", "{}"))
+    own = {k: v for k, v in asdict(model.cfg).items() if k != "extra"}
+    clash = [f"{k} {saved[k]!r} (this run: {own[k]!r})" for k in own if k in saved and saved[k] != own[k]
+             and not (isinstance(own[k], (list, tuple)) and list(saved[k]) == list(own[k]))]
+    if clash:
+        raise WeightsError(f"{path}: checkpoint of another model: {'; '.join(clash)}")
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_sd)

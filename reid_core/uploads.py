@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .data import ImageError, load_image
+from .images import ImageError, load_image
 from .limits import MIB, Limits
 
 

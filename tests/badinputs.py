@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import person
+from conftest import person, write_log
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_plots import write_log
 
 Corpus = dict[str, tuple[Path, str | None]]
 

@@ -5,8 +5,13 @@ Small enough to train on in seconds, structured enough that a model can learn it
 
 from __future__ import annotations
 
+import csv
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,3 +90,74 @@ def people_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+# --- shared helpers (tests import them from here, never from each other) ----------------------------------
+PAIR_THRESHOLD = 0.5
+
+
+def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0) -> Path:
+    """A small random model: random features, and create_model's pair head, which starts as an increasing
+    function of cosine similarity, so "itself beats a different person" holds for the probability too."""
+    import torch
+
+    from reid_core.model import ModelConfig, create_model, save_model
+
+    torch.manual_seed(seed)
+    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=embed_dim))
+    save_model(model, path, inference_only=True, extra={"pair_threshold": PAIR_THRESHOLD, "train_data": "synthetic",
+                                                        "metrics": {"rank1": 0.5, "mAP": 0.25}})
+    return path
+
+
+def write_people(folder: Path, pids: range = range(1, 4), cams: range = range(1, 3)) -> list[Path]:
+    """Synthetic Market-style crops: `PPPP_cC..._00.png`, one per (pid, camera)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for pid in pids:
+        for cam in cams:
+            p = folder / f"{pid:04d}_c{cam}s1_{cam:06d}_00.png"
+            person(pid, cam, 0).resize((64, 128)).save(p)
+            paths.append(p)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(settings: Any) -> Iterator[tuple[str, Any]]:
+    """Run the app (app.Settings) on a free local port in a background thread for the duration of a fixture."""
+    import app
+
+    demo = app.build_demo(settings)
+    url = app.launch(demo, "127.0.0.1", free_port(), block=False)
+    try:
+        yield url, demo
+    finally:
+        demo.close()
+
+
+def rank1_at(epoch: int) -> float:
+    return round(1 - 0.85**epoch, 4)
+
+
+def write_log(path: Path, epochs: int = 6, eval_every: int = 3) -> Path:
+    """A log.csv as the trainer writes it: metric cells empty on epochs without evaluation."""
+    from reid_core.trainer import LOG_COLUMNS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
+        w.writeheader()
+        for e in range(1, epochs + 1):
+            row = {"epoch": e, "step": 10 * e, "lr": 3.5e-4 * min(1, e / 3), "loss": 5 / e, "loss_id": 3 / e,
+                   "loss_tri": 1.5 / e, "loss_pair": 0.5 / e, "train_acc": 1 - 1 / (e + 1),
+                   "train_pair_acc": 1 - 0.5 / (e + 1), "images_per_s": 100.0, "seconds": 10.0}
+            if e % eval_every == 0:
+                row |= {"rank1": rank1_at(e), "rank5": min(1.0, 1.2 * rank1_at(e)), "mAP": 0.8 * rank1_at(e)}
+            w.writerow(row)
+    return path

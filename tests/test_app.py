@@ -4,66 +4,23 @@ model (assertions hold for any model: an image beats a different person, its own
 from __future__ import annotations
 
 import logging
-import socket
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
-import torch
-from conftest import person
+from conftest import PAIR_THRESHOLD, make_tiny_weights, person, serve, write_log, write_people
 from gradio_client import Client, handle_file
 from PIL import Image
-from test_plots import write_log
 
 import app
 from reid_core import ReID
 from reid_core.limits import Limits
-from reid_core.model import ModelConfig, create_model, load_model, save_model
-
-PAIR_THRESHOLD = 0.5
-
-
-def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0) -> Path:
-    """A small random model: random features, and create_model's pair head, which starts as an increasing
-    function of cosine similarity, so "itself beats a different person" holds for the probability too."""
-    torch.manual_seed(seed)
-    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=embed_dim))
-    save_model(model, path, inference_only=True, extra={"pair_threshold": PAIR_THRESHOLD, "train_data": "synthetic",
-                                                        "metrics": {"rank1": 0.5, "mAP": 0.25}})
-    return path
-
-
-def write_people(folder: Path, pids: range = range(1, 4), cams: range = range(1, 3)) -> list[Path]:
-    """Synthetic Market-style crops: `PPPP_cC..._00.png`, one per (pid, camera)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for pid in pids:
-        for cam in cams:
-            p = folder / f"{pid:04d}_c{cam}s1_{cam:06d}_00.png"
-            person(pid, cam, 0).resize((64, 128)).save(p)
-            paths.append(p)
-    return paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(settings: app.Settings) -> Iterator[tuple[str, gr.Blocks]]:
-    """Run the app on a free local port in a background thread for the duration of a fixture."""
-    demo = app.build_demo(settings)
-    url = app.launch(demo, "127.0.0.1", free_port(), block=False)
-    try:
-        yield url, demo
-    finally:
-        demo.close()
+from reid_core.model import load_model
+from reid_core.pictures import DISPLAY_SIZE
+from reid_core.uploads import iter_uploads
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +64,7 @@ def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
     assert cos_diff == pytest.approx(expected.cosine, abs=1e-3)
     assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.1%}" in verdict_self
     assert verdict_diff.startswith("Same person" if p_diff >= PAIR_THRESHOLD else "Different people")
-    w, h = app.DISPLAY_SIZE
+    w, h = DISPLAY_SIZE
     assert Image.open(heat).width == 2 * w + 12  # both crops side by side
 
 
@@ -216,7 +173,7 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
 def test_upload_file_cap(tmp_path: Path) -> None:
     files = write_people(tmp_path, range(1, 3), range(1, 3))
     skipped: list[str] = []
-    names = [n for n, _ in app.iter_uploads(files, skipped, Limits(max_files=3))]
+    names = [n for n, _ in iter_uploads(files, skipped, Limits(max_files=3))]
     assert names == [p.name for p in files[:3]]
     assert len(skipped) == 1 and "over the 3-file limit" in skipped[0]
 
@@ -235,18 +192,18 @@ def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
 
 
 
-def test_cached_output_pictures_are_written_once_and_whole(tmp_path: Path) -> None:
-    """Gradio rewrote a cached output in place on every request, truncating it under a concurrent reader;
-    the app's replacement writes it once, atomically, at the path Gradio would use."""
-    from gradio import processing_utils
-
+def test_output_pictures_are_whole_files_named_by_content(tmp_path: Path, settings: app.Settings) -> None:
+    """Gradio rewrote a cached PIL output in place on every request, truncating it under a concurrent reader;
+    the app hands pictures over as files (named by content, written once, atomically), which Gradio copies
+    into its cache atomically."""
+    files = app.PictureFiles()
     img = person(1, 1, 0)
-    first = processing_utils.save_pil_to_cache(img, str(tmp_path), "x", "png")  # the app's, via the module
+    first = files(img)
     mtime = Path(first).stat().st_mtime_ns
-    assert app.save_pil_to_cache(img, str(tmp_path), "x", "png") == first
-    assert Path(first).stat().st_mtime_ns == mtime  # not rewritten
-    assert Path(first).parent.name == processing_utils.hash_bytes(processing_utils.encode_pil_to_bytes(img, "png"))
-    assert Image.open(first).tobytes() == img.tobytes() and [p.name for p in Path(first).parent.iterdir()] == ["x.png"]
+    assert files(img.copy()) == first and Image.open(first).tobytes() == img.tobytes()
+    assert files(person(2, 1, 0)) != first
+    assert sorted(p.suffix for p in files.folder.iterdir()) == [".png", ".png"]  # no temp file left
+    assert Path(first).stat().st_mtime_ns >= mtime
 
 
 def test_user_errors_log_one_line_not_a_traceback(client: Client, caplog: pytest.LogCaptureFixture,

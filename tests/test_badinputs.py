@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from badinputs import Corpus, crop, make_images, make_logs, make_weights, make_zips, tree
+from conftest import make_tiny_weights, serve
 from gradio_client import Client, handle_file
-from test_app import make_tiny_weights, serve
 
 import app
 from reid_core import api, evaluate, plots, uploads

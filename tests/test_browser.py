@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_app import make_tiny_weights, serve
-from test_plots import write_log
+from conftest import make_tiny_weights, serve, write_log
 
 import app
 

@@ -2,24 +2,18 @@
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from safetensors.torch import load_file
 
 from reid_core.model import ModelConfig, create_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(market: Path, out: Path, name: str, loss: str, nproc: int) -> tuple[subprocess.Popen, Path]:

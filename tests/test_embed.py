@@ -11,9 +11,9 @@ from conftest import person
 from PIL import Image
 from torchvision import transforms as T
 
-from reid_core.data import ImageError, eval_pixels, load_image
 from reid_core.datasets import Record
 from reid_core.embed import TorchEmbedder, embed_records, list_images
+from reid_core.images import ImageError, eval_pixels, load_image
 from reid_core.model import load_model
 
 

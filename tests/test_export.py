@@ -13,15 +13,15 @@ pytest.importorskip("onnxruntime")
 
 from reid_core.api import ReID  # noqa: E402
 from reid_core.datasets import Record  # noqa: E402
-from reid_core.embed import (
-    embed_records,  # noqa: E402
-    load_embeddings,  # noqa: E402
+from reid_core.embed import (  # noqa: E402
+    OnnxEmbedder,
+    embed_records,
+    load_embeddings,
 )
 from reid_core.embed import main as embed_main  # noqa: E402
 from reid_core.evaluate import extract  # noqa: E402
 from reid_core.export import (  # noqa: E402
     PARITY_COSINE,
-    OnnxEmbedder,
     export_onnx,  # noqa: E402
     parity,
 )

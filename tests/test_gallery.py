@@ -19,15 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from badinputs import png_header
-from conftest import person
+from conftest import make_tiny_weights, person, serve
 from gradio_client import Client, handle_file
 from PIL import Image
-from test_app import make_tiny_weights, serve
 
 import app
 from reid_core import ReID
-from reid_core.data import ImageError, load_image
 from reid_core.gallery import Gallery, GalleryError
+from reid_core.images import ImageError, load_image
 from reid_core.limits import Limits
 from reid_core.screen import person_warning
 from reid_core.uploads import iter_uploads, read_image

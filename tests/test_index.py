@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.search_speed import clustered
 from reid_core.index import RERANK_POOL, GalleryIndex, recall_at_k
+from reid_core.synthetic import clustered
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
+from conftest import rank1_at, write_log
 
 from reid_core import plots
-from reid_core.trainer import LOG_COLUMNS
-
-
-def rank1_at(epoch: int) -> float:
-    return round(1 - 0.85**epoch, 4)
-
-
-def write_log(path: Path, epochs: int = 6, eval_every: int = 3) -> Path:
-    """A log.csv as the trainer writes it: metric cells empty on epochs without evaluation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS)
-        w.writeheader()
-        for e in range(1, epochs + 1):
-            row = {"epoch": e, "step": 10 * e, "lr": 3.5e-4 * min(1, e / 3), "loss": 5 / e, "loss_id": 3 / e,
-                   "loss_tri": 1.5 / e, "loss_pair": 0.5 / e, "train_acc": 1 - 1 / (e + 1),
-                   "train_pair_acc": 1 - 0.5 / (e + 1), "images_per_s": 100.0, "seconds": 10.0}
-            if e % eval_every == 0:
-                row |= {"rank1": rank1_at(e), "rank5": min(1.0, 1.2 * rank1_at(e)), "mAP": 0.8 * rank1_at(e)}
-            w.writerow(row)
-    return path
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_core.api import DEFAULT_WEIGHTS
 from reid_core.datasets import ReIDData, load_dataset
 from reid_core.evaluate import evaluate, subset_eval
-from reid_core.model import ModelConfig, create_model, load_model
+from reid_core.model import DEFAULT_WEIGHTS, ModelConfig, create_model, load_model
 from reid_core.trainer import TrainConfig, Trainer
 
 DATA = os.environ.get("REID_DATA", "")

@@ -1,7 +1,9 @@
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,15 +78,68 @@ def test_resume_without_checkpoint_is_an_error(market_big: Path, tmp_path: Path)
         Trainer(tiny(market_big, tmp_path, name="none", resume=True))
 
 
-def test_train_cli_help_documents_every_flag() -> None:
-    import subprocess
-    import sys
+def test_lr_schedule_warms_up_then_steps_or_follows_a_cosine() -> None:
+    from reid_core.trainer import lr_at
 
-    out = subprocess.run([sys.executable, "train.py", "--help"], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).parent.parent).stdout
-    for flag in ("--data", "--backbone", "--loss", "--resume", "--max-images", "--max-ids", "--eval-every",
-                 "--init-weights", "--no-pretrained", "--epochs", "--lr", "--schedule", "--p", "--k"):
-        assert flag in out, flag
+    step = TrainConfig(lr=1e-3, warmup_epochs=10, milestones=[40, 70], gamma=0.1, epochs=120)
+    assert lr_at(step, 0) == pytest.approx(1e-5) and lr_at(step, 5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert [lr_at(step, e) for e in (10, 39.9, 40, 69, 70, 119)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    cos = replace(step, schedule="cosine")
+    assert lr_at(cos, 10) == pytest.approx(1e-3) and lr_at(cos, 65) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert lr_at(cos, 120) == pytest.approx(1e-5) and lr_at(cos, 500) == pytest.approx(1e-5)
+    values = [lr_at(cos, e / 4) for e in range(40, 480)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))  # never rises after the warm-up
+
+
+def test_in_batch_pairs_are_balanced_and_labelled_by_identity() -> None:
+    from reid_core.losses import in_batch_pairs
+
+    torch.manual_seed(0)
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    feat = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+    a, b, labels = in_batch_pairs(feat, pids)
+    assert len(a) == len(b) == len(labels) == 4 * 8 and labels.sum() == 16  # per anchor 2 positives, 2 negatives
+    assert torch.equal(labels.bool(), pids[a] == pids[b]) and not (a == b).any()
+    dist = torch.cdist(feat, feat)
+    hard_pos, hard_neg = b[:8], b[16:24]  # the hardest: farthest same id, nearest other id
+    for i in range(8):
+        same = (pids == pids[i]) & (torch.arange(8) != i)
+        assert dist[i, hard_pos[i]] == pytest.approx(float(dist[i][same].max()), abs=1e-5)
+        assert dist[i, hard_neg[i]] == pytest.approx(float(dist[i][pids != pids[i]].min()), abs=1e-5)
+
+
+def test_train_transform_keeps_size_and_type_flips_and_erases() -> None:
+    from PIL import Image
+
+    from reid_core.images import train_transform
+
+    img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (128, 1, 3)))  # left dark
+    mean = (0.5, 0.25, 0.75)
+    torch.manual_seed(0)
+    outs = [train_transform((64, 32), mean, erasing=1.0, pad=0)(img) for _ in range(40)]
+    assert all(o.shape == (3, 64, 32) and o.dtype == torch.uint8 for o in outs)
+    left_dark = [bool(o[0, :, :8].float().mean() < o[0, :, -8:].float().mean()) for o in outs]
+    assert 0 < sum(left_dark) < 40  # flipped about half the time
+    fill = torch.tensor([round(255 * m) for m in mean], dtype=torch.uint8)[:, None]
+    assert all((o.flatten(1) == fill).all(0).any() for o in outs)  # every one erased, with the mean colour
+    plain = train_transform((64, 32), mean, erasing=0.0, pad=0)(img)
+    assert not (plain.flatten(1) == fill).all(0).any()
+
+
+def test_resume_takes_the_runs_own_config(market_big: Path, tmp_path: Path) -> None:
+    """--resume reads runs/<name>/config.json; flags that would change the trained model are refused by name,
+    while --epochs (and the other RESUMABLE ones) may change."""
+    import train
+    from reid_core.model import WeightsError
+
+    Trainer(tiny(market_big, tmp_path, name="r", epochs=1)).fit()
+    base = ["--data", str(market_big), "--out", str(tmp_path), "--name", "r", "--resume"]
+    cfg = train.parse_args([*base, "--epochs", "2"])
+    saved = TrainConfig(**json.loads((tmp_path / "r" / "config.json").read_text()))
+    assert cfg == replace(saved, epochs=2, resume=True)  # height 64, resnet18 ...: not the CLI defaults
+    with pytest.raises(WeightsError, match=r"--height 128 \(the run was trained with 64\); --lr 0\.1 \(the run "):
+        train.parse_args([*base, "--lr", "0.1", "--height", "128"])
+    assert train.main([*base, "--lr", "0.1"]) == 2
 
 
 def test_freeze_epochs_train_only_the_heads(market_big: Path, tmp_path: Path) -> None:
