@@ -54,7 +54,8 @@ from reid_core import (
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
-MODEL_FIELDS = {"backbone": "Backbone", "input": "Input size (h×w)", "embed_dim": "Embedding dimension",
+MODEL_FIELDS = {"backbone": "Backbone", "engine": "Engine", "input": "Input size (h×w)",
+                "embed_dim": "Embedding dimension",
                 "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
                 "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
                 "loss": "Loss", "epochs": "Epochs", "train_seconds": "Training time (s)"}  # ReID.info keys, in order

@@ -40,54 +40,80 @@ LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair"
                "seconds"]
 
 
+def arg(default: Any, help: str, group: str, *flags: str, **argparse: Any) -> Any:
+    """A TrainConfig field with its command line: train.py builds its parser from these, so a setting is
+    declared once. `flags` default to --field-name (a True bool becomes --no-field-name)."""
+    meta = {"help": help, "group": group, "flags": flags, **argparse}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
-    data: str = ""
-    extra_data: list[str] = field(default_factory=list)  # more training sets; their identities kept apart
-    layout: str = "auto"
-    out: str = "runs"
-    name: str = "exp"
-    backbone: str = "resnet50"
-    pretrained: bool = True
-    init_weights: str = ""
-    height: int = 256
-    width: int = 128
-    embed_dim: int = 0
-    last_stride: int = 1
-    norm: str = "auto"  # input normalisation: auto (the backbone's ImageNet weights'), imagenet, or tf ((x-127)/128)
-    loss: str = "metric"  # metric: ID + triplet + pair BCE on PK batches; bce: the seed's pair BCE only
-    p: int = 16
-    k: int = 4
-    pair_batch: int = 32  # pairs per batch in bce mode (2x images)
-    hard_negatives: float = 0.0  # bce mode: share of negatives mined with the current model each epoch
-    epochs: int = 120
-    optimizer: str = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 10
-    schedule: str = "step"  # step | cosine
-    milestones: list[int] = field(default_factory=lambda: [40, 70])
-    gamma: float = 0.1
-    label_smoothing: float = 0.1
-    margin: float = 0.3
-    triplet_norm: bool = True  # triplet on unit vectors; False: raw features, the exact Bag-of-Tricks loss
-    id_weight: float = 1.0
-    triplet_weight: float = 1.0
-    pair_weight: float = 1.0
-    erasing: float = 0.5
-    freeze_epochs: int = 0  # train only the new heads (BNNeck, classifier, pair head) this many epochs first
-    max_images: int = 0
-    max_ids: int = 0
-    eval_every: int = 0
-    eval_max_ids: int = 0
-    max_steps_per_epoch: int = 0
-    workers: int = 2
-    amp: bool = True
-    compile: bool = False  # torch.compile the backbone (worth it on GPUs for long runs)
-    sync_bn: bool = True  # under torchrun: BatchNorm statistics over the global batch
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
+    data: str = arg("", "dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or one folder per identity",
+                    "data", required=True)
+    extra_data: list[str] = arg([], "more training sets (any layout; their training identities join, kept apart "
+                                "from the --data ones, e.g. ../shared/data/cuhk03); evaluation stays on --data",
+                                "data", metavar="DIR")
+    layout: str = arg("auto", "auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders",
+                      "data")
+    height: int = arg(256, "input height in pixels", "data")
+    width: int = arg(128, "input width in pixels", "data")
+    max_ids: int = arg(0, "train on this many identities (0: all)", "data")
+    max_images: int = arg(0, "train on at most this many images (0: all)", "data")
+    erasing: float = arg(0.5, "random-erasing probability", "data")
+    workers: int = arg(2, "data-loader processes", "data")
+    backbone: str = arg("resnet50", "any timm model name", "model")
+    pretrained: bool = arg(True, "start from random weights instead of timm's ImageNet weights (needs the HF hub)",
+                           "model")
+    init_weights: str = arg("", "local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth), "
+                            "or a re-id model to fine-tune", "model")
+    embed_dim: int = arg(0, "embedding width (0: the backbone's)", "model")
+    last_stride: int = arg(1, "1: the last down-sampling stage keeps its input size (output stride 16; ResNets "
+                           "and EfficientNets)", "model", choices=[1, 2])
+    norm: str = arg("auto", "input normalisation, applied inside the model: auto = what the backbone's ImageNet "
+                    "weights were trained with; imagenet = ImageNet mean/std; tf = (x - 127) / 128", "model",
+                    choices=["auto", "imagenet", "tf"])
+    loss: str = arg("metric", "metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; bce: "
+                    "pair BCE only on sampled pairs (the seed's recipe)", "loss", choices=["metric", "bce"])
+    p: int = arg(16, "P: identities per PK batch", "loss", "--ids-per-batch", "--p")
+    k: int = arg(4, "K: images per identity in a PK batch (under torchrun spell these two long: torchrun takes "
+                 "--p as its own option)", "loss", "--images-per-id", "--k")
+    pair_batch: int = arg(32, "pairs per batch with --loss bce (2x images)", "loss")
+    hard_negatives: float = arg(0.0, "--loss bce: fraction of negatives mined with the current model each epoch",
+                                "loss")
+    label_smoothing: float = arg(0.1, "ID cross-entropy label smoothing", "loss")
+    margin: float = arg(0.3, "triplet margin", "loss")
+    triplet_norm: bool = arg(True, "triplet on raw (unnormalised) features, as in Bag-of-Tricks; the default "
+                             "measures it between unit vectors, which trains faster (BENCHMARKS.md section 1)",
+                             "loss", "--raw-triplet")
+    id_weight: float = arg(1.0, "weight of the ID cross-entropy", "loss")
+    triplet_weight: float = arg(1.0, "weight of the triplet loss", "loss")
+    pair_weight: float = arg(1.0, "weight of the pair BCE in metric mode", "loss")
+    epochs: int = arg(120, "epochs", "optimisation")
+    freeze_epochs: int = arg(0, "train only the new heads (BNNeck, classifier, pair head) for this many epochs "
+                             "first", "optimisation")
+    optimizer: str = arg("adam", "optimiser", "optimisation", choices=["adam", "sgd"])
+    lr: float = arg(3.5e-4, "peak learning rate", "optimisation")
+    weight_decay: float = arg(5e-4, "weight decay", "optimisation")
+    warmup_epochs: int = arg(10, "linear warm-up length", "optimisation")
+    schedule: str = arg("step", "learning-rate schedule after the warm-up", "optimisation", choices=["step", "cosine"])
+    milestones: list[int] = arg([40, 70], "step schedule: epochs to x gamma", "optimisation")
+    gamma: float = arg(0.1, "step schedule: the factor at each milestone", "optimisation")
+    max_steps_per_epoch: int = arg(0, "cap steps (0: none)", "optimisation")
+    amp: bool = arg(True, "fp32 instead of bf16/fp16 autocast", "optimisation")
+    compile: bool = arg(False, "torch.compile the backbone (pays off on long GPU runs)", "optimisation")
+    sync_bn: bool = arg(True, "under torchrun: per-process BatchNorm statistics instead of global-batch ones",
+                        "optimisation")
+    device: str = arg("auto", "auto | cpu | cuda | cuda:N", "optimisation")
+    seed: int = arg(0, "random seed", "optimisation")
+    out: str = arg("runs", "folder for runs", "run")
+    name: str = arg("exp", "run name: runs/<name>/", "run")
+    resume: bool = arg(False, "continue runs/<name>/last.safetensors with the run's own config.json (only "
+                       "--epochs, --workers, --device, --eval-* and --compile may change)", "run")
+    eval_every: int = arg(0, "evaluate every N epochs (0: never)", "run")
+    eval_max_ids: int = arg(0, "evaluate on this many test identities (0: the full query/gallery split)", "run")
 
     @property
     def run_dir(self) -> Path:

@@ -19,6 +19,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("REID_ENGINE", "torch")  # no ONNX export per tiny test model; test_engine.py tests "auto"
 
 
 def person(pid: int, cam: int, k: int, size: tuple[int, int] = (32, 64)) -> Image.Image:
