@@ -109,7 +109,8 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
 
 def test_person_screen_passes_market_crops() -> None:
     """The "does not look like a person crop" warning flags under 0.1 % of Market's real query + gallery
-    crops (junk and distractor boxes included): it is for blanks and noise, not for hard crops."""
+    crops (junk and distractor boxes included; a fixed quarter of them): it is for blanks and noise, not for
+    hard crops."""
     from PIL import Image
 
     from reid_core.screen import person_warning
@@ -117,5 +118,6 @@ def test_person_screen_passes_market_crops() -> None:
     root = Path(DATA)
     files = sorted((root / "query").glob("*.jpg")) + sorted((root / "bounding_box_test").glob("*.jpg"))
     assert len(files) == 3368 + 19732
+    files = files[::4]  # every 4th crop keeps CI short; bench/gallery_store.py --data scores all 23,100 (0 flagged)
     flagged = [p.name for p in files if person_warning(Image.open(p))]
     assert len(flagged) < 0.001 * len(files), flagged[:10]
