@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start(market: Path, out: Path, name: str, loss: str, nproc: int) -> tuple[subprocess.Popen, Path]:
-    """Launch a training run (one process, or torchrun with nproc)."""
+    """Launch a training run (one process, or torchrun with nproc); runs side by side overlap their start-up."""
     flags = (f"--name {name} --backbone resnet18 --no-pretrained --height 64 --width 32 --loss {loss} "
              "--ids-per-batch 4 --images-per-id 4 --pair-batch 8 --epochs 2 --lr 1e-3 --warmup-epochs 1 "
              "--erasing 0.5 --workers 0 --no-amp --device cpu --seed 3 --eval-every 2")
@@ -41,8 +41,8 @@ def finish(run: tuple[subprocess.Popen, Path]) -> Path:
 
 @pytest.mark.parametrize("loss", ["metric", "bce"])
 def test_two_processes_match_one(market_big: Path, tmp_path: Path, loss: str) -> None:
-    one = finish(start(market_big, tmp_path, "one", loss, 1))  # one after the other: side by side, 3 processes
-    two = finish(start(market_big, tmp_path, "two", loss, 2))  # on 2 cores took longer than in turn
+    runs = [start(market_big, tmp_path, "one", loss, 1), start(market_big, tmp_path, "two", loss, 2)]
+    one, two = (finish(r) for r in runs)  # side by side: their start-ups (imports) overlap
     with open(one / "log.csv") as f1, open(two / "log.csv") as f2:
         rows1, rows2 = list(csv.DictReader(f1)), list(csv.DictReader(f2))
     assert [r["step"] for r in rows1] == [r["step"] for r in rows2] and len(rows1) == 2
