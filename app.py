@@ -42,6 +42,7 @@ from reid_core import (
     Match,
     ReID,
     agreement_picture,
+    atomic_write,
     framed,
     parse_identity,
     person_warning,
@@ -118,10 +119,7 @@ class PictureFiles:
         data = buf.getvalue()
         path = self.folder / f"{hashlib.blake2b(data, digest_size=12).hexdigest()}.png"
         if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: tmp.write_bytes(data))
         os.utime(path)
         self._sweep()
         return str(path)

@@ -5,7 +5,7 @@ The public API, what the app, train.py and notebooks stand on:
 - galleries: `Gallery` (one SQLite file), `Galleries` (private per session, or shared), `AddReport`, `Match`,
   `GalleryError`, `ranking_ap`, `RERANK_POOL`;
 - inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`;
-- pictures: `agreement_picture`, `framed`;
+- pictures: `agreement_picture`, `framed`; files: `atomic_write` (temp file, then rename);
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`.
@@ -14,6 +14,7 @@ The public API, what the app, train.py and notebooks stand on:
 
 from .api import Comparison, ReID
 from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
+from .files import atomic_write
 from .gallery import AddReport, Galleries, Gallery, GalleryError, Match, ranking_ap
 from .images import ImageError, load_image
 from .index import RERANK_POOL
@@ -35,7 +36,8 @@ from .uploads import read_image
 
 __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AddReport", "Comparison", "DatasetError", "Galleries", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
-           "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "create_model", "framed",
+           "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "atomic_write",
+           "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
            "ranking_ap", "read_image", "resolve_weights", "save_model", "verification"]
 __version__ = "0.1.0"

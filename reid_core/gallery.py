@@ -106,6 +106,11 @@ def _ids(name: str) -> tuple[int | None, int | None]:
     return parse_identity(name) or (None, None)
 
 
+def _load(picture: bytes | None, path: str | None) -> Image.Image:
+    """A row's image: its stored picture, else the user's file it points at."""
+    return load_image(picture if picture is not None else path)
+
+
 def _counted(items: Iterable[Any], progress: Callable[[int], None] | None) -> Iterator[Any]:
     """The items, calling progress(n) once the n-th has been dealt with (added or skipped alike)."""
     for done, item in enumerate(items, start=1):
@@ -219,7 +224,7 @@ class Gallery:
                 for s in range(0, n, self.batch_size):
                     chunk = rows[s:s + self.batch_size]
                     try:
-                        imgs = [load_image(r[2] if r[2] is not None else r[3]) for r in chunk]
+                        imgs = [_load(r[2], r[3]) for r in chunk]
                     except ImageError as e:
                         raise GalleryError(f"{self.path.name}: embedded by other weights and cannot be re-embedded "
                                            f"({e}); clear it or open it with the weights that built it") from e
@@ -249,7 +254,7 @@ class Gallery:
             row = conn.execute("SELECT picture, path FROM images WHERE id = ?", (id_,)).fetchone()
         if row is None:
             raise GalleryError(f"{self.path.name}: no image {id_!r}")
-        return load_image(row[0] if row[0] is not None else row[1])
+        return _load(*row)
 
     def search(self, query: np.ndarray, k: int | None = None, rerank: bool = False, pictures: int = 0,
                exact: bool = False) -> list[Match]:
@@ -267,7 +272,7 @@ class Gallery:
                    for s, r in zip(scores[0], rows[0], strict=True)]
             for m in out[:pictures]:
                 row = conn.execute("SELECT picture, path FROM images WHERE id = ?", (m.id,)).fetchone()
-                m.picture = load_image(row[0] if row[0] is not None else row[1])
+                m.picture = _load(*row)
         return out
 
     # --- writing --------------------------------------------------------------------------------------------
