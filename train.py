@@ -22,14 +22,15 @@ from reid_core import DatasetError, TrainConfig, Trainer, WeightsError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every TrainConfig field is a flag, with the help its dataclass field carries: one source per setting."""
+    """Every TrainConfig field is a flag, with the help its dataclass field carries (the network's fields are
+    reid_core's Architecture, shared with the ModelConfig saved beside the weights): one source per setting."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    groups: dict[str, argparse._ArgumentGroup] = {}
+    groups = {title: ap.add_argument_group(title) for title in ("data", "model", "loss", "optimisation", "run")}
     default = TrainConfig()
     for f in fields(TrainConfig):
         meta = dict(f.metadata)
         title, flags, value = meta.pop("group"), meta.pop("flags"), getattr(default, f.name)
-        group = groups.setdefault(title, ap.add_argument_group(title)) if title not in groups else groups[title]
+        group = groups[title]
         dashed = f.name.replace("_", "-")
         if isinstance(value, bool):  # a True default is switched off by --no-NAME (or its own spelling)
             flags = flags or ((f"--no-{dashed}",) if value else (f"--{dashed}",))

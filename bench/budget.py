@@ -24,7 +24,7 @@ from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--init-weights", required=True, help="ImageNet weights (python -m reid_core.convert ...)")
+    ap.add_argument("--init-weights", required=True, help="ImageNet weights (python -m reid_core convert ...)")
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=64)

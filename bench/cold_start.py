@@ -9,44 +9,19 @@ Prints each run's seconds to "server answers HTTP", and to the first compare res
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from app_process import ROOT, start_app  # bench/ is the script's folder: on sys.path
 
 
 def one_run(weights: str, tmp: Path) -> tuple[float, float, float]:
     from gradio_client import Client, handle_file
 
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--weights", weights, "--port", str(port),
-                             "--data-dir", str(tmp / f"store{port}")], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url, t_http = start_app(["--weights", weights, "--data-dir", str(tmp / f"store{time.monotonic_ns()}")])
     try:
-        url = f"http://127.0.0.1:{port}/"
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                    raise RuntimeError("app did not start") from None
-                time.sleep(0.1)
-        t_http = time.perf_counter() - t0
         people = sorted((ROOT / "examples" / "people").glob("*.png"))
         result = Client(url, verbose=False).predict(handle_file(str(people[0])), handle_file(str(people[1])),
                                                     api_name="/compare")

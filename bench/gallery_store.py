@@ -3,8 +3,9 @@ person screen's statistics on real crops.
 
     python bench/gallery_store.py [--weights weights/model.safetensors] [--images 500] [--data MARKET_DIR]
 
-Adds `--images` synthetic crops (one transaction), then times searches (the whole gallery ranked, 10
-pictures read from the same snapshot) and a clear. `--data`: the screen's grey-level spread and neighbour
+Loads the weights (the engine `ReID.load` picks on this machine, or $REID_ENGINE), times embedding one query and
+comparing two crops, adds `--images` synthetic crops (one transaction), then times searches (the whole gallery
+ranked, 10 pictures read from the same snapshot) and a clear. `--data`: the screen's grey-level spread and neighbour
 correlation over Market's query + bounding_box_test crops, and how many it flags.
 """
 
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,15 @@ def strip_png(w: int, h: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def median_ms(call: Callable[[], object], n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights")
@@ -68,8 +79,14 @@ def main() -> None:
     print(f"2 x 19,000,000 PNG ({len(strip) / 1024:.0f} KB): refused in median {statistics.median(times) * 1e3:.2f} ms"
           f" ({why})")
 
+    t0 = time.perf_counter()
     reid = ReID.load(args.weights, "cpu")
+    print(f"load {time.perf_counter() - t0:.1f} s; engine: {reid.engine}")
     uploads = [(f"p{k:05d}.png", crop(k)) for k in range(args.images)]
+    a, b = (Image.open(io.BytesIO(uploads[k][1])) for k in (0, 1))
+    for what, call in (("embed one query", lambda: reid.embed(a)), ("compare two crops", lambda: reid.compare(a, b))):
+        median_ms(call, args.searches)  # warm-up: the first calls of a new batch shape are slower on every engine
+        print(f"{what}: median {median_ms(call, args.searches):.1f} ms of {args.searches} (after {args.searches})")
     with tempfile.TemporaryDirectory() as d:
         g = reid.gallery(Path(d) / "gallery.sqlite")
         t0 = time.perf_counter()

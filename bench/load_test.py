@@ -13,27 +13,19 @@ its memory before the load. Synthetic example people only; no dataset images.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from app_process import ROOT, start_app  # bench/ is the script's folder: on sys.path
+
 PEOPLE = sorted((ROOT / "examples" / "people").glob("*.png"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def memory_mib(pid: int, field: str) -> float:
@@ -44,24 +36,11 @@ def memory_mib(pid: int, field: str) -> float:
     raise KeyError(field)
 
 
-def start_app(args: argparse.Namespace, data_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-           str(data_dir / "store"), "--runs-dir", str(data_dir / "runs"), "--concurrency", str(args.concurrency),
-           "--queue-size", str(args.queue_size), "--shared-gallery"]
-    cmd += ["--weights", args.weights] if args.weights else []
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url, t0 = f"http://127.0.0.1:{port}/", time.time()
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.time() - t0 > 300:
-                proc.kill()
-                raise RuntimeError("the app did not start") from None
-            time.sleep(0.2)
+def launch(args: argparse.Namespace, data_dir: Path) -> tuple[subprocess.Popen, str]:
+    flags = ["--data-dir", str(data_dir / "store"), "--runs-dir", str(data_dir / "runs"), "--concurrency",
+             str(args.concurrency), "--queue-size", str(args.queue_size), "--shared-gallery"]
+    proc, url, _ = start_app(flags + (["--weights", args.weights] if args.weights else []))
+    return proc, url
 
 
 def user(url: str, seed: int, deadline: float, log: list[tuple[str, float, str]]) -> None:
@@ -102,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client, handle_file
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_app(args, Path(tmp))
+        proc, url = launch(args, Path(tmp))
         try:
             warm = Client(url, verbose=False)
             status = warm.predict([handle_file(p) for p in PEOPLE], api_name="/add_to_gallery")

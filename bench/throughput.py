@@ -1,5 +1,5 @@
 """Embedding throughput: the whole pipeline (decode, resize, normalise, model: reid_core.embed.embed_records,
-what `python -m reid_core.embed` and evaluation run) vs the raw forward on already-prepared batches of the same
+what `python -m reid_core embed` and evaluation run) vs the raw forward on already-prepared batches of the same
 size, for torch fp32, torch channels_last + bf16 autocast (forced, even where emulated) and ONNX Runtime.
 
     python bench/throughput.py --weights weights/model.safetensors --images DIR [--n 2048] [--batch 64]

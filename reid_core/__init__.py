@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Trainer/TrainConfig on first use: `python -m reid_core.evaluate` must not pre-import its own module."""
+    """Trainer/TrainConfig on first use: the app and the inference API never need the training loop."""
     if name in ("Trainer", "TrainConfig"):
         from . import trainer
 

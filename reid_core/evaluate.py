@@ -1,13 +1,12 @@
-"""Embed query and gallery, then score them the way the field does.
+"""The evaluation entry: embed query and gallery (any engine), then score them the way the field does.
 
-    python -m reid_core.evaluate --weights weights/model.safetensors --data ../shared/data/market1501
+`python -m reid_core evaluate --data DIR` runs it on the engine ReID.load picks; training calls it on its
+live torch model every few epochs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,31 +16,25 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from .datasets import Record, ReIDData, load_dataset
-from .embed import TorchEmbedder, embed_records
+from .datasets import Record, ReIDData
+from .embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
 from .files import atomic_write, atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
-from .model import WEIGHTS_HELP, SiameseReID, WeightsError, config_path, load_model, resolve_weights
+from .model import SiameseReID, config_path
 
 
-def extract(model: SiameseReID, records: Sequence[Record], batch_size: int = 64, workers: int | None = None,
-            amp: bool = True, desc: str = "embed", progress: bool = True, mirror: bool = False) -> np.ndarray:
-    """L2-normalised embeddings for records, batched, no grad, channels_last + bf16 where it helps;
-    `mirror` embeds each image's mirror image instead."""
-    was_training = model.training
-    model.eval()
+def extract(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, threads: int | None = None,
+            desc: str = "embed", progress: bool = True) -> np.ndarray:
+    """L2-normalised embeddings of records (every one: an unreadable image raises ImageError)."""
+    model = embedder.model  # a torch model in training mode embeds in eval mode, then goes back
+    was_training = model is not None and model.training
+    if was_training:
+        model.eval()
     try:
-        embedder = TorchEmbedder(model, amp, mirror=mirror)
-        return embed_records(embedder, records, batch_size, workers, desc, progress)[0]
+        return embed_records(embedder, records, batch_size, threads, desc, progress)[0]
     finally:
-        model.train(was_training)
-
-
-def flip_average(f: np.ndarray, f_mirror: np.ndarray) -> np.ndarray:
-    """Test-time flip: the mean of an image's and its mirror image's unit embeddings, re-normalised (what
-    SiameseReID.embed(x, flip=True) gives in one call)."""
-    s = f + f_mirror
-    return s / np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
+        if was_training:
+            model.train()
 
 
 def verification_pairs(q: Sequence[Record], g: Sequence[Record], seed: int = 0) -> np.ndarray:
@@ -77,10 +70,13 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
 
 
 def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
-             batch_size: int = 64, workers: int | None = None, amp: bool = True, do_rerank: bool = False,
-             progress: bool = True, flip: bool = False, features: str | Path | None = None,
-             curves: dict[str, list[float]] | None = None) -> dict[str, float]:
+             batch_size: int = 64, threads: int | None = None, embedder: Embedder | None = None,
+             do_rerank: bool = False, progress: bool = True, flip: bool = False,
+             features: str | Path | None = None, curves: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Market-protocol ranking metrics plus pair verification (pair head and cosine), on plain features.
+
+    `embedder`: what embeds the images (ReID.embedder: the engine chosen on this machine); default the model
+    in torch fp32. The pair head always runs in torch, on those embeddings.
 
     `do_rerank` adds the k-reciprocal re-ranked figures beside them (keys `rerank_*`), `flip` the
     flip-averaged ones (`flip_*`, and `flip_rerank_*` with both): one extra embedding pass of the mirror images.
@@ -99,10 +95,11 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
         raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "
                          f"{len(feats['gallery'])}, not {len(query)} x {len(gallery)})")
+    plain = embedder or TorchEmbedder(model)
     for name, records, mirror in (("query", query, False), ("gallery", gallery, False),
                                   ("query_mirror", query, True), ("gallery_mirror", gallery, True)):
         if name not in feats and (flip or not mirror):
-            feats[name] = extract(model, records, batch_size, workers, amp, name, progress, mirror=mirror)
+            feats[name] = extract(Mirrored(plain) if mirror else plain, records, batch_size, threads, name, progress)
             if features:
                 # after each part (atomically): a long run stopped midway keeps what it did
                 atomic_write(features, lambda tmp: save_file(feats, str(tmp)))
@@ -181,58 +178,6 @@ def format_metrics(m: dict[str, float], prefix: str = "") -> str:
     return "  ".join(f"{label} {100 * m[prefix + k]:.1f}" for k, label in keys if prefix + k in m)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", help=WEIGHTS_HELP)
-    ap.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
-                                                                "(read with torch.load(weights_only=True))")
-    ap.add_argument("--data", required=True, help="dataset root (any supported layout)")
-    ap.add_argument("--layout", default="auto")
-    ap.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
-    ap.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
-                                                          "(k1=20, k2=6, lambda=0.3)")
-    ap.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
-                                                        "with its mirror image's; 2x the embedding time)")
-    ap.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--workers", type=int, help="embedding threads (default: one per CPU thread torch uses)")
-    ap.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--json", help="also write the metrics to this JSON file")
-    ap.add_argument("--features", help="keep the embeddings in this .safetensors file and reuse them on the next "
-                                       "call (same weights and data: re-score with --rerank without re-embedding)")
-    ap.add_argument("--record", action="store_true",
-                    help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
-    args = ap.parse_args(argv)
-    args.weights = resolve_weights(args.weights)
-    try:
-        model = load_model(args.weights, args.device, args.allow_pickle)
-        data = load_dataset(args.data, args.layout)
-    except (WeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    query, gallery = subset_eval(data, args.max_ids)
-    curves: dict[str, list[float]] = {}
-    try:
-        m = evaluate(model, query, gallery, args.metric, args.batch_size, args.workers, not args.no_amp,
-                     args.rerank, flip=args.flip, features=args.features, curves=curves)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_metrics(m))
-    for prefix, what in (("rerank_", "re-ranked"), ("flip_", "flip"), ("flip_rerank_", "flip + re-ranked")):
-        if prefix + "rank1" in m:
-            print(f"{what}: {format_metrics(m, prefix)}")
-    print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(m, indent=2))
-    if args.record:
-        scope = f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no re-ranking)"
-        record_metrics(args.weights, m, scope, curves)
-        print(f"recorded in {config_path(args.weights)}")
-    return 0
-
-
 def record_metrics(weights: str | Path, m: dict[str, float], scope: str,
                    curves: dict[str, list[float]] | None = None) -> None:
     """Make these the weights' headline metrics (what the app's Model tab shows) and store the thresholds
@@ -247,6 +192,3 @@ def record_metrics(weights: str | Path, m: dict[str, float], scope: str,
         extra["curves"] = curves
     atomic_write_text(path, json.dumps(cfg, indent=2))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -282,9 +282,8 @@ class Gallery:
         or a kill leaves the gallery as it was. Each bad upload is skipped with a line naming it."""
         report = AddReport()
         with self._writer, self._connect() as conn, self._transaction(conn, write=True):
-            index = self._index(conn)
-            have = {m["id"]: m["name"] for m in index.metadata}
-            room = self.limits.max_gallery - len(index)
+            have = self._names(conn)
+            room = self.limits.max_gallery - len(have)
             batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, the picture as stored)
             for name, data in _counted(uploads, progress):
                 if report.added + len(batch) >= room:
@@ -329,10 +328,10 @@ class Gallery:
 
     def add_paths(self, paths: Sequence[str | Path], embeddings: np.ndarray | None = None) -> int:
         """Rows that point at files instead of holding pictures (a CLI gallery over the user's own folder),
-        embedded here unless `embeddings` (from `python -m reid_core.embed`) are given. One transaction."""
+        embedded here unless `embeddings` (from `python -m reid_core embed`) are given. One transaction."""
         paths = [str(Path(p).resolve()) for p in paths]
         with self._writer, self._connect() as conn, self._transaction(conn, write=True):
-            have = set(self._index(conn).ids)
+            have = self._names(conn)
             new = [(k, p) for k, p in enumerate(paths) if self._path_id(p) not in have]
             for s in range(0, len(new), self.batch_size):
                 chunk = new[s:s + self.batch_size]
@@ -342,6 +341,11 @@ class Gallery:
             if new:
                 self._bump(conn)
         return len(new)
+
+    @staticmethod
+    def _names(conn: sqlite3.Connection) -> dict[str, str]:
+        """id -> name of every row: what an add checks for duplicates and room (no index, no embeddings read)."""
+        return dict(conn.execute("SELECT id, name FROM images").fetchall())
 
     @staticmethod
     def _path_id(path: str) -> str:

@@ -24,6 +24,7 @@ from torch import nn
 from .errors import WeightsError as WeightsError  # raised here; re-exported for callers
 from .files import atomic_save_file, atomic_write_text
 from .pretrained import offline_imagenet_file
+from .settings import setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,13 +48,24 @@ def normalisation(norm: str, backbone: str) -> tuple[tuple[float, ...], tuple[fl
 
 
 @dataclass
-class ModelConfig:
-    backbone: str = "resnet50"
-    height: int = 256
-    width: int = 128
-    embed_dim: int = 0  # 0: the backbone's own feature width (2048 for resnet50), no projection
+class Architecture:
+    """What the network is, declared once: ModelConfig (saved with the weights) and TrainConfig (train.py's flags)
+    both start with these fields."""
+
+    backbone: str = setting("resnet50", "any timm model name", "model")
+    height: int = setting(256, "input height in pixels", "model")
+    width: int = setting(128, "input width in pixels", "model")
+    embed_dim: int = setting(0, "embedding width (0: the backbone's own feature width, no projection)", "model")
+    last_stride: int = setting(1, "1: the last down-sampling stage keeps its input size (output stride 16, a "
+                               "Bag-of-Tricks trick; ResNets and EfficientNets)", "model", choices=[1, 2])
+
+    def architecture(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(Architecture)}
+
+
+@dataclass
+class ModelConfig(Architecture):
     num_classes: int = 0  # training identities; 0 at inference
-    last_stride: int = 1  # 1 doubles the final feature map (output stride 16; a Bag-of-Tricks trick)
     mean: tuple[float, ...] = IMAGENET_MEAN  # input normalisation, applied inside the model (pixels in 0..1 units)
     std: tuple[float, ...] = IMAGENET_STD
     extra: dict[str, Any] = field(default_factory=dict)  # free-form facts: data, metrics, threshold

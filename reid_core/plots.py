@@ -1,17 +1,15 @@
-"""Plotly figures from training logs (runs/<name>/log.csv) and from the curves `python -m reid_core.evaluate
+"""Plotly figures from training logs (runs/<name>/log.csv) and from the curves `python -m reid_core evaluate
 --record` keeps with the weights, for the app and notebooks.
 
 Logs are read while training appends to them, so a torn last line or an empty file must give a clear
 message or a partial plot, never a traceback. No model imports: this stays cheap to import.
 
-    python -m reid_core.plots runs/exp/log.csv [--html curves.html]   # last epoch's numbers, optional page
+    python -m reid_core plots runs/exp/log.csv [--html curves.html]   # last epoch's numbers, optional page
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -118,7 +116,7 @@ def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float
     """The Model tab's pictures, from the weights' recorded curves (evaluate.curve_data): the CMC curve, the pair
     head's same/different score distributions on held-out pairs with the calibrated threshold, the ROC."""
     c = curves or {}
-    empty = "not recorded: run python -m reid_core.evaluate --record"
+    empty = "not recorded: run python -m reid_core evaluate --record"
     cmc, roc, dist = go.Figure(), go.Figure(), go.Figure()
     if c.get("cmc"):
         ranks = list(range(1, len(c["cmc"]) + 1))
@@ -144,27 +142,3 @@ def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float
     return {"cmc": styled(cmc, "CMC: rank-k accuracy", "rank k", empty),
             "scores": styled(dist, "Same-person probability, held-out pairs", "probability", empty),
             "roc": styled(roc, "ROC of the pair head, held-out pairs", "false positive rate", empty)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Summarise training logs, and optionally write their curves.")
-    ap.add_argument("logs", nargs="+", type=Path, help="log.csv files written by train.py")
-    ap.add_argument("--html", type=Path, help="write the four figures to this HTML file")
-    args = ap.parse_args(argv)
-    try:
-        df = read_runs({str(p): p for p in args.logs})
-    except LogError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for run, part in df.groupby("run", sort=False):
-        last = part.iloc[-1]
-        cells = [f"{c} {last[c]:.4g}" for c in (*LOSS_COLUMNS[:1], *EVAL_COLUMNS) if c in part and pd.notna(last[c])]
-        print(f"{run}: {len(part)} epoch(s), last epoch {last['epoch']:.0f}: {', '.join(cells) or 'no numbers'}")
-    if args.html:
-        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs="cdn") for f in figures(df).values()))
-        print(f"wrote {args.html}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

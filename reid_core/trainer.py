@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,92 +28,91 @@ from tqdm import tqdm
 from . import distributed, losses
 from .datasets import Record, ReIDData, combine, load_dataset, relabel
 from .distributed import RankShare, World, gather_cat, gather_rows
+from .embed import TorchEmbedder
 from .evaluate import extract, format_metrics, score, subset_eval
 from .files import atomic_save_file, atomic_write_text
 from .images import ImageDataset, PairDataset, train_transform
-from .model import ModelConfig, SiameseReID, WeightsError, create_model, normalisation, read_state_dict, save_model
+from .model import (
+    Architecture,
+    ModelConfig,
+    SiameseReID,
+    WeightsError,
+    create_model,
+    normalisation,
+    read_state_dict,
+    save_model,
+)
 from .precision import autocast
 from .samplers import PairSampler, PKSampler
+from .settings import setting
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair", "train_acc", "train_pair_acc",
                "rank1", "rank5", "mAP", "mINP", "pair_auc", "pair_accuracy", "cos_accuracy", "images_per_s",
                "seconds"]
 
 
-def arg(default: Any, help: str, group: str, *flags: str, **argparse: Any) -> Any:
-    """A TrainConfig field with its command line: train.py builds its parser from these, so a setting is
-    declared once. `flags` default to --field-name (a True bool becomes --no-field-name)."""
-    meta = {"help": help, "group": group, "flags": flags, **argparse}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
 @dataclass
-class TrainConfig:
-    data: str = arg("", "dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or one folder per identity",
-                    "data", required=True)
-    extra_data: list[str] = arg([], "more training sets (any layout; their training identities join, kept apart "
-                                "from the --data ones, e.g. ../shared/data/cuhk03); evaluation stays on --data",
-                                "data", metavar="DIR")
-    layout: str = arg("auto", "auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders",
-                      "data")
-    height: int = arg(256, "input height in pixels", "data")
-    width: int = arg(128, "input width in pixels", "data")
-    max_ids: int = arg(0, "train on this many identities (0: all)", "data")
-    max_images: int = arg(0, "train on at most this many images (0: all)", "data")
-    erasing: float = arg(0.5, "random-erasing probability", "data")
-    workers: int = arg(2, "data-loader processes", "data")
-    backbone: str = arg("resnet50", "any timm model name", "model")
-    pretrained: bool = arg(True, "start from random weights instead of timm's ImageNet weights (needs the HF hub)",
-                           "model")
-    init_weights: str = arg("", "local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth), "
-                            "or a re-id model to fine-tune", "model")
-    embed_dim: int = arg(0, "embedding width (0: the backbone's)", "model")
-    last_stride: int = arg(1, "1: the last down-sampling stage keeps its input size (output stride 16; ResNets "
-                           "and EfficientNets)", "model", choices=[1, 2])
-    norm: str = arg("auto", "input normalisation, applied inside the model: auto = what the backbone's ImageNet "
-                    "weights were trained with; imagenet = ImageNet mean/std; tf = (x - 127) / 128", "model",
-                    choices=["auto", "imagenet", "tf"])
-    loss: str = arg("metric", "metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; bce: "
-                    "pair BCE only on sampled pairs (the seed's recipe)", "loss", choices=["metric", "bce"])
-    p: int = arg(16, "P: identities per PK batch", "loss", "--ids-per-batch", "--p")
-    k: int = arg(4, "K: images per identity in a PK batch (under torchrun spell these two long: torchrun takes "
-                 "--p as its own option)", "loss", "--images-per-id", "--k")
-    pair_batch: int = arg(32, "pairs per batch with --loss bce (2x images)", "loss")
-    hard_negatives: float = arg(0.0, "--loss bce: fraction of negatives mined with the current model each epoch",
-                                "loss")
-    label_smoothing: float = arg(0.1, "ID cross-entropy label smoothing", "loss")
-    margin: float = arg(0.3, "triplet margin", "loss")
-    triplet_norm: bool = arg(True, "triplet on raw (unnormalised) features, as in Bag-of-Tricks; the default "
-                             "measures it between unit vectors, which trains faster (BENCHMARKS.md section 1)",
-                             "loss", "--raw-triplet")
-    id_weight: float = arg(1.0, "weight of the ID cross-entropy", "loss")
-    triplet_weight: float = arg(1.0, "weight of the triplet loss", "loss")
-    pair_weight: float = arg(1.0, "weight of the pair BCE in metric mode", "loss")
-    epochs: int = arg(120, "epochs", "optimisation")
-    freeze_epochs: int = arg(0, "train only the new heads (BNNeck, classifier, pair head) for this many epochs "
-                             "first", "optimisation")
-    optimizer: str = arg("adam", "optimiser", "optimisation", choices=["adam", "sgd"])
-    lr: float = arg(3.5e-4, "peak learning rate", "optimisation")
-    weight_decay: float = arg(5e-4, "weight decay", "optimisation")
-    warmup_epochs: int = arg(10, "linear warm-up length", "optimisation")
-    schedule: str = arg("step", "learning-rate schedule after the warm-up", "optimisation", choices=["step", "cosine"])
-    milestones: list[int] = arg([40, 70], "step schedule: epochs to x gamma", "optimisation")
-    gamma: float = arg(0.1, "step schedule: the factor at each milestone", "optimisation")
-    max_steps_per_epoch: int = arg(0, "cap steps (0: none)", "optimisation")
-    amp: bool = arg(True, "fp32 instead of bf16/fp16 autocast", "optimisation")
-    compile: bool = arg(False, "torch.compile the backbone (pays off on long GPU runs)", "optimisation")
-    sync_bn: bool = arg(True, "under torchrun: per-process BatchNorm statistics instead of global-batch ones",
-                        "optimisation")
-    device: str = arg("auto", "auto | cpu | cuda | cuda:N", "optimisation")
-    seed: int = arg(0, "random seed", "optimisation")
-    out: str = arg("runs", "folder for runs", "run")
-    name: str = arg("exp", "run name: runs/<name>/", "run")
-    resume: bool = arg(False, "continue runs/<name>/last.safetensors with the run's own config.json (only "
-                       "--epochs, --workers, --device, --eval-* and --compile may change)", "run")
-    eval_every: int = arg(0, "evaluate every N epochs (0: never)", "run")
-    eval_max_ids: int = arg(0, "evaluate on this many test identities (0: the full query/gallery split)", "run")
+class TrainConfig(Architecture):
+    """Every setting of a training run (its flags: train.py); the network's own fields come from Architecture."""
+
+    data: str = setting("", "dataset root: Market-1501, DukeMTMC-reID, MSMT17, CUHK03 or one folder per identity",
+                        "data", required=True)
+    extra_data: list[str] = setting([], "more training sets (any layout; their training identities join, kept apart "
+                                    "from the --data ones, e.g. ../shared/data/cuhk03); evaluation stays on --data",
+                                    "data", metavar="DIR")
+    layout: str = setting("auto", "auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders",
+                          "data")
+    max_ids: int = setting(0, "train on this many identities (0: all)", "data")
+    max_images: int = setting(0, "train on at most this many images (0: all)", "data")
+    erasing: float = setting(0.5, "random-erasing probability", "data")
+    workers: int = setting(2, "data-loader processes", "data")
+    pretrained: bool = setting(True, "start from random weights instead of timm's ImageNet weights (needs the HF hub)",
+                               "model")
+    init_weights: str = setting("", "local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth), "
+                                "or a re-id model to fine-tune", "model")
+    norm: str = setting("auto", "input normalisation, applied inside the model: auto = what the backbone's ImageNet "
+                        "weights were trained with; imagenet = ImageNet mean/std; tf = (x - 127) / 128", "model",
+                        choices=["auto", "imagenet", "tf"])
+    loss: str = setting("metric", "metric: ID (label smoothing) + batch-hard triplet + pair BCE on PK batches; bce: "
+                        "pair BCE only on sampled pairs (the seed's recipe)", "loss", choices=["metric", "bce"])
+    p: int = setting(16, "P: identities per PK batch", "loss", "--ids-per-batch", "--p")
+    k: int = setting(4, "K: images per identity in a PK batch (under torchrun spell these two long: torchrun takes "
+                     "--p as its own option)", "loss", "--images-per-id", "--k")
+    pair_batch: int = setting(32, "pairs per batch with --loss bce (2x images)", "loss")
+    hard_negatives: float = setting(0.0, "--loss bce: fraction of negatives mined with the current model each epoch",
+                                    "loss")
+    label_smoothing: float = setting(0.1, "ID cross-entropy label smoothing", "loss")
+    margin: float = setting(0.3, "triplet margin", "loss")
+    triplet_norm: bool = setting(True, "triplet on raw (unnormalised) features, as in Bag-of-Tricks; the default "
+                                 "measures it between unit vectors, which trains faster (BENCHMARKS.md section 1)",
+                                 "loss", "--raw-triplet")
+    id_weight: float = setting(1.0, "weight of the ID cross-entropy", "loss")
+    triplet_weight: float = setting(1.0, "weight of the triplet loss", "loss")
+    pair_weight: float = setting(1.0, "weight of the pair BCE in metric mode", "loss")
+    epochs: int = setting(120, "epochs", "optimisation")
+    freeze_epochs: int = setting(0, "train only the new heads (BNNeck, classifier, pair head) for this many epochs "
+                                 "first", "optimisation")
+    optimizer: str = setting("adam", "optimiser", "optimisation", choices=["adam", "sgd"])
+    lr: float = setting(3.5e-4, "peak learning rate", "optimisation")
+    weight_decay: float = setting(5e-4, "weight decay", "optimisation")
+    warmup_epochs: int = setting(10, "linear warm-up length", "optimisation")
+    schedule: str = setting("step", "learning-rate schedule after the warm-up", "optimisation",
+                            choices=["step", "cosine"])
+    milestones: list[int] = setting([40, 70], "step schedule: epochs to x gamma", "optimisation")
+    gamma: float = setting(0.1, "step schedule: the factor at each milestone", "optimisation")
+    max_steps_per_epoch: int = setting(0, "cap steps (0: none)", "optimisation")
+    amp: bool = setting(True, "fp32 instead of bf16/fp16 autocast", "optimisation")
+    compile: bool = setting(False, "torch.compile the backbone (pays off on long GPU runs)", "optimisation")
+    sync_bn: bool = setting(True, "under torchrun: per-process BatchNorm statistics instead of global-batch ones",
+                            "optimisation")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N", "optimisation")
+    seed: int = setting(0, "random seed", "optimisation")
+    out: str = setting("runs", "folder for runs", "run")
+    name: str = setting("exp", "run name: runs/<name>/", "run")
+    resume: bool = setting(False, "continue runs/<name>/last.safetensors with the run's own config.json (only "
+                           "--epochs, --workers, --device, --eval-* and --compile may change)", "run")
+    eval_every: int = setting(0, "evaluate every N epochs (0: never)", "run")
+    eval_max_ids: int = setting(0, "evaluate on this many test identities (0: the full query/gallery split)", "run")
 
     @property
     def run_dir(self) -> Path:
@@ -276,8 +275,7 @@ class Trainer:
             raise ValueError(f"{cfg.data}: no training images")
         num_classes = len({r.pid for r in self.train_records})
         mean, std = normalisation(cfg.norm, cfg.backbone)
-        mcfg = ModelConfig(backbone=cfg.backbone, height=cfg.height, width=cfg.width, embed_dim=cfg.embed_dim,
-                           num_classes=num_classes, last_stride=cfg.last_stride, mean=mean, std=std)
+        mcfg = ModelConfig(**cfg.architecture(), num_classes=num_classes, mean=mean, std=std)
         set_seed(cfg.seed)
         self.model = create_model(mcfg, pretrained=cfg.pretrained and not cfg.resume,
                                   init_weights=cfg.init_weights or None)
@@ -293,6 +291,7 @@ class Trainer:
             self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         fp16 = self.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)  # only fp16 needs loss scaling
+        self.embedder = TorchEmbedder(self.model, cfg.amp)  # the live model, for evaluation and pair mining
         self.objective: nn.Module = Objective(self.model, cfg, self.world)
         if self.world.size > 1:
             self.objective = DistributedDataParallel(
@@ -324,8 +323,7 @@ class Trainer:
     def _extract(self, records: list[Record], desc: str) -> np.ndarray:
         """Embeddings of records, each rank embedding every size-th one, gathered back in order."""
         w = self.world
-        feats = extract(self.model, records[w.rank::w.size], workers=self.cfg.workers, amp=self.cfg.amp, desc=desc,
-                        progress=w.main)
+        feats = extract(self.embedder, records[w.rank::w.size], desc=desc, progress=w.main)
         return gather_rows(feats, w)
 
     def _epoch_batches(self, epoch: int) -> DataLoader:

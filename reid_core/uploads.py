@@ -4,14 +4,12 @@ A zip from the open web may hold `../` or absolute paths, declare gigabytes (a z
 files. Members are read into memory only (no path is ever joined to a folder); the member count and declared
 sizes are checked before anything is read, and each read is capped again in case a header lies.
 
-    python -m reid_core.uploads FILE_OR_ZIP...   # what the app's gallery would take from these files, and why not
+    python -m reid_core uploads FILE_OR_ZIP...   # what the app's gallery would take from these files, and why not
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -151,32 +149,3 @@ def count_uploads(paths: list[Path], limits: Limits) -> int:
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             n += 1
     return min(n, limits.max_files)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("files", nargs="+", type=Path, help="images and/or .zip files of images")
-    args = ap.parse_args(argv)
-    try:
-        limits = Limits.from_env()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    skipped: list[str] = []
-    ok = 0
-    for name, data in iter_uploads(args.files, skipped, limits):
-        try:
-            img = read_image(data, name, limits)
-        except ImageError as e:
-            skipped.append(str(e))
-            continue
-        ok += 1
-        print(f"ok {name} {img.width}x{img.height}")
-    for s in skipped:
-        print(f"skipped: {s}", file=sys.stderr)
-    print(f"{ok} usable image(s), {len(skipped)} skipped")
-    return 0 if ok and not skipped else 1 if ok else 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,9 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("REID_ENGINE", "torch")  # no ONNX export per tiny test model; test_engine.py tests "auto"
+# torch fp32 whatever the CPU: the same numbers on every machine, no ONNX export per tiny test model and no timing
+# at load; test_engine.py tests "auto" and "torch"
+os.environ.setdefault("REID_ENGINE", "fp32")
 
 
 def person(pid: int, cam: int, k: int, size: tuple[int, int] = (32, 64)) -> Image.Image:

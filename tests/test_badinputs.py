@@ -19,8 +19,8 @@ from conftest import make_tiny_weights, serve
 from gradio_client import Client, handle_file
 
 import app
-from reid_core import api, evaluate, plots, uploads
-from reid_core.__main__ import main as cli
+from reid_core import api
+from reid_core.cli import main as cli
 from reid_core.limits import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def test_image_through_cli(bad: Bad, name: str, capsys: pytest.CaptureFixture) -
         assert rc == 2 and re.fullmatch(f"error: \\S*{expected}.*\n", err), err
     else:
         assert rc == 0 and re.fullmatch(r"probability 0\.\d{4} .* (same person|different people)\n", out), out
-    rc = uploads.main([str(path)])
+    rc = cli(["uploads", str(path)])
     out, err = capsys.readouterr()
     assert (rc, bool(re.search(f"skipped: {expected}", err)) if expected else "1 usable image(s)" in out) == (
         (2, True) if expected else (0, True)), (out, err)
@@ -145,7 +145,7 @@ def test_zip_through_app_and_cli(client: Client, bad: Bad, name: str, capsys: py
     if name == "traversal.zip":
         assert status.count("unsafe path") == 5
     still_answers(client, bad)
-    uploads.main([str(path)])
+    cli(["uploads", str(path)])
     assert re.search(expected, capsys.readouterr().err)
 
 
@@ -194,7 +194,7 @@ def test_log_through_app_and_cli(client: Client, bad: Bad, name: str, capsys: py
         assert "Showing 0 of 1" in status and re.search(f"⚠️ upload: {expected}", status), status
     else:
         assert status == "Showing 1 of 1 log(s)."
-    rc = plots.main([str(path)])
+    rc = cli(["plots", str(path)])
     out, err = capsys.readouterr()
     if expected:
         assert rc == 2 and re.fullmatch(f"error: \\S*{expected}.*\n", err), err
@@ -214,7 +214,7 @@ def test_weights_through_app_and_cli(bad: Bad, market: Path, name: str, capsys: 
         one_line_error(e, expected)
     capsys.readouterr()  # the server's own log
     assert cli(["compare", str(bad.good), str(bad.good), "--weights", str(path)]) == 2
-    assert evaluate.main(["--weights", str(path), "--data", str(market), "--workers", "0"]) == 2
+    assert cli(["evaluate", "--weights", str(path), "--data", str(market), "--threads", "1"]) == 2
     errs = capsys.readouterr().err.splitlines()
     assert len(errs) == 2 and all(re.search(expected, e) for e in errs), errs
     assert not bad.marker.exists()  # no code in any weights file ran

