@@ -95,10 +95,11 @@ def choose_engine(model: SiameseReID, weights_id: str, engine: str = "auto") -> 
     if engine != "torch":
         try:
             cands.append(Candidate("ONNX Runtime fp32", cached_onnx(model, weights_id)))
-        except (ImportError, WeightsError, RuntimeError) as e:
+        except (ImportError, WeightsError, RuntimeError, OSError) as e:  # OSError: a read-only cache folder
+            why = f"ONNX Runtime unavailable: {(str(e).splitlines() or [type(e).__name__])[0][:160]}"
             if engine == "onnx":
-                raise
-            notes.append(f"ONNX Runtime unavailable: {str(e).splitlines()[0][:120]}")
+                raise WeightsError(f"engine onnx: {why}") from e
+            notes.append(why)
     if len(cands) == 1 and engine != "onnx":
         return fp32.embedder, "torch on cpu, fp32" + (f" ({notes[0]})" if notes else "")
     x = torch.from_numpy(np.random.default_rng(0).integers(

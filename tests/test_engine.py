@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import person
 
-from reid_core import ReID, engines
+from reid_core import ReID, WeightsError, engines
 from reid_core.embed import OnnxEmbedder, TorchEmbedder
 from reid_core.model import load_model
 
@@ -66,6 +66,20 @@ def test_auto_engine_exports_once_checks_parity_and_matches_torch(tmp_path: Path
     assert isinstance(forced.embedder, OnnxEmbedder) and forced.engine.startswith("ONNX Runtime fp32 on cpu (asked")
     with pytest.raises(ValueError, match="engine must be one of"):
         ReID(load_model(tiny_weights), engine="fast")
+
+
+def test_an_unwritable_cache_falls_back_to_torch_and_says_why(tmp_path: Path, tiny_weights: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Space or a locked-down machine whose cache folder cannot be written still starts, on torch."""
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("REID_CACHE_DIR", str(blocker / "reid"))
+    monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
+    reid = ReID.load(tiny_weights, "cpu", engine="auto")
+    assert isinstance(reid.embedder, TorchEmbedder)
+    assert reid.engine.startswith("torch on cpu, fp32 (ONNX Runtime unavailable: ") and "file" in reid.engine
+    with pytest.raises(WeightsError, match="^engine onnx: ONNX Runtime unavailable: .*file"):
+        ReID.load(tiny_weights, "cpu", engine="onnx")  # asked for by name: a one-line error, not a fallback
 
 
 def test_engine_comes_from_the_environment(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
