@@ -35,5 +35,6 @@ def start_app(args: list[str], timeout: float = 300) -> tuple[subprocess.Popen, 
         except OSError:
             if proc.poll() is not None or time.perf_counter() - t0 > timeout:
                 proc.kill()
+                proc.wait()
                 raise RuntimeError("the app did not start") from None
             time.sleep(0.1)

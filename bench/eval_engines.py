@@ -31,7 +31,7 @@ def run(engine: str, data: str, max_ids: int, out: Path) -> dict[str, float | st
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = json.loads(out.read_text())
-    return {"engine": m["engine"], "wall": wall, "embed": m["embed_seconds"],
+    return {"engine": m["engine_name"], "wall": wall, "embed": m["embed_seconds"],
             "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
             "faults": after.ru_minflt - before.ru_minflt, "rank1": 100 * m["rank1"], "mAP": 100 * m["mAP"],
             "mINP": 100 * m["mINP"], "pair_auc": 100 * m["pair_auc"], "n": m["num_query"] + m["num_gallery"]}
@@ -51,7 +51,7 @@ def main() -> None:
     print("\n| --engine | what ran | evaluation wall s | embedding s (img/s) | user s | sys s | minor faults "
           "| Rank-1 | mAP | mINP | pair AUC |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for e, r in zip(args.engines, rows, strict=True):
-        print(f"| {e} | {str(r['engine']).split(':')[0].split(' (')[0]} | {r['wall']:.0f} | {r['embed']:.0f} "
+        print(f"| {e} | {r['engine']} | {r['wall']:.0f} | {r['embed']:.0f} "
               f"({r['n'] / r['embed']:.0f}) | {r['user']:.0f} | {r['sys']:.0f} | {r['faults'] / 1e6:.2f} M "
               f"| {r['rank1']:.2f} | {r['mAP']:.2f} | {r['mINP']:.2f} | {r['pair_auc']:.2f} |")
 

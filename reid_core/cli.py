@@ -10,8 +10,9 @@ the library modules themselves parse nothing. Bad input ends in one line on stde
     python -m reid_core uploads FILES_OR_ZIPS...                 # what the app's gallery would take, and why not
     python -m reid_core plots runs/exp/log.csv [--html curves.html]
 
-Every verb that loads weights takes --weights (else $REID_WEIGHTS, else weights/model.safetensors) and
---engine (auto: the fastest engine within parity on this machine, the one the app uses; or onnx / torch / fp32).
+Every verb that loads weights takes --weights (else $REID_WEIGHTS, else weights/model.safetensors); every verb
+that embeds takes --engine (auto: the fastest engine within parity on this machine, the one the app uses; or
+onnx / torch / fp32) and --device.
 Each verb imports what it uses when it runs.
 """
 
@@ -36,9 +37,29 @@ def verb(help: str) -> Callable:
 
 
 def load(args: argparse.Namespace, weights: str | None = None) -> Any:  # a ReID
+    import torch
+
     from .api import ReID
 
+    if args.device:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ValueError(f"--device {args.device}: not a device (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: no CUDA GPU on this machine")
     return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine)
+
+
+def output_file(path: str | Path, made_here: bool = True) -> Path:
+    """Refuse a bad output path before the long work, not after it. `made_here`: the folder is created if missing
+    (atomic writes do); else it must exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a file")
+    if not made_here and not path.parent.is_dir():
+        raise ValueError(f"{path}: no folder {path.parent}")
+    return path
 
 
 @verb("the same-person probability, cosine and verdict of two images")
@@ -57,6 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_metrics, record_metrics, subset_eval
     from .model import config_path, resolve_weights
 
+    if args.json:
+        output_file(args.json, made_here=False)
     reid = load(args)
     data = load_dataset(args.data, args.layout)
     query, gallery = subset_eval(data, args.max_ids)
@@ -71,12 +94,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{m['num_query']} queries x {m['num_gallery']} gallery, {m['seconds']:.0f} s "
           f"(embedding {m['embed_seconds']:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps(m | {"engine": reid.engine}, indent=2))
+        Path(args.json).write_text(json.dumps(m | {"engine": reid.engine, "engine_name": reid.embedder.name}, indent=2))
     if args.record:
         weights = resolve_weights(args.weights)
-        engine = reid.engine.split(":")[0].split(" (")[0]  # e.g. "ONNX Runtime fp32 on cpu"
         scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no "
-                 f"re-ranking; embedded by {engine})")
+                 f"re-ranking; embedded by {reid.embedder.name})")
         record_metrics(weights, m, scope, curves)
         print(f"recorded in {config_path(weights)}")
     return 0
@@ -89,6 +111,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .model import resolve_weights
 
     files = list_images(args.folder)
+    output_file(args.out)
     reid = load(args)
     embedder = Flipped(reid.embedder) if args.flip else reid.embedder
     t0 = time.perf_counter()
@@ -145,9 +168,11 @@ def gallery_build(args: argparse.Namespace) -> int:
     emb, paths = load_embeddings(args.embeddings)
     with safe_open(str(args.embeddings), "np") as f:
         header = f.metadata() or {}
-    reid = load(args, header.get("weights"))
+    reid = load(args, args.weights or header.get("weights"))
     if header.get("weights_id") not in (None, reid.weights_id):
-        raise ValueError(f"{args.embeddings}: embedded by other weights than {args.weights or header.get('weights')}")
+        raise ValueError(f"{args.embeddings}: embedded by other weights than {args.weights or header.get('weights')}"
+                         + (" (with --flip: a flipped embedding is another embedding)"
+                            if header["weights_id"].endswith("+flip") else ""))
     gallery = reid.gallery(args.gallery, approx=args.approx, nlist=args.nlist, nprobe=args.nprobe)
     added = gallery.add_paths(paths, emb)
     print(f"{args.gallery}: {added} rows added ({len(paths) - added} already there), {len(gallery)} in all")
@@ -217,6 +242,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
     from .plots import EVAL_COLUMNS, LOSS_COLUMNS, figures, read_runs
 
+    if args.html:
+        output_file(args.html, made_here=False)
     df = read_runs({str(p): p for p in args.logs})
     for run, part in df.groupby("run", sort=False):
         last = part.iloc[-1]
@@ -327,4 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         return VERBS[args.verb][0](args)
     except ValueError as e:  # every one-line user error of the library is one (WeightsError, ImageError, ...)
         print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # a path that cannot be written or read: a file where a folder should be, a full disk
+        print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)
+    return 2

@@ -38,6 +38,7 @@ class Embedder:
 
     cfg: ModelConfig
     dim: int
+    name = "embedder"  # what runs, in words ("torch fp32", "ONNX Runtime fp32", ...)
     model: SiameseReID | None = None  # the torch model behind it, if any
     device = torch.device("cpu")
     channels_last = False
@@ -56,6 +57,7 @@ class TorchEmbedder(Embedder):
         self.model, self.amp = model, amp
         self.cfg, self.dim = model.cfg, model.embed_dim
         self.device = next(model.parameters()).device
+        self.name = "torch fp32" if not amp else "torch bf16" if self.device.type == "cpu" else "torch autocast"
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> np.ndarray:
@@ -69,6 +71,7 @@ class Mirrored(Embedder):
 
     def __init__(self, inner: Embedder):
         self.inner, self.cfg, self.dim, self.model = inner, inner.cfg, inner.dim, inner.model
+        self.name = f"{inner.name}, {type(self).__name__.lower()}"
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         return self.inner(x.flip(3))
@@ -96,6 +99,8 @@ class OnnxEmbedder(Embedder):
     """The exported graph through onnxruntime on the CPU (plain NCHW uint8 input). A call runs on as many threads
     as torch would use in the calling thread (one session per thread count), so embed_records' per-thread
     share of the CPU holds for ONNX as for torch."""
+
+    name = "ONNX Runtime fp32"
 
     def __init__(self, path: str | Path):
         self.path, self.sessions, self.lock = str(path), {}, threading.Lock()

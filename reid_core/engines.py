@@ -64,10 +64,13 @@ def floor6(x: float) -> str:
 
 @dataclass
 class Candidate:
-    name: str
     embedder: Embedder
     cosine: float = 1.0  # the least cosine with torch fp32 over the parity batch
     ms: float = float("nan")  # median time to embed the parity batch
+
+    @property
+    def name(self) -> str:
+        return self.embedder.name
 
     @property
     def passes(self) -> bool:
@@ -85,16 +88,18 @@ def choose_engine(model: SiameseReID, weights_id: str, engine: str = "auto") -> 
     if engine == "fp32":
         return TorchEmbedder(model, amp=False), f"torch on {device.type}, fp32 (asked for)"
     if device.type != "cpu":
+        if engine == "onnx":
+            raise WeightsError(f"engine onnx runs on the CPU only (this model is on {device}); use device cpu")
         fmt = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return TorchEmbedder(model, amp=True), f"torch on {device.type}, {fmt} autocast"
-    fp32 = Candidate("torch fp32", TorchEmbedder(model, amp=False))
+    fp32 = Candidate(TorchEmbedder(model, amp=False))
     cands = [fp32] if engine != "onnx" else []
     notes = []
     if engine != "onnx" and cpu_has_bf16():
-        cands.append(Candidate("torch bf16", TorchEmbedder(model, amp=True)))
+        cands.append(Candidate(TorchEmbedder(model, amp=True)))
     if engine != "torch":
         try:
-            cands.append(Candidate("ONNX Runtime fp32", cached_onnx(model, weights_id)))
+            cands.append(Candidate(cached_onnx(model, weights_id)))
         except (ImportError, WeightsError, RuntimeError, OSError) as e:  # OSError: a read-only cache folder
             why = f"ONNX Runtime unavailable: {(str(e).splitlines() or [type(e).__name__])[0][:160]}"
             if engine == "onnx":

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from .datasets import Record, ReIDData
 from .embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
 from .files import atomic_write, atomic_write_text
 from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
-from .model import SiameseReID, config_path
+from .model import SiameseReID, config_path, weights_hash
 
 
 def extract(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, threads: int | None = None,
@@ -81,28 +81,26 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     `do_rerank` adds the k-reciprocal re-ranked figures beside them (keys `rerank_*`), `flip` the
     flip-averaged ones (`flip_*`, and `flip_rerank_*` with both): one extra embedding pass of the mirror images.
     `features`: a safetensors file that keeps the embeddings, so a second call (say with re-ranking) re-scores
-    without embedding again; delete it when the weights change. `curves`: a dict to fill with the plain
-    features' CMC, pair-score histograms and ROC (curve_data).
+    without embedding again; it is refused when other weights or another engine made it. `curves`: a dict to
+    fill with the plain features' CMC, pair-score histograms and ROC (curve_data).
     The decision threshold is chosen on the pairs of half the query identities and the accuracy is
     reported on the other half, so the reported accuracy never saw its own threshold; the stored
     threshold (`pair_threshold`) is then re-chosen on all pairs.
     """
     t0 = time.time()
-    try:
-        feats = dict(load_file(str(features))) if features and Path(features).exists() else {}
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{features}: not an embeddings file from reid_core.evaluate ({e}); delete it") from e
+    plain = embedder or TorchEmbedder(model)
+    made_by = f"{weights_hash(model)} {plain.name}"  # kept embeddings are reused only by the same weights + engine
+    feats = read_features(features, made_by) if features and Path(features).exists() else {}
     if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
         raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "
                          f"{len(feats['gallery'])}, not {len(query)} x {len(gallery)})")
-    plain = embedder or TorchEmbedder(model)
     for name, records, mirror in (("query", query, False), ("gallery", gallery, False),
                                   ("query_mirror", query, True), ("gallery_mirror", gallery, True)):
         if name not in feats and (flip or not mirror):
             feats[name] = extract(Mirrored(plain) if mirror else plain, records, batch_size, threads, name, progress)
             if features:
                 # after each part (atomically): a long run stopped midway keeps what it did
-                atomic_write(features, lambda tmp: save_file(feats, str(tmp)))
+                atomic_write(features, lambda tmp: save_file(feats, str(tmp), {"made_by": made_by}))
     qf, gf = feats["query"], feats["gallery"]
     variants = {"": (qf, gf)}
     if flip:
@@ -117,6 +115,22 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
                     if k in RANK_KEYS}
     res.update(embed_seconds=t_embed, seconds=time.time() - t0)
     return res
+
+
+def read_features(path: str | Path, made_by: str) -> dict[str, np.ndarray]:
+    """The embeddings an earlier `evaluate(features=path)` kept; ValueError (one line) for a torn file or one
+    made by other weights or another engine."""
+    try:
+        with safe_open(str(path), "np") as f:
+            theirs = (f.metadata() or {}).get("made_by")
+            feats = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not an embeddings file from `python -m reid_core evaluate --features` ({e}); "
+                         "delete it") from e
+    if theirs != made_by:
+        raise ValueError(f"{path}: embeddings made by other weights or another engine ({theirs or 'unknown'}, not "
+                         f"{made_by}); delete it or name another --features file")
+    return feats
 
 
 RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_official", "mINP")

@@ -323,7 +323,10 @@ class Trainer:
     def _extract(self, records: list[Record], desc: str) -> np.ndarray:
         """Embeddings of records, each rank embedding every size-th one, gathered back in order."""
         w = self.world
-        feats = extract(self.embedder, records[w.rank::w.size], desc=desc, progress=w.main)
+        # on a CPU one thread per core (each on its share); for a GPU two keep it fed, one decoding while the
+        # other's batch runs, without a batch on the GPU per host core
+        threads = 2 if self.device.type == "cuda" else None
+        feats = extract(self.embedder, records[w.rank::w.size], threads=threads, desc=desc, progress=w.main)
         return gather_rows(feats, w)
 
     def _epoch_batches(self, epoch: int) -> DataLoader:

@@ -63,6 +63,7 @@ def test_only_the_cli_parses_arguments() -> None:
     for path in sorted(PACKAGE.glob("*.py")):
         tree = ast.parse(path.read_text())
         imports = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imports |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         mains = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
         if path.stem == "cli":
             assert "argparse" in imports and mains == ["main"]

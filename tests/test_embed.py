@@ -100,13 +100,21 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
     plain = evaluate(model, data.query, data.gallery, progress=False)
     assert {k: first[k] for k in ("rank1", "mAP")} == {k: plain[k] for k in ("rank1", "mAP")}
     assert "flip_mAP" in first and "rerank_mAP" not in first
-    torch.nn.init.normal_(model.bnneck.weight)  # other weights: the kept embeddings must be what is scored
+    class Refusing(TorchEmbedder):  # the same weights and engine, but any embedding fails: the file is reused
+        def __call__(self, x: torch.Tensor) -> np.ndarray:
+            raise AssertionError("embedded again")
+
     again = evaluate(model, data.query, data.gallery, progress=False, flip=True, do_rerank=True,
-                     features=cache)
+                     features=cache, embedder=Refusing(model))
     assert again["mAP"] == first["mAP"] and again["flip_mAP"] == first["flip_mAP"]
     assert {"rerank_mAP", "flip_rerank_mAP"} <= set(again)
     with pytest.raises(ValueError, match="another query/gallery"):
         evaluate(model, data.query[:2], data.gallery, progress=False, features=cache)
+    with pytest.raises(ValueError, match="made by other weights or another engine .*torch fp32, not .*torch bf16"):
+        evaluate(model, data.query, data.gallery, progress=False, features=cache, embedder=TorchEmbedder(model, True))
+    torch.nn.init.normal_(model.bnneck.weight)  # other weights: the kept embeddings are refused, not scored
+    with pytest.raises(ValueError, match="made by other weights or another engine"):
+        evaluate(model, data.query, data.gallery, progress=False, features=cache)
     cache.write_bytes(cache.read_bytes()[:100])  # a torn file: one line, not a traceback
     with pytest.raises(ValueError, match="not an embeddings file"):
         evaluate(model, data.query, data.gallery, progress=False, features=cache)

@@ -92,9 +92,21 @@ def test_bad_onnx_files(tmp_path: Path, tiny_weights: Path, capsys: pytest.Captu
         OnnxEmbedder(bad)
     with pytest.raises(WeightsError, match="not a loadable ONNX model"):
         OnnxEmbedder(tmp_path / "missing.onnx")
-    assert cli(["embed", str(tmp_path), "--out", str(tmp_path / "o.safetensors"), "--engine", "onnx"]) == 2
     assert cli(["export", "--weights", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "o.onnx")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "o.onnx").exists()
+
+
+def test_onnx_asked_for_but_unavailable_is_one_line(tmp_path: Path, tiny_weights: Path, people_folder: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+                                                    ) -> None:
+    (tmp_path / "file").write_text("a file where the cache folder would go")
+    monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "file" / "reid"))
+    out = tmp_path / "o.safetensors"
+    assert cli(["embed", str(people_folder), "--out", str(out), "--weights", str(tiny_weights), "--engine",
+                "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: engine onnx: ONNX Runtime unavailable: ") and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_one_image_one_embedding_through_api_onnx_and_evaluation(tmp_path: Path, people_folder: Path) -> None:

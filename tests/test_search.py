@@ -20,7 +20,7 @@ def embed_main(argv: list[str]) -> int:
     return cli(["embed", *argv])
 
 
-def search_main(argv: list[str]) -> int:
+def gallery_main(argv: list[str]) -> int:
     return cli(["gallery", *argv])
 
 
@@ -64,7 +64,7 @@ def test_search_cli_build_and_query(tmp_path: Path, embedded: Path, tiny_weights
                                     approx: str | None, capsys: pytest.CaptureFixture) -> None:
     extra = ["--approx", approx, "--nlist", "3", "--nprobe", "3"] if approx else []
     g = str(tmp_path / "g.sqlite")
-    assert search_main(["build", "--gallery", g, "--embeddings", str(embedded), *extra]) == 0
+    assert gallery_main(["build", "--gallery", g, "--embeddings", str(embedded), *extra]) == 0
     assert "12 rows added (0 already there), 12 in all" in capsys.readouterr().out
     gallery = ReID.load(tiny_weights, "cpu").gallery(g)
     assert len(gallery) == 12 and gallery.index_settings.get("approx") == approx
@@ -72,7 +72,7 @@ def test_search_cli_build_and_query(tmp_path: Path, embedded: Path, tiny_weights
 
     query = sorted(people_folder.rglob("0003_c2.png"))[0]
     for flags in ([], ["--rerank"]):
-        assert search_main(["query", "--gallery", g, "--image", str(query), "--k", "4",
+        assert gallery_main(["query", "--gallery", g, "--image", str(query), "--k", "4",
                             "--weights", str(tiny_weights), *flags]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 4 and lines[0].split()[0] == "1"
@@ -85,26 +85,26 @@ def test_search_cli_add_info_clear(tmp_path: Path, tiny_weights: Path, people_fo
                                    capsys: pytest.CaptureFixture) -> None:
     g, w = str(tmp_path / "g.sqlite"), ["--weights", str(tiny_weights)]
     files = [str(p) for p in sorted(people_folder.rglob("*.png"))[:3]] + [str(people_folder / "broken.jpg")]
-    assert search_main(["add", "--gallery", g, *w, *files]) == 0
+    assert gallery_main(["add", "--gallery", g, *w, *files]) == 0
     out, err = capsys.readouterr()
     assert "added 3, skipped 1, 3 in all" in out and "- skipped broken.jpg: not a readable image" in err
-    assert search_main(["info", "--gallery", g, *w]) == 0
+    assert gallery_main(["info", "--gallery", g, *w]) == 0
     assert "3 images (3 stored pictures, 0 paths)" in capsys.readouterr().out
-    assert search_main(["clear", "--gallery", g, *w]) == 0 and "removed 3 images" in capsys.readouterr().out
+    assert gallery_main(["clear", "--gallery", g, *w]) == 0 and "removed 3 images" in capsys.readouterr().out
 
 
 def test_search_cli_errors(tmp_path: Path, embedded: Path, tiny_weights: Path, people_folder: Path,
                            capsys: pytest.CaptureFixture) -> None:
     w = ["--weights", str(tiny_weights)]
-    assert search_main(["query", "--gallery", str(tmp_path / "none.sqlite"), "--image", "x.png", *w]) == 2
+    assert gallery_main(["query", "--gallery", str(tmp_path / "none.sqlite"), "--image", "x.png", *w]) == 2
     assert "no gallery file" in capsys.readouterr().err
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
-    assert search_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(bad), *w]) == 2
+    assert gallery_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(bad), *w]) == 2
     assert "not an embeddings file" in capsys.readouterr().err
-    search_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(embedded)])
+    gallery_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(embedded)])
     capsys.readouterr()
-    assert search_main(["query", "--gallery", str(tmp_path / "g.sqlite"), "--image",
+    assert gallery_main(["query", "--gallery", str(tmp_path / "g.sqlite"), "--image",
                         str(people_folder / "broken.jpg"), *w]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "broken.jpg" in err and "\n" not in err
@@ -127,3 +127,41 @@ def test_app_search_rerank(tmp_path: Path, tiny_weights: Path, people_folder: Pa
     scores, meta = index.search(handlers.reid.embed(str(query)), 12, rerank=True)
     assert reranked[1]["name"].tolist() == [m["id"] for m in meta[0][:5]]
     assert json.dumps(reranked[1]["cosine"].tolist()) == json.dumps([round(float(s), 4) for s in scores[0][:5]])
+
+
+def test_cli_refuses_bad_paths_and_devices_in_one_line(tmp_path: Path, embedded: Path, tiny_weights: Path,
+                                                       people_folder: Path, market: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Checked before the long work: an output that is a folder, a folder that is missing, a device that is not
+    one; and a file where a folder should be is one line too (an OSError, not a traceback)."""
+    w = ["--weights", str(tiny_weights)]
+    cases = [
+        (["embed", str(people_folder), "--out", str(tmp_path), *w], f"error: {tmp_path}: is a folder, not a file"),
+        (["evaluate", "--data", str(market), "--json", str(tmp_path / "no" / "m.json"), *w], "no folder"),
+        (["evaluate", "--data", str(market), "--device", "bogus", *w], "--device bogus: not a device"),
+        (["plots", str(tmp_path / "log.csv"), "--html", str(tmp_path / "no" / "x.html")], "no folder"),
+        (["gallery", "add", "--gallery", str(embedded / "g.sqlite"), str(sorted(people_folder.rglob("*.png"))[0]),
+          *w], f"error: {embedded}"),
+    ]
+    for argv, message in cases:
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_gallery_build_takes_the_weights_given_over_the_files_own(tmp_path: Path, tiny_weights: Path,
+                                                                 people_folder: Path) -> None:
+    """An embeddings file names the weights it was made with; --weights (the same weights moved) wins."""
+    import shutil
+
+    first = tmp_path / "a" / "model.safetensors"
+    first.parent.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_weights.with_suffix(suffix), first.with_suffix(suffix))
+    out = tmp_path / "e.safetensors"
+    assert embed_main([str(people_folder), "--out", str(out), "--weights", str(first)]) == 0
+    moved = tmp_path / "b"
+    shutil.move(first.parent, moved)
+    assert gallery_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(out)]) == 2
+    assert gallery_main(["build", "--gallery", str(tmp_path / "g.sqlite"), "--embeddings", str(out),
+                         "--weights", str(moved / "model.safetensors")]) == 0
