@@ -181,18 +181,14 @@ def gallery_build(args: argparse.Namespace) -> int:
 
 @verb("export the embedding path to ONNX (uint8 pixels in, unit embeddings out), checked against torch")
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
     from .embed import OnnxEmbedder
-    from .export import PARITY_COSINE, export_onnx, parity
+    from .export import PARITY_COSINE, export_onnx, parity, parity_batch
     from .model import load_model, resolve_weights
 
     model = load_model(resolve_weights(args.weights), "cpu", args.allow_pickle)
     export_onnx(model, args.out, args.opset)
     cfg = model.cfg
-    x = torch.randint(0, 256, (8, 3, cfg.height, cfg.width), dtype=torch.uint8,
-                      generator=torch.Generator().manual_seed(0))
-    cos = parity(model, OnnxEmbedder(args.out), x)
+    cos = parity(model, OnnxEmbedder(args.out), parity_batch(cfg))
     print(f"{args.out}: {cfg.backbone} {cfg.height}x{cfg.width} -> {model.embed_dim}-d, dynamic batch; "
           f"parity with torch on 8 random images: min cosine {cos.min():.6f}")
     if cos.min() < PARITY_COSINE:

@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .embed import Embedder, OnnxEmbedder, TorchEmbedder, row_cosine
-from .export import PARITY_COSINE, export_onnx
+from .export import PARITY_COSINE, export_onnx, parity_batch
 from .model import SiameseReID, WeightsError
 from .precision import cpu_has_bf16
 
@@ -47,8 +46,7 @@ def cached_onnx(model: SiameseReID, weights_id: str) -> OnnxEmbedder:
 
 
 def measure_ms(embedder: Embedder, x: torch.Tensor, repeat: int = 3) -> float:
-    """Median wall time of embedding x, after one warm-up call (first calls allocate and plan)."""
-    embedder(x)
+    """Median wall time of embedding x; the caller has embedded x once already (first calls allocate and plan)."""
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -107,15 +105,15 @@ def choose_engine(model: SiameseReID, weights_id: str, engine: str = "auto") -> 
             notes.append(why)
     if len(cands) == 1 and engine != "onnx":
         return fp32.embedder, "torch on cpu, fp32" + (f" ({notes[0]})" if notes else "")
-    x = torch.from_numpy(np.random.default_rng(0).integers(
-        0, 256, (PARITY_IMAGES, 3, model.cfg.height, model.cfg.width), dtype=np.uint8))
-    want = fp32.embedder(x)
-    for c in cands:
-        c.cosine = float(row_cosine(want, c.embedder(x)).min())
-        c.ms = measure_ms(c.embedder, x)
-    if engine == "onnx":
+    x = parity_batch(model.cfg, PARITY_IMAGES)
+    want = fp32.embedder(x)  # the parity reference, and fp32's warm-up call
+    for c in cands:  # each candidate's parity call is its warm-up call
+        c.cosine = 1.0 if c is fp32 else float(row_cosine(want, c.embedder(x)).min())
+    if engine == "onnx":  # asked for: nothing to time against
         c = cands[0]
         return c.embedder, f"{c.name} on cpu (asked for; parity with torch fp32: cosine >= {floor6(c.cosine)})"
+    for c in cands:
+        c.ms = measure_ms(c.embedder, x)
     best = min((c for c in cands if c is fp32 or c.passes), key=lambda c: c.ms)  # fp32 is the reference
     timings = ", ".join(f"{c.name} {c.ms:.0f} ms" for c in sorted(cands, key=lambda c: c.ms))
     refused = [f"{c.name} failed parity (cosine {c.cosine:.5f} < {PARITY_COSINE})" for c in cands

@@ -89,7 +89,7 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     """
     t0 = time.time()
     plain = embedder or TorchEmbedder(model)
-    made_by = f"{weights_hash(model)} {plain.name}"  # kept embeddings are reused only by the same weights + engine
+    made_by = f"{weights_hash(model)} {plain.name}" if features else ""  # reused by the same weights + engine only
     feats = read_features(features, made_by) if features and Path(features).exists() else {}
     if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
         raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "

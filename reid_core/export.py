@@ -21,7 +21,7 @@ from torch import nn
 
 from .embed import CONFIG_KEY, OnnxEmbedder, row_cosine
 from .files import atomic_write
-from .model import SiameseReID
+from .model import ModelConfig, SiameseReID
 
 PARITY_COSINE = 0.999
 
@@ -56,6 +56,12 @@ def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
         onnx.save(proto, str(tmp))
 
     atomic_write(path, write)
+
+
+def parity_batch(cfg: ModelConfig, n: int = 8) -> torch.Tensor:
+    """The seeded random uint8 images every parity check embeds (the export's, and the engine choice's)."""
+    rng = np.random.default_rng(0)
+    return torch.from_numpy(rng.integers(0, 256, (n, 3, cfg.height, cfg.width), dtype=np.uint8))
 
 
 def parity(model: SiameseReID, embedder: OnnxEmbedder, x: torch.Tensor) -> np.ndarray:
