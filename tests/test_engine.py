@@ -88,8 +88,8 @@ def test_engine_comes_from_the_environment(tiny_weights: Path, monkeypatch: pyte
     assert np.isfinite(ReID.load(tiny_weights, "cpu").embed(person(1, 1, 0))).all()
 
 
-def test_bf16_only_where_measured_faster_and_within_parity(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
-                                                           ) -> None:
+def test_bf16_only_where_measured_faster_and_within_parity(tmp_path: Path, tiny_weights: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU with native bf16 gets bf16 only when it is measured faster than fp32 and stays within parity. Here
     the flag is forced on an AVX2 CPU, where autocast emulates bf16: it runs, and its real parity is measured."""
     monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
@@ -101,6 +101,15 @@ def test_bf16_only_where_measured_faster_and_within_parity(tiny_weights: Path, m
                                                         "bf16 10 ms, torch fp32 30 ms per 8 images; parity")
     fake_timings(monkeypatch, {"bf16": 50.0, "fp32": 30.0})
     assert not ReID.load(tiny_weights, "cpu", engine="torch").embedder.amp  # slower: fp32
+    fake_timings(monkeypatch, {"bf16": 25.0, "fp32": 30.0})  # faster, but within timing noise: fp32, said
+    close = ReID.load(tiny_weights, "cpu", engine="torch")
+    assert not close.embedder.amp and "torch bf16 not used: not 1.25x faster than torch fp32" in close.engine
+    monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "cache"))  # against ONNX Runtime too, in "auto"
+    fake_timings(monkeypatch, {"bf16": 9.0, "onnx": 10.0, "fp32": 30.0})
+    auto = ReID.load(tiny_weights, "cpu", engine="auto")
+    assert isinstance(auto.embedder, OnnxEmbedder) and "not 1.25x faster than ONNX Runtime fp32" in auto.engine
+    fake_timings(monkeypatch, {"bf16": 7.0, "onnx": 10.0, "fp32": 30.0})
+    assert ReID.load(tiny_weights, "cpu", engine="auto").embedder.amp
     fake_timings(monkeypatch, {"bf16": 10.0, "fp32": 30.0})
     monkeypatch.setattr(engines, "PARITY_COSINE", 0.99999999)  # faster but outside parity: fp32, and it says so
     strict = ReID.load(tiny_weights, "cpu", engine="torch")
