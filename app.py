@@ -7,7 +7,8 @@
 Weights come from --weights, else $REID_WEIGHTS, else weights/model.safetensors. A missing or bad weights
 file does not stop the app: the Model tab and every model-backed output say what is wrong. `demo` is built
 on first access (PEP 562), so `import app` is cheap and `python app.py --weights X` loads the model once.
-Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery, /log_curves.
+Named API endpoints for gradio_client: /compare, /search, /add_to_gallery, /clear_gallery, /adapt_gallery,
+/undo_adapt, /log_curves.
 Every upload is checked against Limits (size, pixels, zip members and bytes, gallery size) before any work,
 and nothing is written outside the data folder (zips are read in memory, never extracted).
 """
@@ -20,6 +21,7 @@ import hmac
 import io
 import logging
 import os
+import random
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -55,7 +57,7 @@ from reid_core import (
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
-MODEL_FIELDS = {"backbone": "Backbone", "engine": "Engine", "input": "Input size (h×w)",
+MODEL_FIELDS = {"backbone": "Backbone", "engine": "Engine", "flip": "Test-time flip", "input": "Input size (h×w)",
                 "embed_dim": "Embedding dimension",
                 "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
                 "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
@@ -70,6 +72,7 @@ EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "pe
                  ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png")]
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
+MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
 
 
 @dataclass(frozen=True)
@@ -277,17 +280,72 @@ class ReIDApp:
         gallery.clear()
         return self.gallery_summary(request), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
 
+    def adapt_gallery(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
+                      ) -> tuple[str, list, pd.DataFrame, str]:
+        """Adapt to this gallery: BatchNorm statistics from the visitor's own crops (no labels), a copy of the
+        model private to the session, the gallery re-embedded with it; Search then uses it. Clears the results
+        (they were scored by the other model)."""
+        try:
+            return self._adapt(request, progress), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+        except (GalleryError, ImageError) as e:
+            raise user_error(str(e)) from e
+
+    def _adapt(self, request: gr.Request | None, progress: gr.Progress) -> str:
+        reid = self.require_model()
+        if self.settings.shared_gallery:
+            raise user_error("Adapting would change the shared gallery for everyone; the operator can adapt the "
+                             "model instead (python -m reid_core adapt).")
+        gallery = self.gallery(request)
+        if gallery.weights_id != reid.embedding_id:
+            return "Already adapted to this gallery. " + self.gallery_summary(request)
+        rows = gallery.entries()
+        if len(rows) < MIN_ADAPT_IMAGES:
+            raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
+                             f"{len(rows)}): the statistics come from them.")
+        if self.galleries.count(lambda g: g.weights_id != reid.embedding_id) >= self.settings.limits.max_adapted:
+            raise user_error(f"{self.settings.limits.max_adapted} visitors hold adapted models, the most this server "
+                             "keeps; try again later.")
+        t0 = time.perf_counter()
+        chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), self.settings.limits.adapt_images)))
+        progress(0.1, desc=f"Reading {len(chosen)} of your crops")
+        pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
+        progress(0.3, desc="BatchNorm statistics")
+        adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
+        t1 = time.perf_counter()
+        progress(0.6, desc="Re-embedding the gallery")
+        session = getattr(request, "session_hash", None) or "local"
+        self.galleries.reopen(session, lambda path: adapted.gallery(path, self.settings.limits))
+        return (f"Adapted to your gallery: BatchNorm statistics from {len(pictures)} of your crops ({t1 - t0:.1f} s), "
+                f"gallery re-embedded ({time.perf_counter() - t1:.1f} s). Search now uses this adapted model, "
+                "private to you; Compare keeps the shared one. *Undo adaptation* goes back. "
+                + self.gallery_summary(request))
+
+    def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
+        reid = self.require_model()
+        gallery = self.gallery(request)
+        cleared = [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+        if gallery.weights_id == reid.embedding_id:
+            return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *cleared
+        session = getattr(request, "session_hash", None) or "local"
+        try:
+            self.galleries.reopen(session, lambda path: reid.gallery(path, self.settings.limits))
+        except GalleryError as e:
+            raise user_error(str(e)) from e
+        return ("Back to the shared model: your gallery is re-embedded with it. " + self.gallery_summary(request),
+                *cleared)
+
     def search(self, query: Any, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
         """Top-k gallery images for a query: (gallery items, results table, AP/notes). The whole gallery is
         ranked (the AP needs every position); pictures come from the same snapshot as the ranking."""
-        reid = self.require_model()
+        self.require_model()
         img, name = self.image(query, "a query image")
         gallery = self.gallery(request)
         try:
-            ranked = gallery.search(reid.embed(img), None, bool(rerank), pictures=int(k))
+            # the gallery's own model embeds the query (this session's adapted one, after "Adapt to this gallery")
+            ranked = gallery.search(gallery.embed([img]), None, bool(rerank), pictures=int(k))
         except GalleryError as e:
-            raise user_error(f"{e}. Search without re-ranking.") from e
+            raise user_error(f"{e}. Search without re-ranking." if rerank and "re-ranking" in str(e) else str(e)) from e
         if not ranked:
             return [], pd.DataFrame(columns=RESULT_COLUMNS), "The gallery is empty: add images (or a .zip) first."
         qpid, _ = identity(name)
@@ -352,6 +410,8 @@ class ReIDApp:
             text += ("\n\n### Evaluation\n\n" + (f"On {metrics['evaluated_on']}.\n\n" if "evaluated_on" in metrics
                                                    else "")
                      + "\n".join(f"- **{label}**: {100 * v:.1f} %" for label, v in shown))
+        if adapted := info.pop("adapted", None):
+            text += "\n\n" + adapted_markdown(adapted)
         rest = {k: v for k, v in info.items() if k not in MODEL_FIELDS}
         if rest:
             text += "\n\n### How it was made\n\n" + "\n".join(f"- **{k.replace('_', ' ')}**: {_fmt(k, v)}"
@@ -361,6 +421,25 @@ class ReIDApp:
     def model_figures(self) -> dict[str, go.Figure]:
         extra = self.reid.info if self.reid else {}
         return plots.model_figures(extra.get("curves"), extra.get("pair_threshold"))
+
+
+def adapted_markdown(a: dict[str, Any]) -> str:
+    """What `python -m reid_core adapt` recorded: source, target, method, and the figures before and after."""
+    n = a.get("target_images")
+    lines = [f"- **Adapted to**: `{a.get('target')}` ({f'{n:,}' if isinstance(n, int) else '?'} unlabeled crops, "
+             f"{a.get('target_cameras') or 'unknown'} cameras)",
+             f"- **Method**: {a.get('method')} ({float(a.get('seconds') or 0):.0f} s)",
+             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`"]
+    src = a.get("source_metrics") or {}
+    if {"rank1", "mAP"} <= set(src):
+        lines.append(f"- **Source model on {src.get('evaluated_on', 'its test set')}**: Rank-1 "
+                     f"{100 * src['rank1']:.1f} %, mAP {100 * src['mAP']:.1f} %")
+    fig = a.get("figures") or {}
+    b, f = fig.get("before") or {}, fig.get("after") or {}
+    if {"rank1", "mAP"} <= set(b) & set(f):
+        lines.append(f"- **On the target** ({fig.get('evaluated_on', '')}): Rank-1 {100 * b['rank1']:.1f} → "
+                     f"{100 * f['rank1']:.1f} %, mAP {100 * b['mAP']:.1f} → {100 * f['mAP']:.1f} %")
+    return "### Adapted to a new camera network\n\n" + "\n".join(lines)
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -428,6 +507,11 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             token = gr.Textbox(label="Operator token", type="password", elem_id="operator-token",
                                                visible=settings.shared_gallery and can_clear, scale=2)
                             clear_btn = gr.Button("Clear gallery", variant="stop", size="sm", visible=can_clear)
+                        with gr.Row():
+                            adapt_btn = gr.Button("Adapt to this gallery", elem_id="adapt-btn", size="sm",
+                                                  visible=not settings.shared_gallery)
+                            undo_btn = gr.Button("Undo adaptation", elem_id="undo-adapt-btn", size="sm",
+                                                 visible=not settings.shared_gallery)
                         query = image("Query", "query", 260)
                         k = gr.Slider(1, 50, value=10, step=1, label="Top k")
                         rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
@@ -449,6 +533,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 clear_btn.click(app.clear_gallery, token, [gallery_status, *search_out], api_name="clear_gallery",
                                 **model)
                 search_btn.click(app.search, [query, k, rerank], search_out, api_name="search", **model, **raw)
+                adapt_btn.click(app.adapt_gallery, None, [gallery_status, *search_out], api_name="adapt_gallery",
+                                **model)
+                undo_btn.click(app.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model)
                 query.change(lambda: ([], pd.DataFrame(columns=RESULT_COLUMNS), ""), None, search_out,
                              api_visibility="private")
                 demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")

@@ -14,31 +14,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 
 import torch
 
-from reid_core import DatasetError, TrainConfig, Trainer, WeightsError
+from reid_core import DatasetError, TrainConfig, Trainer, WeightsError, setting_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every TrainConfig field is a flag, with the help its dataclass field carries (the network's fields are
     reid_core's Architecture, shared with the ModelConfig saved beside the weights): one source per setting."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    groups = {title: ap.add_argument_group(title) for title in ("data", "model", "loss", "optimisation", "run")}
-    default = TrainConfig()
-    for f in fields(TrainConfig):
-        meta = dict(f.metadata)
-        title, flags, value = meta.pop("group"), meta.pop("flags"), getattr(default, f.name)
-        group = groups[title]
-        dashed = f.name.replace("_", "-")
-        if isinstance(value, bool):  # a True default is switched off by --no-NAME (or its own spelling)
-            flags = flags or ((f"--no-{dashed}",) if value else (f"--{dashed}",))
-            group.add_argument(*flags, dest=f.name, action="store_false" if value else "store_true", **meta)
-            continue
-        extra = {"nargs": "*", "type": int if "int" in str(f.type) else str} if isinstance(value, list) else {
-            "type": type(value)}
-        group.add_argument(*(flags or (f"--{dashed}",)), dest=f.name, default=value, **extra, **meta)
+    setting_flags(ap, TrainConfig, ("data", "model", "loss", "optimisation", "run"))
     return ap
 
 

@@ -3,9 +3,10 @@ person screen's statistics on real crops.
 
     python bench/gallery_store.py [--weights weights/model.safetensors] [--images 500] [--data MARKET_DIR]
 
-Loads the weights (the engine `ReID.load` picks on this machine, or $REID_ENGINE), times embedding one query and
-comparing two crops, adds `--images` synthetic crops (one transaction), then times searches (the whole gallery
-ranked, 10 pictures read from the same snapshot) and a clear. `--data`: the screen's grey-level spread and neighbour
+Loads the weights (the engine `ReID.load` picks on this machine, or $REID_ENGINE), then, with test-time flip off and
+on (side by side: the app's default is on), times embedding one query and comparing two crops, adds `--images`
+synthetic crops (one transaction), then times searches (the whole gallery ranked, 10 pictures read from the same
+snapshot) and a clear. `--data`: the screen's grey-level spread and neighbour
 correlation over Market's query + bounding_box_test crops, and how many it flags.
 """
 
@@ -59,6 +60,36 @@ def median_ms(call: Callable[[], object], n: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def app_calls(reid: ReID, uploads: list[tuple[str, bytes]], searches: int) -> None:
+    """What a visitor waits for: one query, one comparison, an add of every upload, searches, a clear."""
+    a, b = (Image.open(io.BytesIO(uploads[k][1])) for k in (0, 1))
+    for what, call in (("embed one query", lambda: reid.embed(a)), ("compare two crops", lambda: reid.compare(a, b))):
+        median_ms(call, searches)  # warm-up: the first calls of a new batch shape are slower on every engine
+        print(f"{what}: median {median_ms(call, searches):.1f} ms of {searches} (after {searches})")
+    with tempfile.TemporaryDirectory() as d:
+        g = reid.gallery(Path(d) / "gallery.sqlite")
+        t0 = time.perf_counter()
+        report = g.add(uploads)
+        add_s = time.perf_counter() - t0
+        size = (Path(d) / "gallery.sqlite").stat().st_size
+        q = reid.embed(Image.open(io.BytesIO(uploads[0][1])))
+        lat = []
+        for _ in range(searches):
+            t0 = time.perf_counter()
+            g.search(q, None, pictures=10)
+            lat.append(time.perf_counter() - t0)
+        reopen = time.perf_counter()
+        n = len(reid.gallery(Path(d) / "gallery.sqlite").entries())
+        reopen = time.perf_counter() - reopen
+        t0 = time.perf_counter()
+        g.clear()
+        clear_s = time.perf_counter() - t0
+    print(f"add {report.added} images in one transaction: {add_s:.1f} s ({report.added / add_s:.0f} img/s incl. "
+          f"decode + embed); file {size / 2**20:.1f} MiB")
+    print(f"search (rank all {n}, read 10 pictures): median {statistics.median(lat) * 1e3:.1f} ms; "
+          f"reopen + list {reopen * 1e3:.0f} ms; clear {clear_s * 1e3:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights")
@@ -83,32 +114,10 @@ def main() -> None:
     reid = ReID.load(args.weights, "cpu")
     print(f"load {time.perf_counter() - t0:.1f} s; engine: {reid.engine}")
     uploads = [(f"p{k:05d}.png", crop(k)) for k in range(args.images)]
-    a, b = (Image.open(io.BytesIO(uploads[k][1])) for k in (0, 1))
-    for what, call in (("embed one query", lambda: reid.embed(a)), ("compare two crops", lambda: reid.compare(a, b))):
-        median_ms(call, args.searches)  # warm-up: the first calls of a new batch shape are slower on every engine
-        print(f"{what}: median {median_ms(call, args.searches):.1f} ms of {args.searches} (after {args.searches})")
-    with tempfile.TemporaryDirectory() as d:
-        g = reid.gallery(Path(d) / "gallery.sqlite")
-        t0 = time.perf_counter()
-        report = g.add(uploads)
-        add_s = time.perf_counter() - t0
-        size = (Path(d) / "gallery.sqlite").stat().st_size
-        q = reid.embed(Image.open(io.BytesIO(uploads[0][1])))
-        lat = []
-        for _ in range(args.searches):
-            t0 = time.perf_counter()
-            g.search(q, None, pictures=10)
-            lat.append(time.perf_counter() - t0)
-        reopen = time.perf_counter()
-        n = len(reid.gallery(Path(d) / "gallery.sqlite").entries())
-        reopen = time.perf_counter() - reopen
-        t0 = time.perf_counter()
-        g.clear()
-        clear_s = time.perf_counter() - t0
-    print(f"add {report.added} images in one transaction: {add_s:.1f} s ({report.added / add_s:.0f} img/s incl. "
-          f"decode + embed); file {size / 2**20:.1f} MiB")
-    print(f"search (rank all {n}, read 10 pictures): median {statistics.median(lat) * 1e3:.1f} ms; "
-          f"reopen + list {reopen * 1e3:.0f} ms; clear {clear_s * 1e3:.0f} ms")
+    for flip in (False, True):
+        reid.flip = flip
+        print(f"test-time flip {'on' if flip else 'off'}:")
+        app_calls(reid, uploads, args.searches)
 
     if args.data:
         root = Path(args.data)

@@ -8,10 +8,12 @@ The public API, what the app, train.py and notebooks stand on:
 - pictures: `agreement_picture`, `framed`; files: `atomic_write` (temp file, then rename);
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
+- adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`);
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`.
 `plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
 """
 
+from .adapt import AdaptConfig, AdaptReport
 from .api import Comparison, ReID
 from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
 from .files import atomic_write
@@ -34,12 +36,13 @@ from .pictures import agreement_picture, framed
 from .screen import person_warning
 from .uploads import read_image
 
-__all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AddReport", "Comparison", "DatasetError", "Galleries", "Gallery",
+__all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
+ "Comparison", "DatasetError", "Galleries", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "atomic_write",
            "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
-           "ranking_ap", "read_image", "resolve_weights", "save_model", "verification"]
+           "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags", "verification"]
 __version__ = "0.1.0"
 
 
@@ -49,4 +52,8 @@ def __getattr__(name: str):
         from . import trainer
 
         return getattr(trainer, name)
+    if name == "setting_flags":  # a dataclass's settings as argparse flags (train.py's parser)
+        from .cli import setting_flags
+
+        return setting_flags
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def load(args: argparse.Namespace, weights: str | None = None) -> Any:  # a ReID
             raise ValueError(f"--device {args.device}: not a device (cpu, cuda, cuda:N)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: no CUDA GPU on this machine")
-    return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine)
+    return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine, getattr(args, "flip", True))
 
 
 def output_file(path: str | Path, made_here: bool = True) -> Path:
@@ -113,7 +114,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     files = list_images(args.folder)
     output_file(args.out)
     reid = load(args)
-    embedder = Flipped(reid.embedder) if args.flip else reid.embedder
+    embedder = Flipped(reid.embedder) if reid.flip else reid.embedder
     t0 = time.perf_counter()
     emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
                               skip_bad=True)
@@ -121,7 +122,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     paths = [str(files[i].resolve()) for i in kept]
     # what a gallery checks before taking these rows (a flipped embedding is another embedding)
     save_embeddings(args.out, emb, paths, weights=str(resolve_weights(args.weights)),
-                    weights_id=reid.weights_id + ("+flip" if args.flip else ""), engine=reid.engine)
+                    weights_id=reid.embedding_id, engine=reid.engine)
     print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
           f"({len(paths) / max(seconds, 1e-9):.0f} img/s; {reid.engine}) -> {args.out}")
     return 0
@@ -169,13 +170,57 @@ def gallery_build(args: argparse.Namespace) -> int:
     with safe_open(str(args.embeddings), "np") as f:
         header = f.metadata() or {}
     reid = load(args, args.weights or header.get("weights"))
-    if header.get("weights_id") not in (None, reid.weights_id):
+    if header.get("weights_id") not in (None, reid.embedding_id):
         raise ValueError(f"{args.embeddings}: embedded by other weights than {args.weights or header.get('weights')}"
-                         + (" (with --flip: a flipped embedding is another embedding)"
-                            if header["weights_id"].endswith("+flip") else ""))
+                         + (" or with the other test-time flip setting (--no-flip: a flipped embedding is another "
+                            "embedding)" if header["weights_id"].split("+")[0] == reid.weights_id else ""))
     gallery = reid.gallery(args.gallery, approx=args.approx, nlist=args.nlist, nprobe=args.nprobe)
     added = gallery.add_paths(paths, emb)
     print(f"{args.gallery}: {added} rows added ({len(paths) - added} already there), {len(gallery)} in all")
+    return 0
+
+
+@verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)")
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .adapt import AdaptConfig, provenance
+    from .datasets import load_dataset
+    from .evaluate import evaluate, format_metrics
+    from .model import resolve_weights, save_model
+
+    out = output_file(args.out)
+    if Path(args.out).suffix != ".safetensors":
+        raise ValueError(f"{args.out}: adapted weights are written as .safetensors (with a .json beside)")
+    cfg = AdaptConfig(**{f.name: getattr(args, f.name) for f in fields(AdaptConfig)})
+    scored = load_dataset(args.data) if args.evaluate else None
+    if scored is not None and not scored.query:
+        raise ValueError(f"{args.data}: --evaluate needs a folder with a query/gallery split (its labels score "
+                         "the result; adaptation still reads none)")
+    reid = load(args)
+    source = str(resolve_weights(args.weights))
+    figures: dict[str, Any] = {}
+
+    def measure(model: Any, when: str) -> None:
+        m = evaluate(model.model, scored.query, scored.gallery, embedder=model.embedder, progress=False, flip=True)
+        figures[when] = {k: round(float(m[p + k]), 4) for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")}
+        print(f"{when}: {format_metrics(m)}; flip: {format_metrics(m, 'flip_')}", file=sys.stderr)
+
+    if scored is not None:
+        measure(reid, "before")
+    adapted, report = reid.adapted(args.data, cfg, engine=None if scored is not None else "fp32")
+    print(report.describe(), file=sys.stderr)
+    if scored is not None:
+        measure(adapted, "after")
+    extra = {k: v for k, v in reid.model.cfg.extra.items() if k not in ("metrics", "curves", "adapted")}
+    record = provenance(cfg, report, source, args.data)
+    if figures:
+        record["figures"] = {**figures, "evaluated_on": f"{scored.name}: {len(scored.query)} queries x "
+                             f"{len(scored.gallery)} gallery of {args.data} (labels used for scoring only)"}
+    if "metrics" in reid.model.cfg.extra:  # the source's figures describe the source weights, not these
+        record["source_metrics"] = {k: v for k, v in reid.model.cfg.extra["metrics"].items()
+                                    if k in ("evaluated_on", "rank1", "mAP", "mINP")}
+    adapted.model.cfg.extra = {**extra, "adapted": record}
+    save_model(adapted.model, out, half=args.half, inference_only=True)
+    print(json.dumps({"out": str(out), **{k: v for k, v in asdict(report).items() if k != "rounds"}}))
     return 0
 
 
@@ -251,7 +296,27 @@ def cmd_plots(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_flags(p: argparse.ArgumentParser, engine: bool = True) -> None:
+def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] = ()) -> None:
+    """Every field of the dataclass `cls` made with settings.setting() becomes a flag with the help its field
+    carries (train.py's flags from TrainConfig, adapt's from AdaptConfig): one source per setting. A True bool
+    is switched off by --no-NAME (or its own spelling); `titles` orders the argument groups."""
+    groups: dict[str, Any] = {t: ap.add_argument_group(t) for t in titles}
+    default = cls()
+    for f in fields(cls):
+        meta = dict(f.metadata)
+        title, flags, value = meta.pop("group"), meta.pop("flags"), getattr(default, f.name)
+        group = groups.setdefault(title, ap.add_argument_group(title))
+        dashed = f.name.replace("_", "-")
+        if isinstance(value, bool):
+            flags = flags or ((f"--no-{dashed}",) if value else (f"--{dashed}",))
+            group.add_argument(*flags, dest=f.name, action="store_false" if value else "store_true", **meta)
+            continue
+        extra = {"nargs": "*", "type": int if "int" in str(f.type) else str} if isinstance(value, list) else {
+            "type": type(value)}
+        group.add_argument(*(flags or (f"--{dashed}",)), dest=f.name, default=value, **extra, **meta)
+
+
+def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = True) -> None:
     from .model import WEIGHTS_HELP
 
     p.add_argument("--weights", help=WEIGHTS_HELP)
@@ -262,6 +327,9 @@ def model_flags(p: argparse.ArgumentParser, engine: bool = True) -> None:
                        "the fastest engine and number format within parity with torch fp32, measured on this machine; "
                        "fp32: torch fp32, the same numbers on every machine")
         p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    if engine and flip:
+        p.add_argument("--no-flip", dest="flip", action="store_false", help="embed each crop alone, without "
+                       "test-time flip (default: the mean with its mirror image's embedding, 2x the time)")
 
 
 def batch_flags(p: argparse.ArgumentParser) -> None:
@@ -283,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = p["evaluate"]
     e.add_argument("--data", required=True, help="dataset root (any supported layout)")
     e.add_argument("--layout", default="auto")
-    model_flags(e)
+    model_flags(e, flip=False)
     batch_flags(e)
     e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     e.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
@@ -302,8 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output .safetensors file")
     model_flags(m)
     batch_flags(m)
-    m.add_argument("--flip", action="store_true", help="average each image's embedding with its mirror image's "
-                                                       "(test-time flip: 2x the time, usually a little better)")
 
     from .index import APPROX_KINDS, RERANK_POOL
 
@@ -327,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--k", type=int, default=10)
     q.add_argument("--rerank", action="store_true", help=f"k-reciprocal re-ranking of the top {RERANK_POOL}")
     q.add_argument("--exact", action="store_true", help="exact search even on an approximate index")
+
+    a = p["adapt"]
+    a.add_argument("--data", required=True, help="the target cameras' crops: any dataset layout (its training "
+                   "images) or any folder of images (all of them, searched recursively); labels are never read")
+    a.add_argument("--out", required=True, help="the adapted weights (.safetensors; its .json is written beside)")
+    a.add_argument("--half", action="store_true", help="store fp16 tensors (half the file; computed in fp32)")
+    a.add_argument("--evaluate", action="store_true", help="score before and after on the folder's own "
+                   "query/gallery split (labels used for scoring only) and record the figures in the .json")
+    model_flags(a, flip=False)
+    from .adapt import AdaptConfig
+
+    setting_flags(a, AdaptConfig, ("adapt", "self-train"))
 
     x = p["export"]
     x.add_argument("--out", required=True, help="output .onnx file")

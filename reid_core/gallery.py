@@ -160,10 +160,15 @@ class Gallery:
             conn.close()
 
     @contextmanager
-    def _transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[None]:
-        """BEGIN IMMEDIATE takes the write lock up front, so two writers never both read then fail to commit."""
+    def _transaction(self, conn: sqlite3.Connection, write: bool, same_weights: bool = True) -> Iterator[None]:
+        """BEGIN IMMEDIATE takes the write lock up front, so two writers never both read then fail to commit.
+        `same_weights`: refuse a file that another handle has re-embedded for other weights since this one opened
+        it (its rows and this handle's queries would come from two models)."""
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
+            if same_weights and self._meta(conn, "weights") not in ("", self.weights_id):
+                raise GalleryError(f"{self.path.name}: re-embedded for another model since it was opened here; "
+                                   "reload the page")
             yield
         except BaseException:
             conn.execute("ROLLBACK")
@@ -214,7 +219,7 @@ class Gallery:
     # --- weights --------------------------------------------------------------------------------------------
     def _adopt_weights(self) -> None:
         """Re-embed every row for this gallery's weights, in one transaction, if it was built with others."""
-        with self._writer, self._connect() as conn, self._transaction(conn, write=True):
+        with self._writer, self._connect() as conn, self._transaction(conn, write=True, same_weights=False):
             built = self._meta(conn, "weights")
             n = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
             if built == self.weights_id:
@@ -425,6 +430,26 @@ class Galleries:
                 gallery = self.open_gallery(self.folder / f"{key}.sqlite")
             self._open[key] = (gallery, time.monotonic())
         return gallery
+
+    def reopen(self, session: str | None, open_gallery: Callable[[Path], Gallery]) -> Gallery:
+        """Open this session's gallery file again through `open_gallery` (another model: its rows are re-embedded
+        for it, in one transaction); the old handle is closed, so a request still holding it fails in one line
+        instead of mixing two models' embeddings."""
+        key = self.key(session)
+        with self._lock:
+            old = self._open.get(key, (None, 0.0))[0]
+        if old is not None:
+            with old._writer:  # an add in flight on the old handle finishes first
+                old.closed = True
+        gallery = open_gallery(self.folder / f"{key}.sqlite")  # re-embeds: outside the lock every session needs
+        with self._lock:
+            self._open[key] = (gallery, time.monotonic())
+        return gallery
+
+    def count(self, keep: Callable[[Gallery], bool]) -> int:
+        """How many open galleries `keep` holds for (e.g. those embedded by an adapted model)."""
+        with self._lock:
+            return sum(keep(g) for g, _ in self._open.values())
 
     def _sweep(self) -> None:
         """Delete private galleries idle past their time (at most once a minute), open ones and files left by

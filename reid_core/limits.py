@@ -27,6 +27,8 @@ class Limits:
     max_aspect: int = 10  # longest side over shortest: beyond it decoding and resizing a strip costs seconds
     session_minutes: int = 60  # a private gallery is deleted this long after its session last used it
     max_sessions: int = 200  # private galleries kept at once (each up to max_gallery images)
+    max_adapted: int = 8  # sessions holding a model adapted to their gallery at once (~14 MB each for Lite0)
+    adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
     concurrency: int = 1  # model calls (compare/search/add) running at once; the rest wait in the queue
     queue_size: int = 64  # requests waiting in the queue before new ones are told it is full
 

@@ -152,6 +152,56 @@ def verification(scores: np.ndarray, labels: np.ndarray, threshold: float | None
 
 
 # --- k-reciprocal re-ranking (Zhong et al., CVPR 2017) ----------------------------------------------------
+def kreciprocal_jaccard(d: np.ndarray, k1: int = 20, k2: int = 6, rows: int | None = None) -> np.ndarray:
+    """Jaccard distance between the k-reciprocal neighbour sets of every pair of items, from their square
+    distance matrix d (n, n): the core shared by re-ranking (Zhong et al.) and pseudo-label clustering (SpCL,
+    Cluster Contrast). Each item's k1-reciprocal neighbours, expanded by its neighbours' k1/2-reciprocal ones
+    when they overlap by 2/3, weighted exp(-d) and averaged over its k2 nearest (query expansion); then
+    1 - sum(min) / sum(max) of the weights of each pair. `rows`: only the first rows' distances (re-ranking's
+    queries), in rows / n of the memory and time of the last step."""
+    d = np.asarray(d, dtype=np.float32)
+    n = d.shape[0]
+    k1 = min(k1, n - 1)
+    rank = np.argsort(d, axis=1)[:, : k1 + 1]
+    half = int(np.around(k1 / 2)) + 1
+
+    def reciprocal(k: int) -> list[np.ndarray]:  # i's forward neighbours that have i among theirs
+        fwd = rank[:, :k]
+        back = (rank[fwd][:, :, :k] == np.arange(n)[:, None, None]).any(2)
+        return [fwd[i][back[i]] for i in range(n)]
+
+    recip, recip_half = reciprocal(k1 + 1), reciprocal(half)
+    v = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        expanded = [recip[i]]
+        for c in recip[i]:
+            cr = recip_half[c]
+            if np.isin(cr, recip[i]).sum() > 2 / 3 * len(cr):
+                expanded.append(cr)
+        e = np.unique(np.concatenate(expanded))
+        w = np.exp(-d[i, e])
+        v[i, e] = w / w.sum()
+    if k2 > 1:
+        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    # sum_k min(v_ik, v_jk), column by column: only items where column k is non-zero can share it
+    m = n if rows is None else rows
+    tmin = np.zeros((m, n), dtype=np.float32)
+    for k in range(n):
+        nz = np.flatnonzero(v[:, k])
+        mine = nz[nz < m]
+        if len(mine):
+            tmin[np.ix_(mine, nz)] += np.minimum(v[mine, k][:, None], v[nz, k][None, :])
+    return 1 - tmin / (2 - tmin)
+
+
+def jaccard_distance(feats: np.ndarray, k1: int = 30, k2: int = 6, penalty: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) k-reciprocal Jaccard distance of unit embeddings, on their squared Euclidean distance 2 - 2 cos
+    (as SpCL clusters target crops), plus `penalty` (n, n) if given (e.g. for pairs of one camera)."""
+    f = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    d = (2 - 2 * f @ f.T).clamp(min=0).numpy()
+    return kreciprocal_jaccard(d if penalty is None else d + penalty, k1, k2).clip(0, 1)  # rounding: -1e-7
+
+
 def rerank(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20, k2: int = 6,
            lambda_value: float = 0.3) -> np.ndarray:
     """Re-ranked query-gallery distances from the three distance blocks (Euclidean or cosine)."""
@@ -159,31 +209,5 @@ def rerank(q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, k1: int = 20, k2: 
     d = np.block([[q_q, q_g], [q_g.T, g_g]]).astype(np.float32)
     d = np.power(d.clip(0), 2)
     d = (d / d.max(axis=0, keepdims=True)).T  # column-normalised, as in the reference
-    n = d.shape[0]
-    rank = np.argsort(d, axis=1)[:, : k1 + 1]
-    v = np.zeros((n, n), dtype=np.float32)
-    half = int(np.around(k1 / 2)) + 1
-    for i in range(n):
-        fwd = rank[i]
-        recip = fwd[(rank[fwd] == i).any(1)]
-        expanded = recip
-        for c in recip:
-            c_fwd = rank[c, :half]
-            c_recip = c_fwd[(rank[c_fwd, :half] == c).any(1)]
-            if len(np.intersect1d(c_recip, recip)) > 2 / 3 * len(c_recip):
-                expanded = np.append(expanded, c_recip)
-        expanded = np.unique(expanded)
-        w = np.exp(-d[i, expanded])
-        v[i, expanded] = w / w.sum()
-    if k2 > 1:
-        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
-    inv = [np.flatnonzero(v[:, j]) for j in range(n)]
-    jaccard = np.zeros((nq, n), dtype=np.float32)
-    for i in range(nq):
-        tmin = np.zeros(n, dtype=np.float32)
-        nz = np.flatnonzero(v[i])
-        for j in nz:
-            tmin[inv[j]] += np.minimum(v[i, j], v[inv[j], j])
-        jaccard[i] = 1 - tmin / (2 - tmin)
-    final = jaccard * (1 - lambda_value) + d[:nq] * lambda_value
+    final = kreciprocal_jaccard(d, k1, k2, rows=nq) * (1 - lambda_value) + d[:nq] * lambda_value
     return final[:, nq:]

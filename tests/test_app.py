@@ -231,3 +231,52 @@ def test_add_reports_progress_in_images(tmp_path: Path, settings: app.Settings, 
     total = len(files) + 4  # the zip's members are counted before any is read
     assert calls[0] == ((0, total), "images") and calls[-1] == ((total, total), "images")
     assert [c[0][0] for c in calls] == list(range(total + 1))
+
+
+def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) -> None:
+    """BatchNorm statistics from the visitor's own crops: the session's gallery and its queries move to a private
+    adapted model (the shared one untouched), and Undo goes back; too few crops or too many adapted sessions get
+    one line."""
+    limits = Limits(max_adapted=1)
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path, limits))
+    base_id = handlers.reid.embedding_id
+    with pytest.raises(gr.Error, match="at least 20 crops"):
+        handlers.adapt_gallery()
+    write_people(tmp_path / "crops", pids=range(1, 13), cams=range(1, 3))
+    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
+    query = str(next((tmp_path / "crops").glob("0001_c1*.png")))
+    before = handlers.search(query, 3)[1]
+    said, items, table, summary = handlers.adapt_gallery()
+    assert items == [] and table.empty and summary == ""  # old results were scored by the other model
+    assert "Adapted to your gallery" in said and "24 of your crops" in said
+    gallery = handlers.gallery(None)
+    assert gallery.weights_id != base_id and handlers.reid.embedding_id == base_id
+    after = handlers.search(query, 3)[1]
+    assert after.iloc[0]["name"] == before.iloc[0]["name"] and after.iloc[0]["cosine"] == pytest.approx(1, abs=1e-4)
+    assert not np.allclose(after["cosine"].to_numpy(float), before["cosine"].to_numpy(float))
+    assert "Already adapted" in handlers.adapt_gallery()[0]
+    other = type("Request", (), {"session_hash": "another visitor"})()
+    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))), other)
+    with pytest.raises(gr.Error, match="1 visitors hold adapted models"):
+        handlers.adapt_gallery(other)
+    assert "Back to the shared model" in handlers.undo_adapt()[0]
+    assert handlers.gallery(None).weights_id == base_id
+    np.testing.assert_allclose(handlers.search(query, 3)[1]["cosine"].to_numpy(float),
+                               before["cosine"].to_numpy(float), atol=1e-5)
+
+
+def test_model_tab_says_what_the_weights_were_adapted_to(tmp_path: Path, settings: app.Settings) -> None:
+    import json
+    import shutil
+
+    weights = tmp_path / "adapted.safetensors"
+    shutil.copy(settings.weights, weights)
+    cfg = json.loads(settings.weights.with_suffix(".json").read_text())
+    cfg["extra"]["adapted"] = {"target": "my_cameras", "target_images": 1234, "target_cameras": 3, "method": "bn",
+                               "seconds": 9.0, "source_weights": "weights/model.safetensors",
+                               "figures": {"before": {"rank1": 0.1, "mAP": 0.05}, "after": {"rank1": 0.2, "mAP": 0.1},
+                                           "evaluated_on": "its own split"}}
+    weights.with_suffix(".json").write_text(json.dumps(cfg))
+    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
+    assert "Adapted to a new camera network" in text and "`my_cameras` (1,234 unlabeled crops, 3 cameras)" in text
+    assert "Rank-1 10.0 → 20.0 %" in text and "mAP 5.0 → 10.0 %" in text

@@ -1,0 +1,223 @@
+"""Adaptation to a new camera network (reid_core.adapt, `python -m reid_core adapt`, ReID.adapted / bn_adapted)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_market
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shifted(px: torch.Tensor) -> torch.Tensor:
+    """Another camera network: half the contrast, a brighter exposure (uint8 still)."""
+    return (px.float() * 0.5 + 100).round().clamp(0, 255).to(torch.uint8)
+
+
+def test_bn_statistics_undo_a_domain_shift(market: Path) -> None:
+    """Crops of the shifted network embed like their source versions once BatchNorm has seen the new network,
+    unlabeled, and not before: the measured gain of the first rung, on a shift it should undo."""
+    from reid_core.adapt import adapt_bn, pixel_batches, target_records
+    from reid_core.model import ModelConfig, create_model
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32)).eval()
+    px = torch.cat(list(pixel_batches(target_records(market), (64, 32), 64, progress=False)))
+    adapt_bn(model, [px])  # the "source" model: statistics of the source network
+    source = model.embed(px)
+    before = float((model.embed(shifted(px)) * source).sum(1).mean())
+    adapted = copy.deepcopy(model)
+    seen = adapt_bn(adapted, [shifted(px)[i:i + 16] for i in range(0, len(px), 16)])
+    after = float((adapted.embed(shifted(px)) * source).sum(1).mean())
+    assert seen == len(px)
+    assert after > before + 0.3, (before, after)
+    assert not adapted.training and not any(m.training for m in adapted.modules())
+    # only the chosen layers move: the BNNeck alone leaves every backbone statistic as it was
+    neck = copy.deepcopy(model)
+    adapt_bn(neck, [shifted(px)], layers="neck")
+    assert torch.equal(neck.backbone.bn1.running_mean, model.backbone.bn1.running_mean)
+    assert not torch.equal(neck.bnneck.running_mean, model.bnneck.running_mean)
+
+
+@pytest.mark.parametrize(("backbone", "last_stride", "stages"), [("resnet18", 2, 2), ("resnet18", 1, 1),
+                                                                ("efficientnet_lite0", 2, 2),
+                                                                ("efficientnet_lite0", 1, 3)])
+def test_the_split_model_is_the_model(backbone: str, last_stride: int, stages: int) -> None:
+    """Self-training runs the top of the network on cached trunk maps: top(trunk(x)) must be the model."""
+    from reid_core.adapt import Split
+    from reid_core.model import ModelConfig, create_model
+
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone=backbone, height=64, width=32, last_stride=last_stride)).eval()
+    x = torch.randint(0, 256, (3, 3, 64, 32), dtype=torch.uint8)
+    split = Split(model, stages)
+    with torch.no_grad():
+        assert torch.allclose(split(split.trunk_map(x))["emb"], model(x)["emb"], atol=1e-5)
+    with pytest.raises(ValueError, match="train_stages must be 1"):
+        Split(model, 99)
+
+
+def test_jaccard_core_matches_the_reference_loop() -> None:
+    """kreciprocal_jaccard (vectorised by column) against the reference's per-row loop (Zhong et al.'s code)."""
+    from reid_core.metrics import kreciprocal_jaccard
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 8))[rng.integers(0, 10, 80)] + 0.4 * rng.normal(size=(80, 8))
+    d = np.linalg.norm(x[:, None] - x[None], axis=2).astype(np.float32)
+    k1, k2, n = 8, 3, len(d)
+    rank = np.argsort(d, axis=1)[:, : k1 + 1]
+    v = np.zeros((n, n), np.float32)
+    half = int(np.around(k1 / 2)) + 1
+    for i in range(n):
+        fwd = rank[i]
+        recip = fwd[(rank[fwd] == i).any(1)]
+        expanded = recip
+        for c in recip:
+            c_fwd = rank[c, :half]
+            c_recip = c_fwd[(rank[c_fwd, :half] == c).any(1)]
+            if len(np.intersect1d(c_recip, recip)) > 2 / 3 * len(c_recip):
+                expanded = np.append(expanded, c_recip)
+        expanded = np.unique(expanded)
+        w = np.exp(-d[i, expanded])
+        v[i, expanded] = w / w.sum()
+    v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    want = np.zeros((n, n), np.float32)
+    for i in range(n):
+        tmin = np.minimum(v[i][None], v).sum(1)
+        want[i] = 1 - tmin / (2 - tmin)
+    got = kreciprocal_jaccard(d, k1, k2)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert got[0, 0] < 1e-5 and (got >= -1e-6).all()
+
+
+def test_target_folder_reads_no_labels(market: Path, people_folder: Path, tmp_path: Path) -> None:
+    from reid_core.adapt import target_records
+    from reid_core.datasets import DatasetError
+
+    recs = target_records(market)  # a dataset: its training images, pids dropped, cameras kept
+    assert len(recs) == 8 * 3 * 2 and {r.pid for r in recs} == {-1} and {r.camid for r in recs} == {0, 1, 2}
+    plain = target_records(people_folder)  # any folder: every image below it (the broken one too: skipped later)
+    assert len(plain) == 13 and {r.pid for r in plain} == {-1}
+    with pytest.raises(DatasetError, match="not a folder"):
+        target_records(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        target_records(tmp_path / "empty")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reid_core", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        r = run_cli("adapt", "--data", str(folder), "--out", str(tmp_path / "a.safetensors"),
+                    "--weights", str(tiny_weights), "--engine", "fp32")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
+        assert str(folder) in r.stderr
+    assert not (tmp_path / "a.safetensors").exists()
+
+
+def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> None:
+    """CLI bn + self-train on a synthetic network; the file records what was done and loads in the API, the
+    ONNX engine and a gallery built by the source weights (re-embedded on the weights change)."""
+    from reid_core import ReID
+
+    target = make_market(tmp_path / "target", n_train=20, n_test=4, per_cam=2, cams=2)
+    out = tmp_path / "adapted.safetensors"
+    r = run_cli("adapt", "--data", str(target), "--out", str(out), "--weights", str(tiny_weights), "--engine", "fp32",
+                "--rounds", "1", "--epochs", "1", "--p", "4", "--k", "2", "--min-samples", "2", "--k1", "6",
+                "--eps", "0.7", "--evaluate")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(out.with_suffix(".json").read_text())
+    rec = cfg["extra"]["adapted"]
+    assert rec["method"] == "self-train" and rec["target"] == "target" and rec["target_images"] == 20 * 2 * 2
+    assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP"} <= set(rec["figures"]["after"])
+    assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
+    assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
+    assert "metrics" not in cfg["extra"]  # the source's figures are not this model's
+    base, adapted = ReID.load(tiny_weights, engine="fp32"), ReID.load(out, engine="fp32")
+    assert base.weights_id != adapted.weights_id
+    changed = [k for k, v in adapted.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])]
+    assert any("running_mean" in k for k in changed) and any("layer4" in k and "weight" in k for k in changed)
+    frozen = [k for k in changed if k.startswith(("backbone.layer1", "backbone.conv1"))]
+    assert all("running" in k or "num_batches" in k for k in frozen), frozen  # statistics only
+    crops = sorted((target / "query").glob("*.jpg"))
+    onnx = ReID.load(out, engine="onnx")
+    np.testing.assert_allclose(onnx.embed(crops), adapted.embed(crops), atol=1e-4)
+    g = base.gallery(tmp_path / "g.sqlite")
+    g.add_files([str(p) for p in crops])
+    before = g.search(base.embed(crops[0]), k=1)[0]
+    g2 = adapted.gallery(tmp_path / "g.sqlite")  # other weights: the stored rows are re-embedded
+    after = g2.search(adapted.embed(crops[0]), k=1)[0]
+    assert len(g2) == len(crops) and before.name == after.name and after.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bn_adapted_in_memory_leaves_the_source_alone(tiny_weights: Path, market: Path) -> None:
+    from reid_core import ReID
+
+    base = ReID.load(tiny_weights, engine="fp32")
+    crops = sorted((market / "bounding_box_test").glob("*.jpg"))[:12]
+    before = base.embed(crops)
+    adapted = base.bn_adapted([p.read_bytes() for p in crops])
+    np.testing.assert_array_equal(base.embed(crops), before)
+    assert not np.allclose(adapted.embed(crops), before) and adapted.weights_id != base.weights_id
+
+
+def test_bad_settings_are_one_line_before_any_work() -> None:
+    from reid_core.adapt import AdaptConfig
+
+    for bad, match in (({"max_images": -5}, "max_images must be at least 0"), ({"temperature": 0.0}, "temperature"),
+                       ({"batch_size": 0}, "batch_size"), ({"eps": float("nan")}, "eps"),
+                       ({"momentum": 2.0}, "momentum"), ({"method": "magic"}, "method must be one of")):
+        with pytest.raises(ValueError, match=match):
+            AdaptConfig(**bad)
+
+
+def test_a_handle_left_behind_by_a_reopen_refuses_work(tmp_path: Path, tiny_weights: Path, market: Path) -> None:
+    """After a session's gallery is re-opened for another model, nothing done through the old handle may mix
+    the two models' embeddings: the old handle refuses in one line, the new one serves."""
+    from reid_core import Galleries, GalleryError, Limits, ReID
+
+    base = ReID.load(tiny_weights, engine="fp32")
+    crops = sorted((market / "bounding_box_test").glob("*.jpg"))[:12]
+    adapted = base.bn_adapted(crops)
+    galleries = Galleries(tmp_path, lambda path: base.gallery(path), Limits())
+    old = galleries.get("visitor")
+    old.add_files([str(p) for p in crops])
+    new = galleries.reopen("visitor", lambda path: adapted.gallery(path))
+    assert galleries.get("visitor") is new and len(new) == len(crops)
+    for call in (lambda: old.search(base.embed(crops[0]), 1), lambda: old.add_files([str(crops[0])])):
+        with pytest.raises(GalleryError):
+            call()
+    stale = base.gallery(tmp_path / "stale.sqlite")
+    stale.add_files([str(crops[0])])
+    other = adapted.gallery(tmp_path / "stale.sqlite")  # another process re-embeds the file under stale's feet
+    with pytest.raises(GalleryError, match="re-embedded for another model"):
+        stale.search(base.embed(crops[0]), 1)
+    assert other.search(adapted.embed(crops[0]), 1)[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_flip_embeddings_use_their_own_recorded_threshold(tiny_weights: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from reid_core import ReID
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    cfg = json.loads(tiny_weights.with_suffix(".json").read_text())
+    cfg["extra"].update(pair_threshold=0.3, metrics={"flip_pair_threshold": 0.4})
+    w.with_suffix(".json").write_text(json.dumps(cfg))
+    assert ReID.load(w, engine="fp32").threshold == pytest.approx(0.4)
+    assert ReID.load(w, engine="fp32", flip=False).threshold == pytest.approx(0.3)
+    flipped, plain = ReID.load(w, engine="fp32"), ReID.load(w, engine="fp32", flip=False)
+    assert flipped.embedding_id == plain.embedding_id + "+flip"
