@@ -201,7 +201,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     def measure(model: Any, when: str) -> None:
         m = evaluate(model.model, scored.query, scored.gallery, embedder=model.embedder, progress=False, flip=True)
-        figures[when] = {k: round(float(m[p + k]), 4) for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")}
+        keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]
+        figures[when] = {k: round(float(m[k]), 4) for k in keys}
         print(f"{when}: {format_metrics(m)}; flip: {format_metrics(m, 'flip_')}", file=sys.stderr)
 
     if scored is not None:
