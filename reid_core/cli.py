@@ -66,10 +66,15 @@ def output_file(path: str | Path, made_here: bool = True) -> Path:
 @verb("the same-person probability, cosine and verdict of two images")
 def cmd_compare(args: argparse.Namespace) -> int:
     from .images import load_image
+    from .screen import person_warning
 
-    c = load(args).compare(load_image(args.a), load_image(args.b))
+    images = [(path, load_image(path)) for path in (args.a, args.b)]
+    c = load(args).compare(images[0][1], images[1][1])
     verdict = "same person" if c.same else "different people"
     print(f"probability {c.probability:.4f}  cosine {c.cosine:.4f}  threshold {c.threshold:.4f}  {verdict}")
+    doubts = [f"{path}: {why}" for path, img in images if (why := person_warning(img))]
+    if doubts:  # the app's warning: a re-id network scores anything, a blank included
+        print(f"warning: {'; '.join(doubts)}, so this verdict means little", file=sys.stderr)
     return 0
 
 
@@ -117,7 +122,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     embedder = Flipped(reid.embedder) if reid.flip else reid.embedder
     t0 = time.perf_counter()
     emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
-                              skip_bad=True)
+                              skip_bad=True, screen=True)
     seconds = time.perf_counter() - t0
     paths = [str(files[i].resolve()) for i in kept]
     # what a gallery checks before taking these rows (a flipped embedding is another embedding)
@@ -258,6 +263,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_uploads(args: argparse.Namespace) -> int:
     from .images import ImageError
     from .limits import Limits
+    from .screen import person_warning
     from .uploads import iter_uploads, read_image
 
     limits = Limits.from_env()
@@ -271,6 +277,8 @@ def cmd_uploads(args: argparse.Namespace) -> int:
             continue
         ok += 1
         print(f"ok {name} {img.width}x{img.height}")
+        if why := person_warning(img):  # taken, as the app takes it, with the app's warning
+            print(f"warning: {name}: {why}", file=sys.stderr)
     for s in skipped:
         print(f"skipped: {s}", file=sys.stderr)
     print(f"{ok} usable image(s), {len(skipped)} skipped")
