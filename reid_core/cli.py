@@ -299,7 +299,9 @@ def cmd_plots(args: argparse.Namespace) -> int:
         cells = [f"{c} {last[c]:.4g}" for c in (*LOSS_COLUMNS[:1], *EVAL_COLUMNS) if c in part and pd.notna(last[c])]
         print(f"{run}: {len(part)} epoch(s), last epoch {last['epoch']:.0f}: {', '.join(cells) or 'no numbers'}")
     if args.html:
-        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs="cdn") for f in figures(df).values()))
+        # plotly.js inlined once, with the first figure: the page works offline (a CDN script left it blank)
+        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs=i == 0)
+                                     for i, f in enumerate(figures(df).values())))
         print(f"wrote {args.html}")
     return 0
 
