@@ -397,11 +397,10 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             sampler = PKSampler(labels[keep].tolist(), cfg.p, cfg.k, seed=cfg.seed * 1000 + r)
             losses = []
             split.train_mode()
-            steps = [(e, b) for e in range(cfg.epochs) for b in range(len(sampler))]
-            bar = tqdm(total=len(steps), desc=f"round {r + 1}/{cfg.rounds}", disable=not progress, leave=False)
+            steps = sum(len(sampler.batches(e)) for e in range(cfg.epochs))  # the bar's total: the real steps
+            bar = tqdm(total=steps, desc=f"round {r + 1}/{cfg.rounds}", disable=not progress, leave=False)
             for e in range(cfg.epochs):
-                sampler.set_epoch(e)
-                for batch in sampler:
+                for batch in sampler.batches(e):
                     idx = torch.from_numpy(keep[batch])
                     mirror = torch.randint(0, 2, (len(idx),), generator=gen)
                     f = erase_blocks(cache[mirror, idx].float(), cfg.erasing, gen).to(device)
