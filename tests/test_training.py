@@ -99,8 +99,8 @@ def test_progress_bar_counts_the_real_steps(tmp_path: Path, monkeypatch: pytest.
         bars.append(real(*args, **kw))
         return bars[-1]
 
-    real = trainer.tqdm
-    monkeypatch.setattr(trainer, "tqdm", recorded)
+    real = trainer.progress_bar
+    monkeypatch.setattr(trainer, "progress_bar", recorded)
     t = Trainer(tiny(root, tmp_path, name="bar", epochs=2, max_steps_per_epoch=5))
     t.fit()
     assert [(b.total, b.n) for b in bars] == [(1, 1), (1, 1)] and t.step == 2
