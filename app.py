@@ -443,8 +443,11 @@ def adapted_markdown(a: dict[str, Any]) -> str:
 
 
 def _fmt(key: str, v: Any) -> str:
+    """A probability threshold as a percentage; a cosine threshold is not a probability: a plain number."""
     if isinstance(v, float):
-        return f"{100 * v:.1f} %" if "threshold" in key else f"{v:,.4g}"
+        if "threshold" in key:
+            return f"{v:.3f}" if "cos_threshold" in key else f"{100 * v:.1f} %"
+        return f"{v:,.4g}"
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, list):

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .datasets import DatasetError, Record, detect_layout, load_dataset
 from .embed import list_images
 from .images import read_pixels
 from .metrics import jaccard_distance
 from .model import SiameseReID
+from .progress import progress_bar
 from .samplers import PKSampler
 from .settings import setting
 
@@ -182,7 +182,7 @@ def pixel_batches(records: Sequence[Record], size: tuple[int, int], batch_size: 
     starts = range(0, len(records), batch_size)
     with ThreadPoolExecutor(1) as pool:
         jobs = [pool.submit(read_pixels, records[s:s + batch_size], size, True) for s in starts[:2]]
-        for i in tqdm(range(len(starts)), desc=desc, disable=not progress, leave=False, unit="batch"):
+        for i in progress_bar(range(len(starts)), desc=desc, disable=not progress, unit="batch"):
             pixels, positions, _ = jobs[i].result()
             if kept is not None:
                 kept += (positions + starts[i]).tolist()
@@ -397,11 +397,10 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             sampler = PKSampler(labels[keep].tolist(), cfg.p, cfg.k, seed=cfg.seed * 1000 + r)
             losses = []
             split.train_mode()
-            steps = [(e, b) for e in range(cfg.epochs) for b in range(len(sampler))]
-            bar = tqdm(total=len(steps), desc=f"round {r + 1}/{cfg.rounds}", disable=not progress, leave=False)
+            steps = sum(len(sampler.batches(e)) for e in range(cfg.epochs))  # the bar's total: the real steps
+            bar = progress_bar(total=steps, desc=f"round {r + 1}/{cfg.rounds}", disable=not progress)
             for e in range(cfg.epochs):
-                sampler.set_epoch(e)
-                for batch in sampler:
+                for batch in sampler.batches(e):
                     idx = torch.from_numpy(keep[batch])
                     mirror = torch.randint(0, 2, (len(idx),), generator=gen)
                     f = erase_blocks(cache[mirror, idx].float(), cfg.erasing, gen).to(device)

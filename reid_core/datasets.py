@@ -16,6 +16,7 @@ from pathlib import Path, PureWindowsPath
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}  # data.FORMATS' usual names
 
+LAYOUTS = "auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders"  # for --layout
 LAYOUT_HELP = (
     "expected one of: Market-1501 / DukeMTMC-reID (bounding_box_train/, query/, bounding_box_test/ with "
     "PPPP_cC*.jpg names), MSMT17 (list_train.txt, list_query.txt, list_gallery.txt + train/, test/), "

@@ -28,6 +28,7 @@ from .files import atomic_write
 from .images import read_pixels
 from .model import ModelConfig, SiameseReID, WeightsError
 from .precision import autocast
+from .progress import progress_bar
 
 CONFIG_KEY = "reid_config"
 
@@ -139,28 +140,32 @@ def thread_pool(threads: int | None = None) -> ThreadPoolExecutor:
 
 
 def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, threads: int | None = None,
-                  desc: str = "embed", progress: bool = True, skip_bad: bool = False,
+                  desc: str = "embed", progress: bool = True, skip_bad: bool = False, screen: bool = False,
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, indices of the records they belong to). `threads` threads (default: torch's CPU threads)
     each take whole batches, decode them and embed them; on a CPU each runs the model on its share of the
     threads (1 each by default). Batches side by side beat one batch on all cores by 0-15 % here, and a
     thread's decoding then overlaps the others' forward passes instead of stalling a parallel one: the
     pipeline keeps most of the raw forward's rate (BENCHMARKS §3 measures it). Without `skip_bad` an
-    unreadable image raises ImageError; with it, it is reported in one line and left out of the indices."""
+    unreadable image raises ImageError; with it, it is reported in one line and left out of the indices. `screen`:
+    a line on stderr for each image that does not look like a person crop (embedded all the same)."""
     size = (embedder.cfg.height, embedder.cfg.width)
 
-    def job(start: int) -> tuple[np.ndarray | None, np.ndarray, list[str]]:
-        pixels, kept, errors = read_pixels(records[start:start + batch_size], size, skip_bad)
-        return (None if pixels is None else embedder(pixels)), kept + start, errors
+    def job(start: int) -> tuple[np.ndarray | None, np.ndarray, list[str], list[str]]:
+        warnings: list[str] | None = [] if screen else None
+        pixels, kept, errors = read_pixels(records[start:start + batch_size], size, skip_bad, warnings)
+        return (None if pixels is None else embedder(pixels)), kept + start, errors, warnings or []
 
     out, kept = [], []
     pool = thread_pool(threads)
     try:
         results = pool.map(job, range(0, len(records), batch_size))
-        for emb, idx, errors in tqdm(results, total=-(-len(records) // batch_size), desc=desc, leave=False,
-                                     disable=not progress, unit="batch"):
+        for emb, idx, errors, warnings in progress_bar(results, total=-(-len(records) // batch_size), desc=desc,
+                                                                     disable=not progress, unit="batch"):
             for e in errors:
                 tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
+            for w in warnings:
+                tqdm.write(f"warning: {w}", file=sys.stderr)
             if emb is not None:
                 out.append(emb)
                 kept.append(idx)

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .datasets import Record
 from .limits import Limits
+from .screen import person_warning
 
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers cameras' MPO files. Nothing else is opened:
@@ -116,13 +117,18 @@ def eval_pixels(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
 
 
 def read_pixels(records: Sequence[Record], size: tuple[int, int], skip_bad: bool = False,
-                ) -> tuple[torch.Tensor | None, np.ndarray, list[str]]:
+                warnings: list[str] | None = None) -> tuple[torch.Tensor | None, np.ndarray, list[str]]:
     """One batch: uint8 (B, 3, H, W) of the readable records (None if none is), their positions in `records`,
-    and the one-line errors of the unreadable ones. Without `skip_bad` the first unreadable image raises."""
+    and the one-line errors of the unreadable ones. Without `skip_bad` the first unreadable image raises.
+    `warnings`: given, gets "path: why" for each image that does not look like a person crop (screened on the
+    decoded image, before the resize, as the app screens its uploads)."""
     pixels, kept, errors = [], [], []
     for k, r in enumerate(records):
         try:
-            pixels.append(eval_pixels(load_image(r.path), size))
+            img = load_image(r.path)
+            if warnings is not None and (why := person_warning(img)):
+                warnings.append(f"{r.path}: {why}")
+            pixels.append(eval_pixels(img, size))
             kept.append(k)
         except ImageError as e:
             if not skip_bad:

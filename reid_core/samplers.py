@@ -78,7 +78,8 @@ class PKSampler(Sampler[list[int]]):
     """Batches of P identities x K images (torchreid's RandomIdentitySampler, as a batch sampler).
 
     Identities with fewer than K images are sampled with replacement. An epoch walks every identity's
-    images once in chunks of K; `len` is the number of full batches.
+    images in chunks of K until fewer than P identities have a chunk left; `len` is the number of batches the
+    current epoch yields (drawn once per epoch, so a progress bar or schedule counts real steps).
     """
 
     def __init__(self, pids: Sequence[int], p: int = 16, k: int = 4, seed: int = 0):
@@ -86,27 +87,35 @@ class PKSampler(Sampler[list[int]]):
         if len(self.groups) < p:
             raise ValueError(f"PK sampling needs at least P={p} identities, the data has {len(self.groups)}")
         self.p, self.k, self.seed, self.epoch = p, k, seed, 0
-        self._len = sum(max(len(ix), k) // k for ix in self.groups.values()) // p
+        self._drawn: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self._len
+        return len(self.batches(self.epoch))
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(self.batches(self.epoch))
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches, the same on every call (a resumed run replays them)."""
+        if self._drawn is None or self._drawn[0] != epoch:
+            self._drawn = epoch, self._draw(epoch)
+        return self._drawn[1]
+
+    def _draw(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
         chunks: dict[int, list[list[int]]] = {}
         for pid, ix in self.groups.items():
             ix = np.array(ix)
             ix = rng.choice(ix, self.k, replace=True) if len(ix) < self.k else rng.permutation(ix)
             n = len(ix) // self.k
             chunks[pid] = [ix[c * self.k:(c + 1) * self.k].tolist() for c in range(n)]
-        for _ in range(self._len):
-            avail = [pid for pid, c in chunks.items() if c]
-            if len(avail) < self.p:
-                return
+        out: list[list[int]] = []
+        while len(avail := [pid for pid, c in chunks.items() if c]) >= self.p:
             batch: list[int] = []
             for pid in rng.choice(avail, self.p, replace=False):
                 batch += chunks[int(pid)].pop()
-            yield batch
+            out.append(batch)
+        return out

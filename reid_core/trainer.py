@@ -23,10 +23,9 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
-from tqdm import tqdm
 
 from . import distributed, losses
-from .datasets import Record, ReIDData, combine, load_dataset, relabel
+from .datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
 from .distributed import RankShare, World, gather_cat, gather_rows
 from .embed import TorchEmbedder
 from .evaluate import extract, format_metrics, score, subset_eval
@@ -43,6 +42,7 @@ from .model import (
     save_model,
 )
 from .precision import autocast
+from .progress import progress_bar
 from .samplers import PairSampler, PKSampler
 from .settings import setting
 
@@ -60,8 +60,7 @@ class TrainConfig(Architecture):
     extra_data: list[str] = setting([], "more training sets (any layout; their training identities join, kept apart "
                                     "from the --data ones, e.g. ../shared/data/cuhk03); evaluation stays on --data",
                                     "data", metavar="DIR")
-    layout: str = setting("auto", "auto | market | duke | msmt17 | cuhk03[-new|-classic][-detected|-labeled] | folders",
-                          "data")
+    layout: str = setting("auto", LAYOUTS, "data")
     max_ids: int = setting(0, "train on this many identities (0: all)", "data")
     max_images: int = setting(0, "train on at most this many images (0: all)", "data")
     erasing: float = setting(0.5, "random-erasing probability", "data")
@@ -364,8 +363,7 @@ class Trainer:
         n_batches = len(loader) if not cfg.max_steps_per_epoch else min(len(loader), cfg.max_steps_per_epoch)
         sums: dict[str, torch.Tensor] = {}
         n_img, t0, i = 0, time.time(), -1
-        bar = tqdm(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not self.world.main)
+        bar = progress_bar(loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.world.main)
         for i, batch in enumerate(bar):
             if i >= n_batches:
                 break

@@ -280,3 +280,18 @@ def test_model_tab_says_what_the_weights_were_adapted_to(tmp_path: Path, setting
     text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
     assert "Adapted to a new camera network" in text and "`my_cameras` (1,234 unlabeled crops, 3 cameras)" in text
     assert "Rank-1 10.0 → 20.0 %" in text and "mAP 5.0 → 10.0 %" in text
+
+
+def test_model_tab_shows_a_cosine_threshold_as_a_cosine(tmp_path: Path, settings: app.Settings) -> None:
+    """A probability threshold is a percentage; a cosine threshold is a plain number (it showed "20.4 %")."""
+    import json
+    import shutil
+
+    weights = tmp_path / "cos.safetensors"
+    shutil.copy(settings.weights, weights)
+    cfg = json.loads(settings.weights.with_suffix(".json").read_text())
+    cfg["extra"]["cos_threshold"] = 0.20431
+    weights.with_suffix(".json").write_text(json.dumps(cfg))
+    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
+    assert "- **Cosine threshold**: 0.204\n" in text
+    assert f"- **Same-person threshold (probability)**: {100 * PAIR_THRESHOLD:.1f} %" in text

@@ -1,6 +1,7 @@
 """Every command README.md, BENCHMARKS.md and weights/README.md show runs as written from the repository root:
 each bench script answers --help without PYTHONPATH (as in a fresh clone after the README's install), and every
-flag a documented command uses exists in that command's parser (a renamed flag fails here, not for a reader)."""
+flag a documented command uses exists in that command's parser (a renamed flag fails here, not for a reader), and
+README.md's commands run on the venv its set-up made."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "DESIGN.md", ROOT / "weights" / "README.md"]
 COMMAND = re.compile(r"python (-m reid_core|bench/[\w.]+\.py|train\.py)([^`\n]*)")
+# a program typed bare ("python train.py") rather than from the venv the README's set-up made (".venv/bin/python"):
+# after set-up a bare `python` is the system's, without torch
+BARE_PROGRAM = re.compile(r"(?:^|[\s`(])(?<!-m )((?:python|torchrun|pytest) \S+)", re.M)
 
 
 def documented() -> list[tuple[str, list[str], str]]:
@@ -35,6 +39,16 @@ def test_the_docs_show_commands() -> None:
     for doc in DOCS:  # the module-style commands of before (python -m reid_core.evaluate) are gone
         assert not re.search(r"python -m reid_core\.\w", doc.read_text()), doc.name
     assert {"-m reid_core", "train.py"} <= programs and len([p for p in programs if p.startswith("bench/")]) >= 6
+
+
+def test_readme_commands_run_on_the_venvs_python() -> None:
+    """What a new user types after the README's set-up names the venv's programs (or the README says to activate
+    the venv first): a bare `python train.py` runs the system's Python and fails on "No module named 'torch'"."""
+    text = (ROOT / "README.md").read_text()
+    assert BARE_PROGRAM.findall(text) == []
+    assert "source .venv/bin/activate" in text
+    shown = re.findall(r"\.venv/bin/(?:python|torchrun) (-m reid_core|train\.py|app\.py|--nproc)", text)
+    assert {"-m reid_core", "train.py", "app.py", "--nproc"} <= set(shown) and len(shown) >= 20
 
 
 def test_reid_core_commands_use_real_verbs_and_flags() -> None:

@@ -1,8 +1,15 @@
 import json
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import huggingface_hub
 import pytest
+import timm
 import torch
+from safetensors.torch import save_file
 
 from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model
 
@@ -103,10 +110,49 @@ def test_bad_weights_give_one_line_errors(tmp_path: Path) -> None:
         load_model(tmp_path / "m.pt")
 
 
+def no_network(monkeypatch: pytest.MonkeyPatch, calls: list[float]) -> None:
+    """urlopen as on a machine without a network: each call waits for its timeout, then fails."""
+    def refuse(request: Any, timeout: float) -> None:
+        calls.append(timeout)
+        raise urllib.error.URLError("timed out")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", "/nonexistent/hub-cache")
+
+
 def test_pretrained_offline_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hub: one line at once (HF_HUB_OFFLINE, or a 2 s check), never timm's minute of "Retrying" lines."""
+    calls: list[float] = []
+    no_network(monkeypatch, calls)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsError, match="--init-weights"):
+    with pytest.raises(WeightsError, match="--init-weights") as e:
         create_model(ModelConfig(backbone="resnet18"), pretrained=True)
+    assert "HF_HUB_OFFLINE is set" in str(e.value) and calls == []  # known offline: not even the check runs
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    t0 = time.perf_counter()
+    with pytest.raises(WeightsError) as e:
+        create_model(ModelConfig(backbone="resnet18"), pretrained=True)
+    assert time.perf_counter() - t0 < 1 and calls == [2.0]
+    assert "\n" not in str(e.value) and "https://huggingface.co did not answer within 2 s" in str(e.value)
+    assert "--no-pretrained" in str(e.value)
+
+
+def test_pretrained_from_the_hubs_cache_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights the hub's cache already holds load offline, as timm itself would load them."""
+    calls: list[float] = []
+    no_network(monkeypatch, calls)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo = tmp_path / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    torch.manual_seed(3)
+    imagenet = timm.create_model("resnet18").state_dict()
+    save_file(imagenet, repo / "snapshots" / "abc" / "model.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    m = create_model(ModelConfig(backbone="resnet18", height=64, width=32), pretrained=True)
+    assert calls == []
+    for k, v in m.backbone.state_dict().items():
+        assert torch.equal(v, imagenet[k]), k
 
 
 def test_fine_tune_from_a_reid_model(tmp_path: Path) -> None:

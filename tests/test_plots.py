@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,15 @@ def test_evaluate_record_keeps_the_model_tab_curves(tmp_path: Path, market: Path
     assert list(figs["roc"].data[0].x) == c["roc_fpr"]
     empty = plots.model_figures(None)
     assert all(not f.data and "not recorded" in f.layout.annotations[0].text for f in empty.values())
+
+
+def test_html_page_works_offline(tmp_path: Path, log: Path, capsys: pytest.CaptureFixture) -> None:
+    """plotly.js is inside the page, once, not fetched from a CDN (offline the page was blank)."""
+    from reid_core.cli import main as cli
+
+    page = tmp_path / "curves.html"
+    assert cli(["plots", str(log), "--html", str(page)]) == 0
+    html = page.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # no CDN (nor any other) script to fetch
+    assert html.count("plotly.js v") == 1 and len(html) > 1_000_000  # the library itself (~4.6 MB), once
+    assert html.count("Plotly.newPlot(") == 4

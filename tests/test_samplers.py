@@ -70,6 +70,19 @@ def test_pk_batches() -> None:
     assert list(s) == batches  # and the same epoch replays exactly (resume)
 
 
+def test_pk_len_is_the_batches_an_epoch_yields() -> None:
+    """One identity with many images runs out of partners: the epoch ends before its chunks do, and len says so
+    (it said 3 here, the chunk count over P, while every epoch yields 1)."""
+    pids = [0] * 40 + [i for i in range(1, 5) for _ in range(4)]  # 10 chunks of K=4 for pid 0, 1 for each other
+    s = PKSampler(pids, p=4, k=4, seed=0)
+    lengths = []
+    for epoch in range(6):
+        s.set_epoch(epoch)
+        lengths.append(len(s))
+        assert len(list(s)) == len(s) == len(s.batches(epoch)) and list(s) == s.batches(epoch)
+    assert lengths == [1] * 6
+
+
 def test_pk_needs_p_ids() -> None:
     with pytest.raises(ValueError, match="P=16"):
         PKSampler([0, 0, 1, 1], p=16, k=2)

@@ -2,10 +2,12 @@ import csv
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import person
 
 from reid_core.trainer import LOG_COLUMNS, TrainConfig, Trainer
 
@@ -76,6 +78,32 @@ def test_resume_matches_unbroken_run(market_big: Path, tmp_path: Path, loss: str
     assert len(b) == 2
     for col in ("loss", "loss_pair", "train_pair_acc"):
         assert a[1][col] == b[1][col], col  # the same digits: a resumed run takes exactly the same steps
+
+
+def test_progress_bar_counts_the_real_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The epoch's bar ends full: its total is the steps the epoch runs (1 here, as one identity holds most
+    images), not the --max-steps-per-epoch cap or an upper bound of the sampler (it showed 1/2)."""
+    import reid_core.trainer as trainer
+
+    root = tmp_path / "uneven"
+    for d in ("bounding_box_train", "query", "bounding_box_test"):
+        (root / d).mkdir(parents=True)
+    for pid, n in ((1, 24), (2, 4), (3, 4), (4, 4), (5, 4)):
+        for k in range(n):
+            person(pid, k % 2, k).save(root / "bounding_box_train" / f"{pid:04d}_c{k % 2 + 1}s1_{k:06d}_00.jpg")
+    person(6, 0, 0).save(root / "query" / "0006_c1s1_000000_00.jpg")
+    person(6, 1, 0).save(root / "bounding_box_test" / "0006_c2s1_000000_00.jpg")
+    bars: list[Any] = []
+
+    def recorded(*args: Any, **kw: Any) -> Any:
+        bars.append(real(*args, **kw))
+        return bars[-1]
+
+    real = trainer.progress_bar
+    monkeypatch.setattr(trainer, "progress_bar", recorded)
+    t = Trainer(tiny(root, tmp_path, name="bar", epochs=2, max_steps_per_epoch=5))
+    t.fit()
+    assert [(b.total, b.n) for b in bars] == [(1, 1), (1, 1)] and t.step == 2
 
 
 def test_resume_without_checkpoint_is_an_error(market_big: Path, tmp_path: Path) -> None:
