@@ -15,9 +15,11 @@ from reid_core.api import ReID  # noqa: E402
 from reid_core.cli import main as cli  # noqa: E402
 from reid_core.datasets import Record  # noqa: E402
 from reid_core.embed import (  # noqa: E402
+    Mirrored,
     OnnxEmbedder,
-    TorchEmbedder,  # noqa: E402
+    TorchEmbedder,
     embed_records,
+    flip_average,
     load_embeddings,
 )
 from reid_core.evaluate import extract  # noqa: E402
@@ -119,11 +121,16 @@ def test_one_image_one_embedding_through_api_onnx_and_evaluation(tmp_path: Path,
     model = load_model(weights)
     export_onnx(model, tmp_path / "odd.onnx")
     image = sorted(people_folder.rglob("*.png"))[0]
-    api = ReID.load(weights, device="cpu").embed(str(image))[0]
+    api = ReID.load(weights, device="cpu", flip=False).embed(str(image))[0]
     onnx = embed_records(OnnxEmbedder(tmp_path / "odd.onnx"), [Record(str(image), 0, 0)], progress=False)[0][0]
     evaluation = extract(TorchEmbedder(model), [Record(str(image), 0, 0)], progress=False)[0]
     assert float(api @ onnx) > 0.9999 and float(api @ evaluation) > 0.9999
     assert np.abs(api - evaluation).max() < 1e-5
+    # the API's default, test-time flip, is evaluation's flip figure: the mean with the mirror image's embedding
+    mirror = extract(Mirrored(TorchEmbedder(model)), [Record(str(image), 0, 0)], progress=False)
+    flipped = ReID.load(weights, device="cpu").embed(str(image))
+    np.testing.assert_allclose(flipped, flip_average(evaluation[None], mirror), atol=1e-5)
+    assert float(flipped[0] @ api) < 0.99999
     # the same graph without the model's normalisation gives another embedding: the check can fail
     other = ModelConfig(**{**cfg.__dict__, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)})
     unnormalised = create_model(other)
