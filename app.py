@@ -185,6 +185,16 @@ def upload(payload: Any) -> tuple[str, str] | None:
     return (str(path), get("orig_name") or Path(path).name) if path else None
 
 
+def session_key(request: gr.Request | None) -> str:
+    """Whose gallery a call is about: its browser session; direct calls (no request) share one 'local'."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def no_results() -> tuple[list, pd.DataFrame, str]:
+    """Search's outputs emptied: tiles, table, summary (results scored by another model or gallery are stale)."""
+    return [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+
+
 class ReIDApp:
     """Every handler the UI and API call; holds the model and gallery so build_demo is layout only."""
 
@@ -205,7 +215,7 @@ class ReIDApp:
         """This browser session's gallery (or the shared one). Direct calls (no request) share one 'local'."""
         self.require_model()
         try:
-            return self.galleries.get(getattr(request, "session_hash", None) or "local")
+            return self.galleries.get(session_key(request))
         except GalleryError as e:
             raise user_error(str(e)) from e
 
@@ -278,7 +288,7 @@ class ReIDApp:
             if not hmac.compare_digest((token or "").encode(), self.settings.operator_token.encode()):
                 raise user_error("Wrong operator token: only the operator can clear the shared gallery.")
         gallery.clear()
-        return self.gallery_summary(request), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+        return self.gallery_summary(request), *no_results()
 
     def adapt_gallery(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
                       ) -> tuple[str, list, pd.DataFrame, str]:
@@ -286,7 +296,7 @@ class ReIDApp:
         model private to the session, the gallery re-embedded with it; Search then uses it. Clears the results
         (they were scored by the other model)."""
         try:
-            return self._adapt(request, progress), [], pd.DataFrame(columns=RESULT_COLUMNS), ""
+            return self._adapt(request, progress), *no_results()
         except (GalleryError, ImageError) as e:
             raise user_error(str(e)) from e
 
@@ -313,8 +323,7 @@ class ReIDApp:
         adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
         t1 = time.perf_counter()
         progress(0.6, desc="Re-embedding the gallery")
-        session = getattr(request, "session_hash", None) or "local"
-        self.galleries.reopen(session, lambda path: adapted.gallery(path, self.settings.limits))
+        self.galleries.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits))
         return (f"Adapted to your gallery: BatchNorm statistics from {len(pictures)} of your crops ({t1 - t0:.1f} s), "
                 f"gallery re-embedded ({time.perf_counter() - t1:.1f} s). Search now uses this adapted model, "
                 "private to you; Compare keeps the shared one. *Undo adaptation* goes back. "
@@ -323,16 +332,14 @@ class ReIDApp:
     def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
         reid = self.require_model()
         gallery = self.gallery(request)
-        cleared = [], pd.DataFrame(columns=RESULT_COLUMNS), ""
         if gallery.weights_id == reid.embedding_id:
-            return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *cleared
-        session = getattr(request, "session_hash", None) or "local"
+            return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *no_results()
         try:
-            self.galleries.reopen(session, lambda path: reid.gallery(path, self.settings.limits))
+            self.galleries.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
         except GalleryError as e:
             raise user_error(str(e)) from e
         return ("Back to the shared model: your gallery is re-embedded with it. " + self.gallery_summary(request),
-                *cleared)
+                *no_results())
 
     def search(self, query: Any, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
@@ -539,7 +546,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 adapt_btn.click(app.adapt_gallery, None, [gallery_status, *search_out], api_name="adapt_gallery",
                                 **model)
                 undo_btn.click(app.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model)
-                query.change(lambda: ([], pd.DataFrame(columns=RESULT_COLUMNS), ""), None, search_out,
+                query.change(no_results, None, search_out,
                              api_visibility="private")
                 demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")
 

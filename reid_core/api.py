@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, target_records
-from .embed import Flipped
+from .embed import Embedder, Flipped
 from .engines import choose_engine
 from .gallery import Gallery
 from .images import ImageLike, eval_pixels, load_image
@@ -98,13 +98,21 @@ class ReID:
         size = (self.model.cfg.height, self.model.cfg.width)
         return torch.stack([eval_pixels(load_image(im), size) for im in images])
 
+    def pixel_batches(self, images: Sequence[ImageLike]) -> Iterator[torch.Tensor]:
+        """`pixels` of `images`, `batch_size` at a time."""
+        return (self.pixels(images[s:s + self.batch_size]) for s in range(0, len(images), self.batch_size))
+
+    @property
+    def embedding_step(self) -> Embedder:
+        """What `embed` runs on each batch: the engine's embedder, flip-averaged when `flip` is on."""
+        return Flipped(self.embedder) if self.flip else self.embedder
+
     @torch.no_grad()
     def embed(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """(N, D) L2-normalised embeddings; a single image gives (1, D)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        embedder = Flipped(self.embedder) if self.flip else self.embedder
-        out = [embedder(self.pixels(images[s:s + self.batch_size])) for s in range(0, len(images), self.batch_size)]
+        out = [self.embedding_step(x) for x in self.pixel_batches(images)]
         return np.concatenate(out) if out else np.zeros((0, self.model.embed_dim), np.float32)
 
     def adapted(self, target: str | Path, cfg: AdaptConfig | None = None, progress: bool = True,
@@ -121,8 +129,7 @@ class ReID:
         """A new ReID whose BatchNorm statistics are re-estimated on `images` (unlabeled crops of the cameras it
         will serve: a few hundred are enough): the app's "Adapt to this gallery"."""
         model = copy.deepcopy(self.model)
-        adapt_bn(model, (self.pixels(images[s:s + self.batch_size]) for s in range(0, len(images), self.batch_size)),
-                 layers)
+        adapt_bn(model, self.pixel_batches(images), layers)
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip)
 
     @torch.no_grad()

@@ -113,15 +113,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 @verb("embed a folder of images (recursively) into one safetensors file")
 def cmd_embed(args: argparse.Namespace) -> int:
     from .datasets import Record
-    from .embed import Flipped, embed_records, list_images, save_embeddings
+    from .embed import embed_records, list_images, save_embeddings
     from .model import resolve_weights
 
     files = list_images(args.folder)
     output_file(args.out)
     reid = load(args)
-    embedder = Flipped(reid.embedder) if reid.flip else reid.embedder
     t0 = time.perf_counter()
-    emb, kept = embed_records(embedder, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
+    emb, kept = embed_records(reid.embedding_step, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
                               skip_bad=True, screen=True)
     seconds = time.perf_counter() - t0
     paths = [str(files[i].resolve()) for i in kept]
