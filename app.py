@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import html
 import io
 import logging
 import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,13 +39,13 @@ from PIL import Image
 from reid_core import (
     RERANK_POOL,
     WEIGHTS_HELP,
-    Galleries,
     Gallery,
     GalleryError,
     ImageError,
     Limits,
     Match,
     ReID,
+    ServerLimits,
     agreement_picture,
     atomic_write,
     framed,
@@ -53,6 +56,10 @@ from reid_core import (
     read_image,
     resolve_weights,
 )
+from space import params
+from space.fair import Busy, FairLane
+from space.params import ParamError, text
+from space.sessions import Sessions
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples" / "people"
@@ -73,6 +80,8 @@ EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "pe
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
 MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
+MAX_K = 50  # Search's top k: the slider's range, and what the API takes
+LOCAL = "local"  # the session of direct calls (no request): remote sessions are prefixed, so none can choose it
 
 
 @dataclass(frozen=True)
@@ -81,20 +90,26 @@ class Settings:
     data_dir: Path
     runs_dir: Path
     limits: Limits = field(default_factory=Limits)
+    server: ServerLimits = field(default_factory=ServerLimits)
     allow_pickle: bool = False  # also read a trusted .pth state dict (tensors only)
     shared_gallery: bool = False  # one gallery for every visitor, kept until cleared (default: one per session)
     operator_token: str = field(default="", repr=False)  # clears the shared gallery; empty: nobody can
+    behind_proxy: bool = False  # a client's address is the one the proxy saw (last X-Forwarded-For entry)
 
     @classmethod
     def resolve(cls, weights: str | None = None, data_dir: str | None = None, runs_dir: str | None = None,
-                allow_pickle: bool = False, shared_gallery: bool = False, **limits: int | None) -> Settings:
+                allow_pickle: bool = False, shared_gallery: bool = False, **bounds: int | None) -> Settings:
         """Command line first, then environment, then the defaults a Hugging Face Space uses. The operator
-        token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`)."""
-        shared = shared_gallery or os.environ.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
+        token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`). On a Space ($SPACE_ID) the
+        app sits behind Hugging Face's proxy."""
+        env = os.environ
+        shared = shared_gallery or env.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
+        limits = Limits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(Limits)})
+        server = ServerLimits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(ServerLimits)})
         return cls(resolve_weights(weights),
-                   Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
-                   Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"),
-                   Limits.from_env(**limits), allow_pickle, shared, os.environ.get("REID_OPERATOR_TOKEN", ""))
+                   Path(data_dir or env.get("REID_DATA_DIR") or ROOT / "gallery_store"),
+                   Path(runs_dir or env.get("REID_RUNS_DIR") or ROOT / "runs"),
+                   limits, server, allow_pickle, shared, env.get("REID_OPERATOR_TOKEN", ""), bool(env.get("SPACE_ID")))
 
 
 def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, str]:
@@ -149,11 +164,12 @@ def query_ap(name: str, ranked: list[Match]) -> str:
     pid, cam = identity(name)
     if pid is None:
         return "The query's name carries no id (`0001_c1...` or `NAME_c1...`), so matches are not marked."
-    ap = ranking_ap(pid, cam, ranked)
+    ap = ranking_ap(pid, cam, [m.score for m in ranked], [-1 if m.pid is None else m.pid for m in ranked],
+                    [-1 if m.camid is None else m.camid for m in ranked])
     if ap is None:
-        return (f"Query {shown_id(name)}, camera {cam}: no image of this id from another camera in the gallery, "
-                "so AP is undefined.")
-    return (f"Query {shown_id(name)}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
+        return (f"Query {text(shown_id(name))}, camera {cam}: no image of this id from another camera in the "
+                "gallery, so AP is undefined.")
+    return (f"Query {text(shown_id(name))}, camera {cam}: **AP = {ap:.3f}** over {len(ranked)} gallery images "
             "(same-camera images of the same id are ignored, as in Market-1501).")
 
 
@@ -166,10 +182,15 @@ CSS = """
 
 
 def user_error(message: str) -> gr.Error:
-    """A mistake of the user's (an empty input, an unreadable upload): one line in the server log, not a
-    traceback; tracebacks are for real faults."""
+    """A mistake of the user's (an empty input, an unreadable upload, a bad parameter): one line in the server
+    log, not a traceback; tracebacks are for real faults. The message is shown as text, never as markup."""
     log.info("user error: %s", message)
-    return gr.Error(message, print_exception=False)
+    return gr.Error(plain(message), print_exception=False)
+
+
+def plain(message: str) -> str:
+    """A message with user strings in it, for a toast (which renders HTML): shown as the characters it is."""
+    return html.escape(message, quote=False)
 
 
 def upload(payload: Any) -> tuple[str, str] | None:
@@ -180,14 +201,46 @@ def upload(payload: Any) -> tuple[str, str] | None:
         return None
     if isinstance(payload, (str, Path)):
         return str(payload), Path(payload).name
+    if not isinstance(payload, dict) and not hasattr(payload, "path"):
+        raise ParamError(f"an upload must be a file, not {type(payload).__name__}")
     get = payload.get if isinstance(payload, dict) else lambda k: getattr(payload, k, None)
-    path = get("path")
-    return (str(path), get("orig_name") or Path(path).name) if path else None
+    path, name = get("path"), get("orig_name")
+    if not isinstance(path, str) or not isinstance(name, (str, type(None))):
+        raise ParamError("an upload must be a file")
+    return (path, name or Path(path).name) if path else None
+
+
+def uploads(files: Any, most: int) -> list[tuple[str, str]]:
+    """Several uploads (a list of at most `most`)."""
+    if files is None:
+        return []
+    if not isinstance(files, list) or len(files) > most:
+        raise ParamError(f"files must be a list of at most {most:,} uploads")
+    return [u for u in map(upload, files) if u]
 
 
 def session_key(request: gr.Request | None) -> str:
-    """Whose gallery a call is about: its browser session; direct calls (no request) share one 'local'."""
-    return getattr(request, "session_hash", None) or "local"
+    """Whose gallery a call is about: its browser session (prefixed, so no client can name another's key or
+    the direct calls' 'local'); direct calls (no request) share 'local'."""
+    if request is None:
+        return LOCAL
+    session = getattr(request, "session_hash", None)
+    if not isinstance(session, str) or not session:
+        raise user_error("No browser session: reload the page.")
+    return f"remote:{session}"
+
+
+def client_of(request: gr.Request | None, behind_proxy: bool) -> str:
+    """Who is asking: the client's address (the one the proxy saw when behind one: the last X-Forwarded-For
+    entry, which a client cannot forge). Bounds per client use it; sessions are too cheap to make."""
+    if request is None:
+        return LOCAL
+    if behind_proxy:
+        forwarded = (request.headers or {}).get("x-forwarded-for", "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
 
 
 def no_results() -> tuple[list, pd.DataFrame, str]:
@@ -202,8 +255,9 @@ class ReIDApp:
         self.settings = settings
         self.reid, self.error = load_reid(settings.weights, settings.allow_pickle)
         self.picture_file = PictureFiles()
-        self.galleries = None if self.reid is None else Galleries(
-            settings.data_dir, lambda path: self.reid.gallery(path, settings.limits), settings.limits,
+        self.lane = FairLane(settings.server.concurrency, settings.server.session_jobs, settings.server.client_jobs)
+        self.sessions = None if self.reid is None else Sessions(
+            settings.data_dir, lambda path: self.reid.gallery(path, settings.limits), settings.server,
             settings.shared_gallery)
 
     def require_model(self) -> ReID:
@@ -211,13 +265,32 @@ class ReIDApp:
             raise user_error(self.error)
         return self.reid
 
-    def gallery(self, request: gr.Request | None) -> Gallery:
-        """This browser session's gallery (or the shared one). Direct calls (no request) share one 'local'."""
+    @contextmanager
+    def work(self, request: gr.Request | None) -> Iterator[Callable[[], Any]]:
+        """This client's place in the fair lane for one request (`turn()` around each unit of model work);
+        every expected failure inside becomes one line for the user."""
+        try:
+            with self.lane.request(client_of(request, self.settings.behind_proxy), session_key(request)) as turn:
+                yield turn
+        except (Busy, ParamError, GalleryError, ImageError) as e:
+            raise user_error(str(e)) from e
+
+    @contextmanager
+    def gallery(self, request: gr.Request | None, create: bool = False) -> Iterator[Gallery | None]:
+        """This browser session's gallery (or the shared one) while the block runs; None when it has none and
+        `create` is off (only an add creates one)."""
         self.require_model()
         try:
-            return self.galleries.get(session_key(request))
+            with self.sessions.use(session_key(request), client_of(request, self.settings.behind_proxy),
+                                   create) as g:
+                yield g
         except GalleryError as e:
             raise user_error(str(e)) from e
+
+    def own_gallery(self, request: gr.Request | None = None) -> Gallery | None:
+        """This session's gallery handle, or None when it has none (notebooks and tests)."""
+        with self.gallery(request) as g:
+            return g
 
     def image(self, payload: Any, what: str) -> tuple[Image.Image, str]:
         """(decoded image, the user's file name) of an upload, or a one-line error naming it."""
@@ -226,68 +299,85 @@ class ReIDApp:
             raise user_error(f"Upload {what}.")
         path, name = got
         try:
-            return read_image(path, name, self.settings.limits), name
+            return read_image(path, name, self.settings.limits, reduce=(512, 1024)), name
         except ImageError as e:
             raise user_error(str(e)) from e
 
-    def compare(self, a: Any, b: Any) -> tuple[float, str, float, str]:
+    def compare(self, a: Any, b: Any, request: gr.Request | None = None) -> tuple[float, str, float, str]:
         """(probability, verdict, cosine, agreement picture) for two crops."""
         reid = self.require_model()
-        (ia, _), (ib, _) = self.image(a, "the first image"), self.image(b, "the second image")
-        c = reid.compare(ia, ib)
-        ma, mb = reid.similarity_map(ia, ib)
+        with self.work(request) as turn, turn():
+            (ia, _), (ib, _) = self.image(a, "the first image"), self.image(b, "the second image")
+            c = reid.compare(ia, ib)
+            ma, mb = reid.similarity_map(ia, ib)
         op = "≥" if c.same else "<"
         verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
                    f"calibrated threshold {c.threshold:.1%}")
         doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
-            gr.Warning("; ".join(doubts))
+            gr.Warning(plain("; ".join(doubts)))
         heat = self.picture_file(agreement_picture(ia, ib, ma, mb))
         return round(c.probability, 4), verdict, round(c.cosine, 4), heat
 
     def gallery_summary(self, request: gr.Request | None = None) -> str:
-        if self.galleries is None:
+        """What this visitor's gallery holds (nothing is created to say so), and why it went if it did."""
+        if self.sessions is None:
             return f"⚠️ {self.error}"
-        g = self.gallery(request)
-        n = len(g)
+        notice = self.sessions.notice(session_key(request))
+        with self.gallery(request) as g:
+            n, message = (len(g), g.message) if g is not None else (0, "")
         if self.settings.shared_gallery:
-            text = f"Shared gallery: **{n}** image{'s' * (n != 1)} (everyone using this app sees and searches it)."
+            out = f"Shared gallery: **{n}** image{'s' * (n != 1)} (everyone using this app sees and searches it)."
         else:
-            text = (f"Your private gallery: **{n}** image{'s' * (n != 1)}. Only this browser session sees it; it "
-                    f"is deleted {self.settings.limits.session_minutes} min after you last use it.")
-        return f"{text}\n\n{g.message}" if g.message else text
+            out = (f"Your private gallery: **{n}** image{'s' * (n != 1)}. Only this browser session sees it; it "
+                   f"is deleted {self.settings.server.session_minutes} min after you last use it.")
+        return "\n\n".join(t for t in (f"⚠️ {notice}" if notice else "", out, message) if t)
 
     def add_to_gallery(self, files: Any, request: gr.Request | None = None,
                        progress: gr.Progress = gr.Progress()) -> str:
-        gallery = self.gallery(request)
-        got = [u for u in map(upload, files or []) if u]
+        try:
+            got = uploads(files, self.settings.limits.max_files)
+        except ParamError as e:
+            raise user_error(str(e)) from e
         if not got:
             raise user_error("Choose images or a .zip of images to add.")
-        report = gallery.add_files([p for p, _ in got], [n for _, n in got],
-                                   lambda done, total: progress((done, total), desc="Adding images", unit="images"))
+        self.require_model()
+        try:
+            self.sessions.make_room_on_disk(session_key(request))
+        except GalleryError as e:
+            raise user_error(str(e)) from e
+        with self.work(request) as turn, self.gallery(request, create=True) as gallery:
+            report = gallery.add_files([p for p, _ in got], [n for _, n in got],
+                                       lambda done, total: progress((done, total), desc="Adding images",
+                                                                    unit="images"), turn=turn)
         n = report.added
-        text = f"Added {n} image{'s' * (n != 1)}. " + self.gallery_summary(request)
+        out = f"Added {n} image{'s' * (n != 1)}. " + self.gallery_summary(request)
         if report.skipped:
-            gr.Warning(f"Skipped {len(report.skipped)} file(s): {report.skipped[0]}"
-                       + (" …" if len(report.skipped) > 1 else ""))
+            gr.Warning(plain(f"Skipped {len(report.skipped)} file(s): {report.skipped[0]}"
+                                   + (" …" if len(report.skipped) > 1 else "")))
         if report.skipped or report.warnings:
-            text += "\n\n" + report.describe()
-        return text
+            out += "\n\n" + report.describe(escape=text)
+        return out
 
     def add_examples(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> str:
         return self.add_to_gallery([str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))], request, progress)
 
-    def clear_gallery(self, token: str | None = None, request: gr.Request | None = None,
+    def clear_gallery(self, token: Any = None, request: gr.Request | None = None,
                       ) -> tuple[str, list, pd.DataFrame, str]:
-        gallery = self.gallery(request)
+        try:
+            token = params.short_text(token, "token")
+        except ParamError as e:
+            raise user_error(str(e)) from e
         if self.settings.shared_gallery:
             if not self.settings.operator_token:
                 raise user_error("Clearing the shared gallery is off: the operator turns it on with "
                                  "REID_OPERATOR_TOKEN.")
-            if not hmac.compare_digest((token or "").encode(), self.settings.operator_token.encode()):
+            if not hmac.compare_digest(token.encode(), self.settings.operator_token.encode()):
                 raise user_error("Wrong operator token: only the operator can clear the shared gallery.")
-        gallery.clear()
+        with self.gallery(request) as gallery:
+            if gallery is not None:
+                gallery.clear()
         return self.gallery_summary(request), *no_results()
 
     def adapt_gallery(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
@@ -295,69 +385,76 @@ class ReIDApp:
         """Adapt to this gallery: BatchNorm statistics from the visitor's own crops (no labels), a copy of the
         model private to the session, the gallery re-embedded with it; Search then uses it. Clears the results
         (they were scored by the other model)."""
-        try:
-            return self._adapt(request, progress), *no_results()
-        except (GalleryError, ImageError) as e:
-            raise user_error(str(e)) from e
-
-    def _adapt(self, request: gr.Request | None, progress: gr.Progress) -> str:
         reid = self.require_model()
         if self.settings.shared_gallery:
             raise user_error("Adapting would change the shared gallery for everyone; the operator can adapt the "
                              "model instead (python -m reid_core adapt).")
-        gallery = self.gallery(request)
-        if gallery.weights_id != reid.embedding_id:
-            return "Already adapted to this gallery. " + self.gallery_summary(request)
-        rows = gallery.entries()
-        if len(rows) < MIN_ADAPT_IMAGES:
-            raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
-                             f"{len(rows)}): the statistics come from them.")
-        if self.galleries.count(lambda g: g.weights_id != reid.embedding_id) >= self.settings.limits.max_adapted:
-            raise user_error(f"{self.settings.limits.max_adapted} visitors hold adapted models, the most this server "
-                             "keeps; try again later.")
-        t0 = time.perf_counter()
-        chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), self.settings.limits.adapt_images)))
-        progress(0.1, desc=f"Reading {len(chosen)} of your crops")
-        pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
-        progress(0.3, desc="BatchNorm statistics")
-        adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
-        t1 = time.perf_counter()
-        progress(0.6, desc="Re-embedding the gallery")
-        self.galleries.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits))
+        with self.work(request) as turn, self.gallery(request) as gallery:
+            rows = [] if gallery is None else gallery.entries()
+            if gallery is not None and gallery.weights_id != reid.embedding_id:
+                return "Already adapted to this gallery. " + self.gallery_summary(request), *no_results()
+            if len(rows) < MIN_ADAPT_IMAGES:
+                raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
+                                 f"{len(rows)}): the statistics come from them.")
+            if self.sessions.adapted() >= self.settings.server.max_adapted:
+                raise user_error(f"{self.settings.server.max_adapted} visitors hold adapted models, the most this "
+                                 "server keeps; try again later.")
+            t0 = time.perf_counter()
+            chosen = sorted(random.Random(0).sample(range(len(rows)),
+                                                    min(len(rows), self.settings.server.adapt_images)))
+            progress(0.1, desc=f"Reading {len(chosen)} of your crops")
+            pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
+            progress(0.3, desc="BatchNorm statistics")
+            with turn():
+                adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
+            t1 = time.perf_counter()
+            progress(0.6, desc="Re-embedding the gallery")
+            size = sum(t.nbytes for t in adapted.model.state_dict().values())
+            with turn():
+                self.sessions.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits),
+                                     size)
         return (f"Adapted to your gallery: BatchNorm statistics from {len(pictures)} of your crops ({t1 - t0:.1f} s), "
                 f"gallery re-embedded ({time.perf_counter() - t1:.1f} s). Search now uses this adapted model, "
                 "private to you; Compare keeps the shared one. *Undo adaptation* goes back. "
-                + self.gallery_summary(request))
+                + self.gallery_summary(request)), *no_results()
 
     def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
         reid = self.require_model()
-        gallery = self.gallery(request)
-        if gallery.weights_id == reid.embedding_id:
-            return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *no_results()
-        try:
-            self.galleries.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
-        except GalleryError as e:
-            raise user_error(str(e)) from e
+        with self.work(request) as turn, self.gallery(request) as gallery:
+            if gallery is None or gallery.weights_id == reid.embedding_id:
+                return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *no_results()
+            with turn():
+                self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
         return ("Back to the shared model: your gallery is re-embedded with it. " + self.gallery_summary(request),
                 *no_results())
 
-    def search(self, query: Any, k: float = 10, rerank: bool = False, request: gr.Request | None = None,
+    def search(self, query: Any, k: Any = 10, rerank: Any = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
         """Top-k gallery images for a query: (gallery items, results table, AP/notes). The whole gallery is
         ranked (the AP needs every position); pictures come from the same snapshot as the ranking."""
         self.require_model()
-        img, name = self.image(query, "a query image")
-        gallery = self.gallery(request)
         try:
-            # the gallery's own model embeds the query (this session's adapted one, after "Adapt to this gallery")
-            ranked = gallery.search(gallery.embed([img]), None, bool(rerank), pictures=int(k))
-        except GalleryError as e:
-            raise user_error(f"{e}. Search without re-ranking." if rerank and "re-ranking" in str(e) else str(e)) from e
+            k, rerank = params.whole(k, "k", 1, MAX_K), params.flag(rerank, "rerank")
+        except ParamError as e:
+            raise user_error(str(e)) from e
+        with self.work(request) as turn, self.gallery(request) as gallery:
+            if gallery is None:
+                notice = self.sessions.notice(session_key(request))
+                return *no_results()[:2], (f"⚠️ {notice}" if notice else
+                                           "The gallery is empty: add images (or a .zip) first.")
+            with turn():
+                img, name = self.image(query, "a query image")
+                try:
+                    # the gallery's own model embeds the query (this session's adapted one, after "Adapt")
+                    ranked = gallery.search(gallery.embed([img]), None, rerank, pictures=k)
+                except GalleryError as e:
+                    raise user_error(f"{e}. Search without re-ranking." if rerank and "re-ranking" in str(e)
+                                     else str(e)) from e
         if not ranked:
-            return [], pd.DataFrame(columns=RESULT_COLUMNS), "The gallery is empty: add images (or a .zip) first."
+            return *no_results()[:2], "The gallery is empty: add images (or a .zip) first."
         qpid, _ = identity(name)
         items, rows = [], []
-        for rank, m in enumerate(ranked[: int(k)], start=1):
+        for rank, m in enumerate(ranked[:k], start=1):
             ok = None if qpid is None or m.pid is None else m.pid == qpid
             mark = "" if ok is None else ("✓ " if ok else "✗ ")
             items.append((self.picture_file(framed(m.picture, ok)), f"{mark}#{rank} {m.score:.3f}"))
@@ -379,23 +476,31 @@ class ReIDApp:
     def run_choices(self) -> list[str]:
         return list(self.logs())
 
-    def curves(self, runs: list[str] | None, log_upload: Any) -> tuple[go.Figure, ...]:
-        """Four figures (losses, accuracy, lr, rank-1/mAP) for the chosen runs and/or an uploaded log."""
+    def curves(self, runs: Any, log_upload: Any) -> tuple[go.Figure, ...]:
+        """Four figures (losses, accuracy, lr, rank-1/mAP) for the chosen runs and/or an uploaded log; at most
+        limits.max_log_rows rows of each, thinned to plots.MAX_POINTS points per line."""
         available = self.logs()
-        logs = {r: available[r] for r in runs or [] if r in available}
-        if got := upload(log_upload):
-            logs[f"upload: {got[1]}"] = Path(got[0])
-        frames, errors = [], []
+        try:
+            logs = {r: available[r] for r in params.strings(runs, "runs") if r in available}
+            if got := upload(log_upload):
+                logs[f"upload: {got[1]}"] = Path(got[0])
+        except ParamError as e:
+            raise user_error(str(e)) from e
+        frames, notes = [], []
         for name, path in logs.items():
             try:
-                frames.append(plots.read_log(path).assign(run=name))
+                df = plots.read_log(path, self.settings.limits.max_log_rows)
             except plots.LogError as e:
-                errors.append(str(e).replace(str(path), name))
+                notes.append(text(str(e).replace(str(path), name)))
+                continue
+            frames.append(df.assign(run=name))
+            if df.attrs.get("cut"):
+                notes.append(f"{text(name)}: only its first {self.settings.limits.max_log_rows:,} rows are plotted.")
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run"])
         if not logs:
             status = "No run selected: pick one above, or upload a log.csv written by train.py."
         else:
-            status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in errors)
+            status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in notes)
         return (*plots.figures(df).values(), status)
 
     def refresh_runs(self, selected: list[str] | None) -> gr.Dropdown:
@@ -467,7 +572,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
     so the handler, not Gradio's decoder, judges the file (and a clicked example changes nothing)."""
     app = ReIDApp(settings)
     examples = {p.name: str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))}
-    model = {"concurrency_id": "model", "concurrency_limit": settings.limits.concurrency}  # one pool for all
+    # every model event shares one pool of workers, which wait in the fair lane for their turn (space/fair.py)
+    model = {"concurrency_id": "model", "concurrency_limit": settings.server.workers}
     raw = {"preprocess": False}
 
     def image(label: str, elem_id: str, height: int) -> gr.Image:
@@ -602,7 +708,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="one gallery for every visitor, kept until cleared (default: a private gallery per browser "
                          "session; also $REID_SHARED_GALLERY=1). Clear then needs $REID_OPERATOR_TOKEN")
     lim = ap.add_argument_group("limits (default: $REID_<NAME>, else the README's table)")
-    for f in fields(Limits):
+    for f in (*fields(Limits), *fields(ServerLimits)):
         lim.add_argument(f"--{f.name.replace('_', '-')}", type=int, help=f"default {f.default}")
     return ap.parse_args(argv)
 
@@ -610,13 +716,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def launch(demo: gr.Blocks, host: str, port: int | None, share: bool = False, block: bool = True) -> str:
     """Start the server; returns its local URL. One place for queue and launch settings (tests use it too).
 
-    Model calls share one pool of `limits.concurrency` workers (see build_demo), so memory holds that many
-    requests' tensors whatever the number of users; at most `limits.queue_size` more wait, and later ones
-    are told the queue is full instead of piling up."""
-    limits = demo.reid_app.settings.limits
-    demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)
+    Model calls share one pool of `server.workers` (see build_demo) whose units of work take turns in the fair
+    lane, `server.concurrency` at a time, so memory holds that many units' tensors whatever the number of users;
+    at most `server.queue_size` more requests wait, and later ones are told the queue is full."""
+    settings = demo.reid_app.settings
+    demo.queue(default_concurrency_limit=settings.server.concurrency, max_size=settings.server.queue_size)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                            allowed_paths=[str(EXAMPLES_DIR)], max_file_size=limits.max_upload_mb * 2**20,
+                            allowed_paths=[str(EXAMPLES_DIR)], max_file_size=settings.limits.max_upload_mb * 2**20,
                             show_error=True, quiet=not block, theme=gr.themes.Soft(), css=CSS)
     return url
 
@@ -634,7 +740,7 @@ if __name__ == "__main__":
     args = parse_args()
     try:
         settings = Settings.resolve(args.weights, args.data_dir, args.runs_dir, args.allow_pickle, args.shared_gallery,
-                                    **{f.name: getattr(args, f.name) for f in fields(Limits)})
+                                    **{f.name: getattr(args, f.name) for f in (*fields(Limits), *fields(ServerLimits))})
     except ValueError as e:  # a bad REID_* limit
         raise SystemExit(f"error: {e}") from None
     launch(build_demo(settings), args.host, args.port, args.share)

@@ -2,9 +2,9 @@
 
 The public API, what the app, train.py and notebooks stand on:
 - inference: `ReID` (load / embed / compare / similarity_map / gallery), `Comparison`, `resolve_weights`;
-- galleries: `Gallery` (one SQLite file), `Galleries` (private per session, or shared), `AddReport`, `Match`,
-  `GalleryError`, `ranking_ap`, `RERANK_POOL`;
-- inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`;
+- galleries: `Gallery` (one SQLite file), `AddReport`, `Match`, `GalleryError`, `ranking_ap`, `RERANK_POOL`;
+- inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`; a server's
+  shares: `ServerLimits`;
 - pictures: `agreement_picture`, `framed`; files: `atomic_write` (temp file, then rename);
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
@@ -17,11 +17,12 @@ from .adapt import AdaptConfig, AdaptReport
 from .api import Comparison, ReID
 from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
 from .files import atomic_write
-from .gallery import AddReport, Galleries, Gallery, GalleryError, Match, ranking_ap
+from .gallery import Gallery, GalleryError, Match
 from .images import ImageError, load_image
 from .index import RERANK_POOL
-from .limits import Limits
-from .metrics import market_rank, verification
+from .ingest import AddReport
+from .limits import Limits, ServerLimits
+from .metrics import market_rank, ranking_ap, verification
 from .model import (
     WEIGHTS_HELP,
     ModelConfig,
@@ -37,9 +38,9 @@ from .screen import person_warning
 from .uploads import read_image
 
 __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
- "Comparison", "DatasetError", "Galleries", "Gallery",
+ "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
-           "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "atomic_write",
+           "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "atomic_write",
            "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
            "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags", "verification"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -143,7 +144,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     if args.action == "build":
         return gallery_build(args)
     reid = load(args)
-    gallery = reid.gallery(path, Limits.from_env() if args.action == "add" else None)
+    gallery = reid.gallery(path, Limits.from_env(os.environ) if args.action == "add" else None)
     if args.action == "add":
         report = gallery.add_files(args.files)
         if report.skipped or report.warnings:
@@ -266,7 +267,7 @@ def cmd_uploads(args: argparse.Namespace) -> int:
     from .screen import person_warning
     from .uploads import iter_uploads, read_image
 
-    limits = Limits.from_env()
+    limits = Limits.from_env(os.environ)
     skipped: list[str] = []
     ok = 0
     for name, data in iter_uploads(args.files, skipped, limits):

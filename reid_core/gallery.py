@@ -7,9 +7,12 @@ state before or after it: never an entry without its image, never an image witho
 the database to leave behind. A search reads one snapshot (a read transaction) for both the ranking and the
 pictures, so a concurrent clear, in this process or another, cannot pull an image from under it.
 
+Work before the lock: an add decodes and embeds (ingest.py) into this connection's private TEMP table, then
+copies the rows in with one short write transaction; re-embedding for other weights reads a snapshot, embeds,
+and writes only if nothing changed meanwhile. So other writers wait for inserts, never for a model.
+
 The weights' identity (`weights_id`, a hash) is stored: a gallery embedded by other weights is re-embedded
-from its stored pictures when it is opened, in one transaction, or refused in one line; embeddings of two
-models are never mixed.
+from its stored pictures when it is opened, or refused in one line; embeddings of two models are never mixed.
 
     g = reid.gallery("people.sqlite")          # or Gallery(path, embed_fn, weights_id)
     report = g.add(uploads.iter_uploads(paths, skipped, limits))
@@ -19,14 +22,13 @@ models are never mixed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +38,12 @@ from PIL import Image
 from .datasets import parse_identity
 from .images import ImageError, load_image
 from .index import RERANK_POOL, GalleryIndex
+from .ingest import AddReport, Embed, Turn, ingest
 from .limits import Limits
-from .metrics import market_rank
-from .screen import person_warning
-from .uploads import count_uploads, iter_uploads, read_image
+from .uploads import count_uploads, iter_uploads
 
 FORMAT_VERSION = 1
-STORE_SIZE = (128, 256)  # (w, h): stored pictures are at most this big, enough for any re-id input size
+COLUMNS = "id, name, pid, camid, picture, path, embedding"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -57,25 +58,12 @@ CREATE TABLE IF NOT EXISTS images (
     CHECK (picture IS NOT NULL OR path IS NOT NULL)
 );
 """
-
-Embed = Callable[[Sequence[Image.Image]], np.ndarray]
+STAGING = """CREATE TEMP TABLE IF NOT EXISTS staged (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
+    name TEXT NOT NULL, pid INTEGER, camid INTEGER, picture BLOB, path TEXT, embedding BLOB NOT NULL)"""
 
 
 class GalleryError(ValueError):
     """A gallery that cannot be opened or changed; one line naming the file and the reason."""
-
-
-@dataclass
-class AddReport:
-    added: int = 0
-    skipped: list[str] = field(default_factory=list)  # one line per upload left out, naming it and why
-    warnings: list[str] = field(default_factory=list)  # added, but worth a look (e.g. not a person crop)
-
-    def describe(self, most: int = 50) -> str:
-        """Skips and warnings as Markdown lines, at most `most` of each (for the app and the CLI)."""
-        lines = [f"- skipped {s}" for s in self.skipped[:most]] + [f"- warning {w}" for w in self.warnings[:most]]
-        more = len(self.skipped) + len(self.warnings) - len(lines)
-        return "\n".join(lines + ([f"- … and {more} more"] if more > 0 else []))
 
 
 @dataclass
@@ -89,19 +77,6 @@ class Match:
     picture: Image.Image | None = None  # filled for the first `pictures` matches of a search
 
 
-def stored_picture(img: Image.Image) -> Image.Image:
-    """Downsized to STORE_SIZE (the picture kept and embedded, so a re-embedding sees the same pixels)."""
-    img = img.copy()
-    img.thumbnail(STORE_SIZE, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return img
-
-
-def png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")  # lossless
-    return buf.getvalue()
-
-
 def _ids(name: str) -> tuple[int | None, int | None]:
     return parse_identity(name) or (None, None)
 
@@ -111,12 +86,9 @@ def _load(picture: bytes | None, path: str | None) -> Image.Image:
     return load_image(picture if picture is not None else path)
 
 
-def _counted(items: Iterable[Any], progress: Callable[[int], None] | None) -> Iterator[Any]:
-    """The items, calling progress(n) once the n-th has been dealt with (added or skipped alike)."""
-    for done, item in enumerate(items, start=1):
-        yield item
-        if progress:
-            progress(done)
+def unit_rows(emb: np.ndarray) -> np.ndarray:
+    emb = np.asarray(emb, np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
 
 
 class Gallery:
@@ -133,6 +105,7 @@ class Gallery:
         self._state = threading.Lock()  # guards the cache
         self._cache: tuple[int, GalleryIndex] | None = None  # (generation, index)
         self.closed = False
+        self.longest_write = 0.0  # seconds: the longest this handle held the write lock
         self.message = ""  # what opening did (e.g. re-embedded for new weights), for the UI
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -165,6 +138,7 @@ class Gallery:
         `same_weights`: refuse a file that another handle has re-embedded for other weights since this one opened
         it (its rows and this handle's queries would come from two models)."""
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        held = time.perf_counter()
         try:
             if same_weights and self._meta(conn, "weights") not in ("", self.weights_id):
                 raise GalleryError(f"{self.path.name}: re-embedded for another model since it was opened here; "
@@ -174,6 +148,8 @@ class Gallery:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if write:  # how long other writers had to wait, at most: measured, not assumed (bench/gallery_lock.py)
+            self.longest_write = max(self.longest_write, time.perf_counter() - held)
 
     @staticmethod
     def _meta(conn: sqlite3.Connection, key: str, default: str = "") -> str:
@@ -218,27 +194,39 @@ class Gallery:
 
     # --- weights --------------------------------------------------------------------------------------------
     def _adopt_weights(self) -> None:
-        """Re-embed every row for this gallery's weights, in one transaction, if it was built with others."""
-        with self._writer, self._connect() as conn, self._transaction(conn, write=True, same_weights=False):
-            built = self._meta(conn, "weights")
-            n = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-            if built == self.weights_id:
-                return
-            if n:
-                rows = conn.execute("SELECT seq, name, picture, path FROM images ORDER BY seq").fetchall()
-                for s in range(0, n, self.batch_size):
-                    chunk = rows[s:s + self.batch_size]
-                    try:
-                        imgs = [_load(r[2], r[3]) for r in chunk]
-                    except ImageError as e:
-                        raise GalleryError(f"{self.path.name}: embedded by other weights and cannot be re-embedded "
-                                           f"({e}); clear it or open it with the weights that built it") from e
-                    emb = self.embed(imgs).astype(np.float32)
+        """Re-embed every row for this gallery's weights if it was built with others: embed a snapshot (no lock
+        held), then write the embeddings in one transaction if no other writer changed the rows meanwhile."""
+        for _ in range(3):
+            with self._connect() as conn:
+                with self._transaction(conn, write=False, same_weights=False):
+                    if self._meta(conn, "weights") == self.weights_id:
+                        return
+                    gen = self._meta(conn, "generation", "0")
+                    rows = conn.execute("SELECT seq, name, picture, path FROM images ORDER BY seq").fetchall()
+                emb = self._embed_rows(rows)
+                with self._writer, self._transaction(conn, write=True, same_weights=False):
+                    if self._meta(conn, "generation", "0") != gen:
+                        continue  # another writer changed the rows while these were embedded: again
                     conn.executemany("UPDATE images SET embedding = ? WHERE seq = ?",
-                                     [(e.tobytes(), r[0]) for e, r in zip(emb, chunk, strict=True)])
-                self.message = f"Gallery re-embedded for the current weights ({n} images)."
-            self._set(conn, weights=self.weights_id)
-            self._bump(conn)
+                                     [(e.tobytes(), r[0]) for e, r in zip(emb, rows, strict=True)])
+                    self._set(conn, weights=self.weights_id)
+                    self._bump(conn)
+                    if rows:
+                        self.message = f"Gallery re-embedded for the current weights ({len(rows)} images)."
+                    return
+        raise GalleryError(f"{self.path.name}: changed by other writers while being re-embedded; open it again")
+
+    def _embed_rows(self, rows: list[tuple[int, str, bytes | None, str | None]]) -> np.ndarray:
+        out = []
+        for s in range(0, len(rows), self.batch_size):
+            chunk = rows[s:s + self.batch_size]
+            try:
+                imgs = [_load(r[2], r[3]) for r in chunk]
+            except ImageError as e:
+                raise GalleryError(f"{self.path.name}: embedded by other weights and cannot be re-embedded ({e}); "
+                                   "clear it or open it with the weights that built it") from e
+            out.append(unit_rows(self.embed(imgs)))
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     # --- reading --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -282,43 +270,21 @@ class Gallery:
 
     # --- writing --------------------------------------------------------------------------------------------
     def add(self, uploads: Iterable[tuple[str, bytes]], progress: Callable[[int], None] | None = None,
-            ) -> AddReport:
-        """Decode, check, store and embed (name, bytes) uploads batch by batch in ONE transaction: a failure
-        or a kill leaves the gallery as it was. Each bad upload is skipped with a line naming it."""
-        report = AddReport()
-        with self._writer, self._connect() as conn, self._transaction(conn, write=True):
+            turn: Turn = nullcontext) -> AddReport:
+        """Decode, check, store and embed (name, bytes) uploads (ingest.py), then copy them in with ONE short
+        transaction: a failure or a kill leaves the gallery as it was. Each bad upload is skipped with a line
+        naming it. `turn`: see ingest."""
+        with self._connect() as conn:
+            conn.execute(STAGING)
             have = self._names(conn)
-            room = self.limits.max_gallery - len(have)
-            batch: list[tuple[str, str, Image.Image]] = []  # (digest, name, the picture as stored)
-            for name, data in _counted(uploads, progress):
-                if report.added + len(batch) >= room:
-                    report.skipped.append(f"{name} and any later files: the gallery is full "
-                                          f"({self.limits.max_gallery:,}-image limit; clear it to add others)")
-                    break
-                digest = hashlib.blake2b(data, digest_size=8).hexdigest()
-                if digest in have:
-                    same = "" if have[digest] == name else f" (same picture as {have[digest]})"
-                    report.skipped.append(f"{name}: already in the gallery{same}")
-                    continue
-                try:
-                    img = read_image(data, name, self.limits)
-                except ImageError as e:
-                    report.skipped.append(str(e))
-                    continue
-                if why := person_warning(img):
-                    report.warnings.append(f"{name}: {why}")
-                have[digest] = name
-                batch.append((digest, name, stored_picture(img)))
-                if len(batch) == self.batch_size:
-                    report.added += self._insert(conn, batch)
-            if batch:
-                report.added += self._insert(conn, batch)
-            if report.added:
-                self._bump(conn)
+            report = ingest(uploads, have, self.limits.max_gallery - len(have), self.embed, self.limits,
+                            lambda rows, emb: self._stage(conn, [(i, n, pic, None) for i, n, pic in rows], emb),
+                            self.batch_size, progress, turn)
+            report.added = self._commit_staged(conn)
         return report
 
     def add_files(self, paths: Sequence[str | Path], names: Sequence[str] | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> AddReport:
+                  progress: Callable[[int, int], None] | None = None, turn: Turn = nullcontext) -> AddReport:
         """Uploaded images and zips of images (`names`: what messages call each path, e.g. the user's own
         file name); `progress(done, total)` counts images, zip members included."""
         paths = [Path(p) for p in paths]
@@ -327,7 +293,7 @@ class Gallery:
         if progress:
             progress(0, total)
         report = self.add(iter_uploads(paths, skipped, self.limits, list(names) if names else None),
-                          (lambda done: progress(done, total)) if progress else None)
+                          (lambda done: progress(done, total)) if progress else None, turn)
         report.skipped[:0] = skipped
         return report
 
@@ -335,17 +301,16 @@ class Gallery:
         """Rows that point at files instead of holding pictures (a CLI gallery over the user's own folder),
         embedded here unless `embeddings` (from `python -m reid_core embed`) are given. One transaction."""
         paths = [str(Path(p).resolve()) for p in paths]
-        with self._writer, self._connect() as conn, self._transaction(conn, write=True):
+        with self._connect() as conn:
+            conn.execute(STAGING)
             have = self._names(conn)
             new = [(k, p) for k, p in enumerate(paths) if self._path_id(p) not in have]
             for s in range(0, len(new), self.batch_size):
                 chunk = new[s:s + self.batch_size]
                 emb = (embeddings[[k for k, _ in chunk]] if embeddings is not None
                        else self.embed([load_image(p) for _, p in chunk]))
-                self._write_rows(conn, [(self._path_id(p), Path(p).name, None, p) for _, p in chunk], emb)
-            if new:
-                self._bump(conn)
-        return len(new)
+                self._stage(conn, [(self._path_id(p), Path(p).name, None, p) for _, p in chunk], emb)
+            return self._commit_staged(conn)
 
     @staticmethod
     def _names(conn: sqlite3.Connection) -> dict[str, str]:
@@ -356,24 +321,33 @@ class Gallery:
     def _path_id(path: str) -> str:
         return hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
 
-    def _insert(self, conn: sqlite3.Connection, batch: list[tuple[str, str, Image.Image]]) -> int:
-        emb = self.embed([img for _, _, img in batch])
-        self._write_rows(conn, [(d, n, png(img), None) for d, n, img in batch], emb)
-        n = len(batch)
-        batch.clear()
-        return n
+    def _stage(self, conn: sqlite3.Connection, rows: list[tuple[str, str, bytes | None, str | None]],
+               emb: np.ndarray) -> None:
+        """Finished rows into this connection's TEMP table: no lock on the gallery is taken."""
+        emb = unit_rows(emb)
+        conn.executemany(f"INSERT INTO temp.staged ({COLUMNS}) VALUES (?,?,?,?,?,?,?)",
+                         [(i, n, *_ids(n), pic, path, e.tobytes())
+                          for (i, n, pic, path), e in zip(rows, emb, strict=True)])
 
-    def _write_rows(self, conn: sqlite3.Connection, rows: list[tuple[str, str, bytes | None, str | None]],
-                    emb: np.ndarray) -> None:
-        emb = np.asarray(emb, np.float32)
-        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-        dim = int(self._meta(conn, "dim", "0"))
-        if dim and emb.shape[1] != dim:
-            raise GalleryError(f"{self.path.name}: holds {dim}-d embeddings, not {emb.shape[1]}-d")
-        self._set(conn, dim=emb.shape[1])
-        conn.executemany("INSERT INTO images (id, name, pid, camid, picture, path, embedding) VALUES (?,?,?,?,?,?,?)",
-                         [(i, n, *_ids(n), pic, path, e.tobytes()) for (i, n, pic, path), e in zip(rows, emb,
-                                                                                                   strict=True)])
+    def _commit_staged(self, conn: sqlite3.Connection) -> int:
+        """The staged rows into the gallery in one write transaction: the only time an add holds the lock.
+        Rows another writer added meanwhile are left out, and at most the room left is taken."""
+        staged = conn.execute("SELECT embedding FROM temp.staged LIMIT 1").fetchone()
+        if staged is None:
+            return 0
+        with self._writer, self._transaction(conn, write=True):
+            dim = int(self._meta(conn, "dim", "0"))
+            if dim and len(staged[0]) // 4 != dim:
+                raise GalleryError(f"{self.path.name}: holds {dim}-d embeddings, not {len(staged[0]) // 4}-d")
+            room = self.limits.max_gallery - conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            added = conn.execute(f"INSERT INTO images ({COLUMNS}) SELECT {COLUMNS} FROM temp.staged "
+                                 "WHERE id NOT IN (SELECT id FROM main.images) ORDER BY seq LIMIT ?",
+                                 (max(room, 0),)).rowcount
+            if added:
+                self._set(conn, dim=len(staged[0]) // 4)
+                self._bump(conn)
+        conn.execute("DELETE FROM temp.staged")
+        return added
 
     def remove(self, ids: Iterable[str]) -> int:
         ids = list(ids)
@@ -389,96 +363,28 @@ class Gallery:
             self._bump(conn)
         return gone
 
-    def delete(self) -> None:
-        """Remove the file (an expired private gallery); later calls say it has expired."""
+    def close(self) -> None:
+        """Later calls on this handle say it has expired (another handle took over the file); an add in flight
+        finishes first."""
         with self._writer, self._state:
             self.closed = True
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._cache = None
 
+    def delete(self) -> None:
+        """Close, then remove the file (an expired private gallery)."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
-class Galleries:
-    """Who sees which gallery: by default every session its own private gallery, deleted after
-    `limits.session_minutes` idle; with `shared`, one gallery for everybody, kept until cleared."""
+    def disk_bytes(self) -> int:
+        return sum(Path(f"{self.path}{s}").stat().st_size for s in ("", "-wal") if Path(f"{self.path}{s}").exists())
 
-    def __init__(self, folder: str | Path, open_gallery: Callable[[Path], Gallery], limits: Limits,
-                 shared: bool = False):
-        self.folder, self.open_gallery, self.limits, self.shared = Path(folder), open_gallery, limits, shared
-        self._open: dict[str, tuple[Gallery, float]] = {}  # key -> (gallery, last used, monotonic)
-        self._lock = threading.Lock()
-        self._swept = 0.0
+    def cache_bytes(self) -> int:
+        """Memory the in-memory index holds (0 when not built): what a server's memory budget charges."""
+        with self._state:
+            return 0 if self._cache is None else self._cache[1].nbytes
 
-    def key(self, session: str | None) -> str:
-        """A file-name-safe key: a hash of the session id (never the id itself, which is the client's)."""
-        if self.shared:
-            return "shared"
-        if not session:
-            raise GalleryError("no browser session: private galleries need one (or start the app with a shared "
-                               "gallery)")
-        return "session-" + hashlib.blake2b(session.encode(), digest_size=12).hexdigest()
-
-    def get(self, session: str | None) -> Gallery:
-        key = self.key(session)
-        with self._lock:
-            self._sweep()
-            if key in self._open:
-                gallery = self._open[key][0]
-            else:
-                if not self.shared and len(self._open) >= self.limits.max_sessions:
-                    raise GalleryError(f"{len(self._open)} private galleries are in use, the most this server "
-                                       "keeps; try again later")
-                gallery = self.open_gallery(self.folder / f"{key}.sqlite")
-            self._open[key] = (gallery, time.monotonic())
-        return gallery
-
-    def reopen(self, session: str | None, open_gallery: Callable[[Path], Gallery]) -> Gallery:
-        """Open this session's gallery file again through `open_gallery` (another model: its rows are re-embedded
-        for it, in one transaction); the old handle is closed, so a request still holding it fails in one line
-        instead of mixing two models' embeddings."""
-        key = self.key(session)
-        with self._lock:
-            old = self._open.get(key, (None, 0.0))[0]
-        if old is not None:
-            with old._writer:  # an add in flight on the old handle finishes first
-                old.closed = True
-        gallery = open_gallery(self.folder / f"{key}.sqlite")  # re-embeds: outside the lock every session needs
-        with self._lock:
-            self._open[key] = (gallery, time.monotonic())
-        return gallery
-
-    def count(self, keep: Callable[[Gallery], bool]) -> int:
-        """How many open galleries `keep` holds for (e.g. those embedded by an adapted model)."""
-        with self._lock:
-            return sum(keep(g) for g, _ in self._open.values())
-
-    def _sweep(self) -> None:
-        """Delete private galleries idle past their time (at most once a minute), open ones and files left by
-        an earlier run of the server alike."""
-        now = time.monotonic()
-        if self.shared or now - self._swept < 60:
-            return
-        self._swept = now
-        ttl = 60 * self.limits.session_minutes
-        for key, (gallery, used) in list(self._open.items()):
-            if now - used > ttl:
-                gallery.delete()
-                del self._open[key]
-        for f in self.folder.glob("session-*.sqlite"):
-            if f.stem not in self._open and time.time() - f.stat().st_mtime > ttl:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{f}{suffix}").unlink(missing_ok=True)
-
-
-def ranking_ap(pid: int, cam: int, ranked: Sequence[Match]) -> float | None:
-    """A query's AP over a whole ranked gallery under the Market-1501 protocol (its own-camera copies and
-    unknown ids ignored), or None when no image of its id from another camera is in the gallery."""
-    g_pids = np.array([-1 if m.pid is None else m.pid for m in ranked])
-    g_cams = np.array([-1 if m.camid is None else m.camid for m in ranked])
-    dist = 1 - np.array([m.score for m in ranked], np.float32)
-    try:
-        return market_rank(dist[None], np.array([pid]), g_pids, np.array([cam]), g_cams).mAP
-    except ValueError:
-        return None
-
-
-
+    def drop_cache(self) -> None:
+        """Free the in-memory index; the next read rebuilds it from the file."""
+        with self._state:
+            self._cache = None

@@ -11,7 +11,7 @@ It lives in memory only: a cache of a gallery file (gallery.py, SQLite), rebuilt
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,6 @@ class GalleryIndex:
         self.dim = dim
         self.approx, self.nlist, self._nprobe = approx, nlist, nprobe
         self._emb = np.zeros((0, dim or 0), np.float32)
-        self._labels = np.zeros(0, np.int64)  # stable per-row labels, increasing with row order (FAISS ids)
         self._meta: list[dict[str, Any]] = []
         self._row: dict[str, int] = {}
         self._ivf: Any = None  # faiss.IndexIVFFlat once trained
@@ -115,36 +114,20 @@ class GalleryIndex:
         dup = [i for i in ids if i in self._row]
         if dup or len(set(ids)) != len(ids):
             raise ValueError(f"add: duplicate id {dup[0] if dup else ids}")
-        first = int(self._labels[-1]) + 1 if len(self._labels) else 0
-        labels = np.arange(first, first + len(ids), dtype=np.int64)
-        self._append(_normalise(emb), [{**m, "id": i} for i, m in zip(ids, metadata, strict=True)], labels)
-
-    def _append(self, unit_rows: np.ndarray, rows: list[dict[str, Any]], labels: np.ndarray) -> None:
-        """Append already-validated, already-normalised rows (load uses it so a round trip is bit-exact)."""
-        start = len(self._meta)
-        unit_rows = unit_rows.astype(np.float32, copy=False)
+        first = len(self._meta)
+        labels = np.arange(first, first + len(ids), dtype=np.int64)  # FAISS ids: the row numbers
+        unit_rows = _normalise(emb).astype(np.float32, copy=False)
         # the first add takes the matrix as it is: a million rows must not be copied twice
-        self._emb = unit_rows if not start else np.concatenate([self._emb, unit_rows])
-        self._labels = labels if not start else np.concatenate([self._labels, labels])
-        self._meta.extend(rows)
-        self._row.update((m["id"], start + k) for k, m in enumerate(rows))
+        self._emb = unit_rows if not first else np.concatenate([self._emb, unit_rows])
+        self._meta.extend({**m, "id": i} for i, m in zip(ids, metadata, strict=True))
+        self._row.update((i, first + k) for k, i in enumerate(ids))
         if self._ivf is not None:
             self._ivf.add_with_ids(unit_rows, labels)
 
-    def remove(self, ids: Iterable[str]) -> int:
-        """Drop rows by id (unknown ids are ignored); returns how many were removed."""
-        gone = {self._row[i] for i in map(str, ids) if i in self._row}
-        if gone:
-            if self._ivf is not None:
-                self._ivf.remove_ids(self._labels[sorted(gone)])
-            keep = np.array([r for r in range(len(self._meta)) if r not in gone], dtype=np.int64)
-            self._emb, self._labels = self._emb[keep], self._labels[keep]
-            self._meta = [self._meta[r] for r in keep]
-            self._row = {m["id"]: r for r, m in enumerate(self._meta)}
-        return len(gone)
-
-    def clear(self) -> None:
-        self.remove(self.ids)
+    @property
+    def nbytes(self) -> int:
+        """Memory held, roughly: the embeddings (twice once an IVF index holds its own copy) plus metadata."""
+        return self._emb.nbytes * (1 + self.trained) + 300 * len(self._meta)
 
     # --- the approximate index ----------------------------------------------------------------------------
     def train(self, seed: int = 0) -> None:
@@ -164,16 +147,14 @@ class GalleryIndex:
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed, ivf.cp.niter = seed, KMEANS_ITERATIONS
         ivf.train(sample)
-        ivf.add_with_ids(self._emb, self._labels)
+        ivf.add_with_ids(self._emb, np.arange(n, dtype=np.int64))
         self.nlist, self._ivf = nlist, ivf
         ivf.nprobe = self.nprobe
 
     def _search_ivf(self, q: np.ndarray, k: int) -> tuple[np.ndarray, list[list[int]]]:
         scores, labels = self._ivf.search(q, k)
         scores[labels < 0] = -np.inf  # fewer than k rows in the scanned cells
-        rows = np.searchsorted(self._labels, labels)  # labels increase with row order
-        return scores, [[int(r) for r, lab in zip(rr, ll, strict=True) if lab >= 0] for rr, ll in zip(rows, labels,
-                                                                                                       strict=True)]
+        return scores, [[int(r) for r in row if r >= 0] for row in labels]  # a label is its row number
 
     def _search_exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, list[list[int]]]:
         """Top-k by a partial sort; ties keep insertion order, exactly as a stable full sort would. Queries go

@@ -1,18 +1,40 @@
-"""Every resource limit of the app in one place: what one upload, one zip, one image and the gallery may cost.
+"""Every resource bound in one place: `Limits`, what one input may cost (an upload, a zip, an image, a request's
+pixels, a log), and `ServerLimits`, what the server shares among visitors (sessions, memory, disk, workers).
 
-A public demo gets hostile uploads (zip bombs, decompression bombs, 100k-file archives); each limit bounds
-memory or disk before the work starts. Defaults suit a small demo on 2 CPU cores; every field can be set by
-an environment variable (REID_ + the field name in capitals, e.g. REID_MAX_UPLOAD_MB=50) or by the app's
-command line (--max-upload-mb 50).
+A public demo gets hostile uploads (zip bombs, decompression bombs, 100k-file archives) and hostile visitors
+(floods of sessions, queues filled by one client); each bound caps memory, disk or CPU before the work starts.
+Defaults suit a small demo on 2 CPU cores; every field can be set by an environment variable (REID_ + the field
+name in capitals, e.g. REID_MAX_UPLOAD_MB=50), read by the entry point (`from_env(os.environ)`), or by the
+app's command line (--max-upload-mb 50).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 MIB = 2**20
+T = TypeVar("T")
+
+
+def _from_env(cls: type[T], env: Mapping[str, str], overrides: Mapping[str, int | None]) -> T:
+    """Defaults, then REID_<FIELD> variables, then non-None keyword overrides (the command line); every
+    bound a whole number of at least 1."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        raw = env.get(f"REID_{f.name.upper()}")
+        if raw is not None:
+            try:
+                values[f.name] = int(raw)
+            except ValueError:
+                raise ValueError(f"REID_{f.name.upper()}={raw!r}: expected a whole number") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    out = replace(cls(), **values)
+    bad = [f.name for f in fields(cls) if getattr(out, f.name) < 1]  # type: ignore[arg-type]
+    if bad:
+        raise ValueError(f"limit {bad[0]} must be at least 1")
+    return out
 
 
 @dataclass(frozen=True)
@@ -25,12 +47,8 @@ class Limits:
     max_pixels: int = 40_000_000  # one decoded image (~120 MB as RGB)
     max_side: int = 12_000  # longest side of one image, in pixels
     max_aspect: int = 10  # longest side over shortest: beyond it decoding and resizing a strip costs seconds
-    session_minutes: int = 60  # a private gallery is deleted this long after its session last used it
-    max_sessions: int = 200  # private galleries kept at once (each up to max_gallery images)
-    max_adapted: int = 8  # sessions holding a model adapted to their gallery at once (~14 MB each for Lite0)
-    adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
-    concurrency: int = 1  # model calls (compare/search/add) running at once; the rest wait in the queue
-    queue_size: int = 64  # requests waiting in the queue before new ones are told it is full
+    max_request_pixels: int = 250_000_000  # decoded pixels per request (~8 s of PNG decoding here); JPEGs count reduced
+    max_log_rows: int = 200_000  # rows of an uploaded training log read for the curves; the rest is cut, with a note
 
     @property
     def max_zip_bytes(self) -> int:
@@ -41,20 +59,27 @@ class Limits:
         return self.max_image_mb * MIB
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: int | None) -> Limits:
-        """Defaults, then REID_<FIELD> variables, then non-None keyword overrides (the command line)."""
-        env = os.environ if env is None else env
-        values = {}
-        for f in fields(cls):
-            raw = env.get(f"REID_{f.name.upper()}")
-            if raw is not None:
-                try:
-                    values[f.name] = int(raw)
-                except ValueError:
-                    raise ValueError(f"REID_{f.name.upper()}={raw!r}: expected a whole number") from None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        limits = replace(cls(), **values)
-        bad = [f.name for f in fields(cls) if getattr(limits, f.name) < 1]
-        if bad:
-            raise ValueError(f"limit {bad[0]} must be at least 1")
-        return limits
+    def from_env(cls, env: Mapping[str, str], **overrides: int | None) -> Limits:
+        return _from_env(cls, env, overrides)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a server shares among its visitors: each visitor's share and the total, so no one can take it all."""
+
+    session_minutes: int = 60  # a private gallery is deleted this long after its session last used it
+    max_sessions: int = 200  # private galleries kept at once; past it the least recently used idle one goes
+    client_sessions: int = 8  # private galleries one client (address) keeps; past it its own oldest goes
+    session_jobs: int = 2  # requests one browser session may have running or waiting; more are refused at once
+    client_jobs: int = 8  # the same for one client (address) over all its sessions: half the workers
+    max_adapted: int = 8  # sessions holding a model adapted to their gallery at once (~14 MB each for Lite0)
+    adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
+    memory_mb: int = 1024  # in-memory search indexes and adapted models, all sessions together
+    disk_mb: int = 4096  # gallery files, all sessions together
+    concurrency: int = 1  # units of model work (a decode, a batch, a compare) running at once, taken in turn
+    workers: int = 16  # requests admitted to wait for the model; each client has at most client_jobs of them
+    queue_size: int = 256  # requests waiting for a worker before new ones are told the queue is full
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: int | None) -> ServerLimits:
+        return _from_env(cls, env, overrides)

@@ -106,6 +106,17 @@ def market_rank(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_c
     return RankResult(cmc_hits / valid, ap_sum / valid, ap_off_sum / valid, inp_sum / valid, valid)
 
 
+def ranking_ap(pid: int, cam: int, scores: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray) -> float | None:
+    """One query's AP over a whole ranked gallery (similarity `scores`; unknown ids and cameras as -1) under the
+    Market-1501 protocol (its own-camera copies and unknown ids ignored), or None when no image of its id from
+    another camera is in the gallery."""
+    dist = 1 - np.asarray(scores, np.float32)
+    try:
+        return market_rank(dist[None], np.array([pid]), np.asarray(g_pids), np.array([cam]), np.asarray(g_cams)).mAP
+    except ValueError:
+        return None
+
+
 # --- verification ----------------------------------------------------------------------------------------
 @dataclass
 class VerificationResult:

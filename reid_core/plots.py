@@ -9,10 +9,12 @@ message or a partial plot, never a traceback. No model imports: this stays cheap
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -20,6 +22,7 @@ LOSS_COLUMNS = ("loss", "loss_id", "loss_tri", "loss_pair")
 ACCURACY_COLUMNS = ("train_acc", "train_pair_acc")
 LR_COLUMNS = ("lr",)
 EVAL_COLUMNS = ("rank1", "mAP")
+MAX_POINTS = 2000  # per line: more points than pixels only cost the browser
 PANELS: dict[str, tuple[str, tuple[str, ...]]] = {  # key -> (title, columns)
     "loss": ("Training losses", LOSS_COLUMNS),
     "accuracy": ("Training accuracy", ACCURACY_COLUMNS),
@@ -32,23 +35,39 @@ class LogError(ValueError):
     """A log that cannot be plotted; one line naming the file and the reason."""
 
 
-def read_log(path: str | Path) -> pd.DataFrame:
-    """One run's log as numbers; rows with no epoch (a torn last line) are dropped, empty cells become NaN."""
+def read_log(path: str | Path, max_rows: int | None = None) -> pd.DataFrame:
+    """One run's log as numbers; rows with no epoch (a torn last line) are dropped, empty cells become NaN.
+    At most `max_rows` rows are read (time and memory bounded whatever the file); `df.attrs["cut"]` says
+    whether there were more."""
     path = Path(path)
     try:
-        df = pd.read_csv(path, on_bad_lines="skip", skip_blank_lines=True)
+        df = pd.read_csv(path, on_bad_lines="skip", skip_blank_lines=True,
+                         nrows=None if max_rows is None else max_rows + 1)
     except FileNotFoundError as e:
         raise LogError(f"{path}: file not found") from e
     except pd.errors.EmptyDataError as e:
         raise LogError(f"{path}: empty file (training has not logged an epoch yet?)") from e
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, MemoryError) as e:
         raise LogError(f"{path}: not a CSV file ({type(e).__name__})") from e
-    if path.stat().st_size and _torn(path):  # killed mid-row: its cells may be cut-off numbers, drop it
+    cut = max_rows is not None and len(df) > max_rows
+    if cut:
+        df = df.iloc[:max_rows]
+    elif path.stat().st_size and _torn(path):  # killed mid-row: its cells may be cut-off numbers, drop it
         df = df.iloc[:-1]
     if "epoch" not in df.columns:
         raise LogError(f"{path}: not a training log (no 'epoch' column; found {', '.join(map(str, df.columns[:5]))})")
     df = df.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
-    return df.sort_values("epoch", kind="stable").reset_index(drop=True)
+    df = df.sort_values("epoch", kind="stable").reset_index(drop=True)
+    df.attrs["cut"] = cut
+    return df
+
+
+def thinned(pts: pd.DataFrame, most: int = MAX_POINTS) -> pd.DataFrame:
+    """At most `most` evenly spaced rows, the last kept: a 200,000-row log draws as fast as a 120-epoch one."""
+    if len(pts) <= most:
+        return pts
+    keep = np.unique(np.linspace(0, len(pts) - 1, most).round().astype(int))
+    return pts.iloc[keep]
 
 
 def _torn(path: Path) -> bool:
@@ -81,10 +100,10 @@ def line_figure(df: pd.DataFrame, columns: Sequence[str], title: str, empty: str
         for col in columns:
             if col not in part.columns:
                 continue
-            pts = part[["epoch", col]].dropna()
+            pts = thinned(part[["epoch", col]].dropna())
             if pts.empty:
                 continue
-            name = f"{run} · {col}" if multi else col
+            name = html.escape(f"{run} · {col}" if multi else col)  # Plotly renders some HTML in names
             fig.add_trace(go.Scatter(x=pts["epoch"], y=pts[col], mode="lines+markers", name=name,
                                      marker={"size": 5}))
     return styled(fig, title, "epoch", empty)

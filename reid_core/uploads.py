@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .images import ImageError, load_image
+from .images import ImageError, PixelBudget, load_image
 from .limits import MIB, Limits
 
 
@@ -33,13 +33,15 @@ def too_big(name: str, size: int, limits: Limits) -> str | None:
     return None
 
 
-def read_image(src: str | Path | bytes, name: str, limits: Limits | None = None) -> Image.Image:
-    """load_image within `limits`, with the upload's own name in the message, not a temp path."""
+def read_image(src: str | Path | bytes, name: str, limits: Limits | None = None,
+               reduce: tuple[int, int] | None = None, budget: PixelBudget | None = None) -> Image.Image:
+    """load_image within `limits`, with the upload's own name in the message, not a temp path (`reduce`,
+    `budget`: see load_image)."""
     limits = limits or Limits()
     size = len(src) if isinstance(src, bytes) else Path(src).stat().st_size if Path(src).is_file() else 0
     if why := too_big(name, size, limits):
         raise ImageError(why)
-    return load_image(src, limits, name)
+    return load_image(src, limits, name, reduce, budget)
 
 
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> bytes | None:

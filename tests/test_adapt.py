@@ -186,16 +186,18 @@ def test_bad_settings_are_one_line_before_any_work() -> None:
 def test_a_handle_left_behind_by_a_reopen_refuses_work(tmp_path: Path, tiny_weights: Path, market: Path) -> None:
     """After a session's gallery is re-opened for another model, nothing done through the old handle may mix
     the two models' embeddings: the old handle refuses in one line, the new one serves."""
-    from reid_core import Galleries, GalleryError, Limits, ReID
+    from reid_core import GalleryError, ReID, ServerLimits
+    from space.sessions import Sessions
 
     base = ReID.load(tiny_weights, engine="fp32")
     crops = sorted((market / "bounding_box_test").glob("*.jpg"))[:12]
     adapted = base.bn_adapted(crops)
-    galleries = Galleries(tmp_path, lambda path: base.gallery(path), Limits())
-    old = galleries.get("visitor")
-    old.add_files([str(p) for p in crops])
-    new = galleries.reopen("visitor", lambda path: adapted.gallery(path))
-    assert galleries.get("visitor") is new and len(new) == len(crops)
+    sessions = Sessions(tmp_path, lambda path: base.gallery(path), ServerLimits())
+    with sessions.use("visitor", create=True) as old:
+        old.add_files([str(p) for p in crops])
+    new = sessions.reopen("visitor", lambda path: adapted.gallery(path))
+    with sessions.use("visitor") as now:
+        assert now is new and len(new) == len(crops)
     for call in (lambda: old.search(base.embed(crops[0]), 1), lambda: old.add_files([str(crops[0])])):
         with pytest.raises(GalleryError):
             call()

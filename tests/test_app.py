@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import app
-from reid_core import ReID
+from reid_core import ReID, ServerLimits
 from reid_core.limits import Limits
 from reid_core.model import load_model
 from reid_core.pictures import DISPLAY_SIZE
@@ -105,24 +105,24 @@ def test_gallery_reloads_and_reembeds_for_new_weights(tmp_path: Path, workdir: P
     first = app.ReIDApp(app.Settings(workdir / "weights" / "model.safetensors", tmp_path / "store", tmp_path))
     first.reid.batch_size = 4  # 6 images: two embedding batches
     first.add_to_gallery([str(p) for p in files])
-    gallery = first.gallery(None)
+    gallery = first.own_gallery()
     rows = gallery.entries()
     assert [m["name"] for m in rows] == [p.name for p in files]
     pictures = [gallery.picture(r["id"]) for r in rows]
     np.testing.assert_allclose(gallery.embeddings(), first.reid.embed(pictures), atol=1e-5)
-    again = app.ReIDApp(first.settings).gallery(None)  # a restart
+    again = app.ReIDApp(first.settings).own_gallery()  # a restart
     assert len(again) == len(files) and again.message == ""
     np.testing.assert_allclose(again.embeddings(), gallery.embeddings(), atol=1e-6)
 
     other = make_tiny_weights(tmp_path / "w2" / "model.safetensors", embed_dim=64, seed=1)
     moved = app.ReIDApp(app.Settings(other, tmp_path / "store", tmp_path))
-    assert moved.gallery(None).embeddings().shape == (len(files), 64)
+    assert moved.own_gallery().embeddings().shape == (len(files), 64)
     assert "re-embedded" in moved.gallery_summary()
     _, table, _ = moved.search(str(files[3]), 1)
     assert table.iloc[0]["name"] == files[3].name
 
     moved.clear_gallery()
-    assert len(app.ReIDApp(moved.settings).gallery(None)) == 0
+    assert len(app.ReIDApp(moved.settings).own_gallery()) == 0
     _, table, summary = moved.search(str(files[0]), 3)
     assert table.empty and "gallery is empty" in summary
 
@@ -167,7 +167,7 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
     assert status.startswith("Added 1 image.")
     assert "../escape.png: unsafe path" in status and "/abs.png: unsafe path" in status
     assert "readme.txt: not a readable image" in status and "_good.png" not in status
-    assert [m["name"] for m in handlers.gallery(None).entries()] == ["good.png"]
+    assert [m["name"] for m in handlers.own_gallery().entries()] == ["good.png"]
 
 
 def test_upload_file_cap(tmp_path: Path) -> None:
@@ -237,8 +237,8 @@ def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) 
     """BatchNorm statistics from the visitor's own crops: the session's gallery and its queries move to a private
     adapted model (the shared one untouched), and Undo goes back; too few crops or too many adapted sessions get
     one line."""
-    limits = Limits(max_adapted=1)
-    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path, limits))
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path,
+                                        server=ServerLimits(max_adapted=1)))
     base_id = handlers.reid.embedding_id
     with pytest.raises(gr.Error, match="at least 20 crops"):
         handlers.adapt_gallery()
@@ -249,7 +249,7 @@ def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) 
     said, items, table, summary = handlers.adapt_gallery()
     assert items == [] and table.empty and summary == ""  # old results were scored by the other model
     assert "Adapted to your gallery" in said and "24 of your crops" in said
-    gallery = handlers.gallery(None)
+    gallery = handlers.own_gallery()
     assert gallery.weights_id != base_id and handlers.reid.embedding_id == base_id
     after = handlers.search(query, 3)[1]
     assert after.iloc[0]["name"] == before.iloc[0]["name"] and after.iloc[0]["cosine"] == pytest.approx(1, abs=1e-4)
@@ -260,7 +260,7 @@ def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) 
     with pytest.raises(gr.Error, match="1 visitors hold adapted models"):
         handlers.adapt_gallery(other)
     assert "Back to the shared model" in handlers.undo_adapt()[0]
-    assert handlers.gallery(None).weights_id == base_id
+    assert handlers.own_gallery().weights_id == base_id
     np.testing.assert_allclose(handlers.search(query, 3)[1]["cosine"].to_numpy(float),
                                before["cosine"].to_numpy(float), atol=1e-5)
 

@@ -4,6 +4,7 @@ code in a weights file runs, and nothing is written outside the app's data folde
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from gradio_client import Client, handle_file
 import app
 from reid_core import api
 from reid_core.cli import main as cli
-from reid_core.limits import Limits
+from reid_core.limits import Limits, ServerLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(max_upload_mb=16, max_zip_mb=16, max_image_mb=4)  # small enough to test cheaply
@@ -169,7 +170,7 @@ def test_gallery_size_limit(tmp_path: Path, bad: Bad) -> None:
     assert status.startswith("Added 3 images")
     status = handlers.add_to_gallery(files[3:])
     assert status.startswith("Added 1 image.") and "5.png and any later files: the gallery is full (4-image" in status
-    assert len(handlers.gallery(None)) == 4
+    assert len(handlers.own_gallery()) == 4
 
 
 def test_limits_from_env_and_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,9 +181,9 @@ def test_limits_from_env_and_command_line(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.limits == Limits(max_upload_mb=7, max_gallery=50, max_pixels=1_000_000)
     monkeypatch.setenv("REID_MAX_FILES", "lots")
     with pytest.raises(ValueError, match="REID_MAX_FILES='lots': expected a whole number"):
-        Limits.from_env()
+        Limits.from_env(os.environ)
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
-        Limits.from_env({}, concurrency=0)
+        ServerLimits.from_env({}, concurrency=0)
 
 
 # --- training logs --------------------------------------------------------------------------------------------

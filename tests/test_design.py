@@ -42,8 +42,10 @@ def test_every_module_is_in_the_table_and_imports_only_lower_layers() -> None:
         assert all(table[dep][0] < layer for dep in got), (name, [(d, table[d][0]) for d in got])
 
 
-def test_app_and_train_stand_on_the_public_api() -> None:
-    for script, allowed in (("app.py", {"reid_core", "reid_core.plots"}), ("train.py", {"reid_core"})):
+def test_app_train_and_space_stand_on_the_public_api() -> None:
+    scripts = [("app.py", {"reid_core", "reid_core.plots"}), ("train.py", {"reid_core"})]
+    scripts += [(f"space/{p.name}", {"reid_core"}) for p in sorted((ROOT / "space").glob("*.py"))]
+    for script, allowed in scripts:
         tree = ast.parse((ROOT / script).read_text())
         used = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
                 and n.module.startswith("reid_core")}

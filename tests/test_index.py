@@ -65,17 +65,6 @@ def test_own_copy_ranks_first(index: GalleryIndex, data: tuple[np.ndarray, np.nd
     assert meta[0][0]["id"] == "id17" and scores[0, 0] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_remove(index: GalleryIndex, data: tuple[np.ndarray, np.ndarray]) -> None:
-    gallery, queries = data
-    gone = [f"id{i}" for i in range(0, 200, 3)]
-    assert index.remove(gone + ["unknown"]) == len(gone)
-    assert len(index) == 200 - len(gone) and "id3" not in index and "id4" in index
-    keep = [i for i in range(200) if i % 3]
-    assert_matches_brute_force(index, gallery, keep, queries, 20)
-    index.add(gallery[:1], ["id0"], [{"row": 0}])  # a removed id can come back
-    assert "id0" in index and len(index) == len(keep) + 1
-
-
 def test_add_validates(index: GalleryIndex) -> None:
     with pytest.raises(ValueError, match="duplicate id id5"):
         index.add(np.ones((1, 32)), ["id5"])
@@ -147,21 +136,14 @@ def test_approximate_recall_on_clustered_data(approx: GalleryIndex, clustered_da
     assert recall >= 0.9 and narrow < recall  # scanning fewer cells must cost recall: the index is really used
 
 
-def test_approximate_edits(approx: GalleryIndex,
+def test_approximate_adds_after_training(approx: GalleryIndex,
                                           clustered_data: tuple[np.ndarray, np.ndarray]) -> None:
-    gallery, queries = clustered_data
-    gone = [f"id{i}" for i in range(0, 3000, 2)]
-    assert approx.remove(gone) == 1500
+    gallery, _ = clustered_data
     approx.add(gallery[:4] * 2.0, ["a", "b", "c", "d"])  # new rows go into the trained cells
-    scores, meta = approx.search(gallery[2], 1)  # id2 was removed, so "c" is the only copy
-    assert meta[0][0]["id"] == "c" and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
-    found = {m["id"] for row in approx.search(queries, 50)[1] for m in row}
-    assert not found & set(gone) and approx._ivf.ntotal == len(approx) == 1504
-
-    approx.nprobe = 4
-    assert approx._ivf.nprobe == 4
-    approx.remove(["a"])  # labels still find the row in the FAISS cells
-    assert "a" not in {m["id"] for m in approx.search(gallery[0], 5)[1][0]} and approx._ivf.ntotal == 1503
+    approx.nprobe = approx.nlist  # every cell scanned
+    scores, meta = approx.search(gallery[2], 2)  # id2 and its copy "c"
+    assert {m["id"] for m in meta[0]} == {"id2", "c"} and scores[0, 1] == pytest.approx(1.0, abs=1e-5)
+    assert approx._ivf.ntotal == len(approx) == 3004 and approx.nbytes > approx.embeddings.nbytes
 
 
 def test_approx_settings_are_checked() -> None:

@@ -122,7 +122,7 @@ def test_app_search_rerank(tmp_path: Path, tiny_weights: Path, people_folder: Pa
     assert "Re-ranked" in reranked[2] and "Re-ranked" not in plain[2]
     assert reranked[1].iloc[0]["name"] == query.name  # itself still first
     index = GalleryIndex()
-    gallery = handlers.gallery(None)
+    gallery = handlers.own_gallery()
     index.add(gallery.embeddings(), [r["name"] for r in gallery.entries()])
     scores, meta = index.search(handlers.reid.embed(str(query)), 12, rerank=True)
     assert reranked[1]["name"].tolist() == [m["id"] for m in meta[0][:5]]
