@@ -20,10 +20,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(args: list[str], timeout: float = 300) -> tuple[subprocess.Popen, str, float]:
-    """(the process, its URL, seconds until it answered HTTP). `args`: app.py's flags besides --host/--port."""
+def start_app(args: list[str], timeout: float = 300, env: dict[str, str] | None = None,
+              ) -> tuple[subprocess.Popen, str, float]:
+    """(the process, its URL, seconds until it answered HTTP). `args`: app.py's flags besides --host/--port;
+    `env`: extra environment (e.g. SPACE_ID, to sit behind a proxy as on a Space)."""
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -103,10 +103,28 @@ def test_failed_add_changes_nothing(tmp_path: Path, reid: ReID) -> None:
             raise RuntimeError("out of memory")
         return reid.embed(images)
 
-    broken = Gallery(g.path, failing, reid.weights_id, batch_size=4)
+    broken = Gallery(g.path, failing, reid.embedding_id, batch_size=4)
     with pytest.raises(RuntimeError, match="out of memory"):
         broken.add(crops(12, start=10))
-    assert calls == [4, 4] and check_whole(reid.gallery(g.path), reid) == 4  # the first batch went too
+    assert calls == [4, 4] and check_whole(reid.gallery(g.path), reid) == 4  # the first batch was staged only
+
+
+def test_an_add_holds_the_write_lock_for_the_insert_only(tmp_path: Path, reid: ReID) -> None:
+    """While an add embeds, another writer (another handle, as another process would be) writes at once: the
+    add takes the lock only to copy its staged rows in. Embedding inside the lock made it wait up to 60 s."""
+    g = reid.gallery(tmp_path / "gallery.sqlite")
+    other = reid.gallery(g.path)
+    other.add(crops(2, start=50))
+    written = []
+
+    def embed_then_write(images: list) -> np.ndarray:
+        written.append(other.remove([f"no-such-{len(written)}"]) == 0 and other.add(crops(1, start=60 + len(written))))
+        return reid.embed(images)
+
+    slow = Gallery(g.path, embed_then_write, reid.embedding_id, batch_size=4)
+    slow.add(crops(12, start=10))
+    assert len(written) == 3 and all(r.added == 1 for r in written)
+    assert check_whole(reid.gallery(g.path), reid) == 2 + 3 + 12 and slow.longest_write < 60
 
 
 def test_other_weights_are_reembedded_or_refused(tmp_path: Path, reid: ReID) -> None:

@@ -1,0 +1,159 @@
+"""A hostile visitor against `python app.py` on the shipped weights, from outside (issue #22): is a new visitor
+served during a session flood, does the app's memory stay within its budget under many sessions and huge-log
+draws, how long does another visitor's Compare take while a hostile add runs (ratio to idle, side by side),
+and what does each fuzzed parameter get back.
+
+    .venv/bin/python bench/attacks.py [--sessions 1000] [--log-rows 7000000] [--draws 10] [--out attacks.json]
+
+The app runs as on a Space (SPACE_ID set: clients are told apart by the proxy's X-Forwarded-For).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from gradio_client import Client, handle_file
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from app_process import start_app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples" / "people").glob("*.png"))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def client(url: str, address: str) -> Client:
+    return Client(url, verbose=False, headers={"X-Forwarded-For": address})
+
+
+def compare_times(c: Client, n: int) -> list[float]:
+    out = []
+    for k in range(n):
+        t0 = time.perf_counter()
+        c.predict(handle_file(EXAMPLES[k % len(EXAMPLES)]), handle_file(EXAMPLES[(k + 1) % len(EXAMPLES)]),
+                  api_name="/compare")
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def p95(xs: list[float]) -> float:
+    return float(np.percentile(xs, 95))
+
+
+def pixel_bomb(path: Path, n: int = 20, side: int = 6300) -> Path:
+    """n different side x side gradient PNGs in a zip: a few MB that decode to n * side^2 pixels."""
+    ramp = np.tile(np.linspace(0, 255, side, dtype=np.uint8), (side, 1))
+    with zipfile.ZipFile(path, "w") as zf:
+        for k in range(n):
+            ramp[0, :k + 1] = 7  # each one its own bytes: none is skipped as a duplicate
+            buf = io.BytesIO()
+            Image.fromarray(ramp).convert("RGB").save(buf, "PNG")
+            zf.writestr(f"bomb{k}.png", buf.getvalue())
+    return path
+
+
+def huge_log(path: Path, rows: int) -> Path:
+    with open(path, "w") as f:
+        f.write("epoch,loss,lr\n")
+        block = 500_000
+        for s in range(0, rows, block):
+            e = np.arange(s + 1, min(rows, s + block) + 1)
+            np.savetxt(f, np.column_stack([e, 5 / e, np.full(len(e), 3.5e-4)]), delimiter=",", fmt="%.6g")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=1000, help="fresh sessions the flood opens from one address")
+    ap.add_argument("--log-rows", type=int, default=7_000_000, help="rows of the huge log.csv drawn")
+    ap.add_argument("--draws", type=int, default=10, help="huge-log draws")
+    ap.add_argument("--compares", type=int, default=20, help="Compare calls timed idle and under attack")
+    ap.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="reid-attacks-"))
+    proc, url, started = start_app(["--data-dir", str(work / "store"), "--runs-dir", str(work / "runs")],
+                                   env={"SPACE_ID": "bench/attacks", "GRADIO_TEMP_DIR": str(work / "gradio")})
+    fig: dict = {"start_s": round(started, 1), "rss_start_mb": round(rss_mb(proc.pid))}
+    try:
+        victim = client(url, "198.51.100.1")
+        compare_times(victim, 3)  # warm
+        idle = compare_times(victim, args.compares)
+        bomb = pixel_bomb(work / "bomb.zip")
+        said: list[str] = []
+        t0 = time.perf_counter()
+        hostile = threading.Thread(target=lambda: said.append(client(url, "203.0.113.1").predict(
+            [handle_file(bomb)], api_name="/add_to_gallery")))
+        hostile.start()
+        time.sleep(0.5)
+        attacked = []
+        while hostile.is_alive() or not attacked:
+            attacked += compare_times(victim, 1)
+        hostile.join()
+        fig |= {"compare_idle_p50_s": round(statistics.median(idle), 3), "compare_idle_p95_s": round(p95(idle), 3),
+                "compare_attacked_p50_s": round(statistics.median(attacked), 3),
+                "compare_attacked_p95_s": round(p95(attacked), 3), "compares_during_attack": len(attacked),
+                "p95_ratio": round(p95(attacked) / p95(idle), 2), "hostile_add_s": round(time.perf_counter() - t0, 1),
+                "hostile_add_said": said[0].split("\n")[0][:160], "bomb_zip_mb": round(bomb.stat().st_size / 2**20, 1)}
+        print(json.dumps(fig), flush=True)
+
+        flood = client(url, "203.0.113.9")
+        t0 = time.perf_counter()
+        for _ in range(args.sessions):
+            flood.predict([handle_file(EXAMPLES[0])], api_name="/add_to_gallery")
+            flood.reset_session()
+        fig |= {"flood_sessions": args.sessions, "flood_s": round(time.perf_counter() - t0, 1),
+                "rss_after_flood_mb": round(rss_mb(proc.pid))}
+        newcomer = client(url, "198.51.100.2")
+        t0 = time.perf_counter()
+        added = newcomer.predict([handle_file(p) for p in EXAMPLES], api_name="/add_to_gallery").split("\n")[0]
+        _, table, _ = newcomer.predict(handle_file(EXAMPLES[0]), 5, api_name="/search")
+        fig |= {"newcomer_served": added.startswith(f"Added {len(EXAMPLES)} images") and bool(table["data"]),
+                "newcomer_add_and_search_s": round(time.perf_counter() - t0, 2)}
+        print(json.dumps(fig), flush=True)
+
+        log = huge_log(work / "log.csv", args.log_rows)
+        drawer, draws = client(url, "198.51.100.3"), []
+        for _ in range(args.draws):
+            t0 = time.perf_counter()
+            *_, status = drawer.predict([], handle_file(log), api_name="/log_curves")
+            draws.append(time.perf_counter() - t0)
+        fig |= {"log_rows": args.log_rows, "log_mb": round(log.stat().st_size / 2**20), "draw_median_s":
+                round(statistics.median(draws), 2), "draw_status": status.split("\n\n")[-1][:120],
+                "rss_after_draws_mb": round(rss_mb(proc.pid))}
+
+        fuzz = {}
+        for k in ("5", None, [3], -1, 0, 51, 1e9, 2.5, True):
+            try:
+                newcomer.predict(handle_file(EXAMPLES[0]), k, api_name="/search")
+                fuzz[repr(k)] = "accepted"
+            except Exception as e:  # noqa: BLE001 - the app's one line, as a client sees it
+                fuzz[repr(k)] = str(e).splitlines()[0][:100]
+        fig["fuzz_search_k"] = fuzz
+    finally:
+        fig["rss_end_mb"] = round(rss_mb(proc.pid))
+        proc.kill()
+        proc.wait()
+    print(json.dumps(fig, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(fig, indent=1))
+
+
+if __name__ == "__main__":
+    main()
