@@ -503,9 +503,12 @@ class ReIDApp:
             status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in notes)
         return (*plots.figures(df).values(), status)
 
-    def refresh_runs(self, selected: list[str] | None) -> gr.Dropdown:
+    def refresh_runs(self, selected: Any) -> gr.Dropdown:
         choices = self.run_choices()
-        keep = [r for r in selected or [] if r in choices]
+        try:
+            keep = [r for r in params.strings(selected, "runs") if r in choices]
+        except ParamError as e:
+            raise user_error(str(e)) from e
         return gr.Dropdown(choices=choices, value=keep or choices[:1])
 
     # --- model ---------------------------------------------------------------------------------------------
