@@ -556,10 +556,11 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             prob = gr.Number(label="Same-person probability", precision=4, interactive=False,
                                              min_width=120)
                             cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
-                        parts = gr.Image(label="Which parts match", type="filepath", interactive=False,
-                                         buttons=[], height=260, elem_id="parts")
-                        gr.Markdown("Each bar: how alike the two crops are in one horizontal stripe, head to feet "
-                                    "(cosine of the stripe's features).", elem_id="parts-help")
+                        gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "
+                                    "horizontal stripe, head to feet (cosine of the stripe's features).",
+                                    elem_id="parts-help")
+                        parts = gr.Image(label="Which parts match", show_label=False, type="filepath",
+                                         interactive=False, buttons=[], height=240, elem_id="parts")
                 pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
                     gr.Examples([[examples[a], examples[b]] for a, b in pairs], [img_a, img_b],
