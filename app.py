@@ -46,10 +46,10 @@ from reid_core import (
     Match,
     ReID,
     ServerLimits,
-    agreement_picture,
     atomic_write,
     framed,
     parse_identity,
+    parts_picture,
     person_warning,
     plots,
     ranking_ap,
@@ -176,9 +176,21 @@ def query_ap(name: str, ranked: list[Match]) -> str:
 # --- the app --------------------------------------------------------------------------------------------------
 log = logging.getLogger("reid.app")
 CSS = """
-#results .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; }
-#results .caption-label { max-width: 100%; }
-"""  # the results grid takes as many columns as fit: 2-3 on a phone, 6+ on a desktop
+#results .grid-wrap { min-height: 0 !important; max-height: none !important; overflow: visible !important; }
+#results .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important;
+                           grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex !important;
+                           flex-direction: column; }
+#results .thumbnail-item > img { aspect-ratio: 1 / 2; height: auto !important; }
+#results .caption-label { position: static !important; max-width: 100% !important; border: none !important;
+                          text-align: center; background: none !important; }
+#results-table table { font-size: var(--text-sm); }
+#log-file .wrap { min-height: 0 !important; padding-top: 34px !important; }
+.input-note p { color: var(--error-text-color, #b91c1c); }
+"""  # result tiles: as many columns as fit (3 on a phone, 5-6 on a desktop), each picture whole at the crop's 1:2
+# shape with its rank and score under it, the grid as tall as its tiles (Gradio's gallery is a fixed-height box
+# with captions over the pictures); the results table in smaller type, so every column fits a phone; the log
+# upload's prompt below its label (Gradio centres a 240 px prompt in the box, under the label)
 
 
 def user_error(message: str) -> gr.Error:
@@ -292,33 +304,77 @@ class ReIDApp:
         with self.gallery(request) as g:
             return g
 
-    def image(self, payload: Any, what: str) -> tuple[Image.Image, str]:
-        """(decoded image, the user's file name) of an upload, or a one-line error naming it."""
+    def read_upload(self, payload: Any, what: str) -> tuple[Image.Image, str]:
+        """(decoded image, the user's file name) of an upload; ImageError with one line naming it if unusable.
+        A JPEG is decoded reduced: a crop never needs more than 512 x 1024 pixels."""
         got = upload(payload)
         if got is None:
-            raise user_error(f"Upload {what}.")
+            raise ImageError(f"Upload {what}.")
         path, name = got
+        return read_image(path, name, self.settings.limits, reduce=(512, 1024)), name
+
+    def image(self, payload: Any, what: str) -> tuple[Image.Image, str]:
+        """read_upload for a handler whose caller gets a Gradio error (the API, Search)."""
         try:
-            return read_image(path, name, self.settings.limits, reduce=(512, 1024)), name
+            return self.read_upload(payload, what)
         except ImageError as e:
             raise user_error(str(e)) from e
 
     def compare(self, a: Any, b: Any, request: gr.Request | None = None) -> tuple[float, str, float, str]:
-        """(probability, verdict, cosine, agreement picture) for two crops."""
-        reid = self.require_model()
+        """(probability, verdict, cosine, parts picture) for two crops: the /compare endpoint, whose caller gets
+        a one-line error for a missing or unusable image."""
+        self.require_model()
         with self.work(request) as turn, turn():
             (ia, _), (ib, _) = self.image(a, "the first image"), self.image(b, "the second image")
-            c = reid.compare(ia, ib)
-            ma, mb = reid.similarity_map(ia, ib)
+            return self.explained(ia, ib)
+
+    def explained(self, ia: Image.Image, ib: Image.Image) -> tuple[float, str, float, str]:
+        """One backbone pass over both crops (ReID.compare_parts): the verdict and the stripe picture saying why."""
+        c, parts = self.reid.compare_parts(ia, ib)
         op = "≥" if c.same else "<"
         verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
                    f"calibrated threshold {c.threshold:.1%}")
         doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
-            gr.Warning(plain("; ".join(doubts)))
-        heat = self.picture_file(agreement_picture(ia, ib, ma, mb))
-        return round(c.probability, 4), verdict, round(c.cosine, 4), heat
+        return round(c.probability, 4), verdict, round(c.cosine, 4), self.picture_file(parts_picture(ia, ib, parts))
+
+    def compare_view(self, a: Any, b: Any, note_a: str = "", note_b: str = "", request: gr.Request | None = None,
+                     ) -> tuple[Any, ...]:
+        """The Compare button: compare's outputs, then a note under each input. A user's mistake (no image, an
+        unreadable one) is said in the note of the input it concerns and stays there until that input changes
+        (an input emptied because its file was unreadable keeps saying why); the outputs are emptied (no stale
+        verdict, no error badge on them, no toast that closes by itself)."""
+        if self.reid is None:
+            return None, f"⚠️ {self.error}", None, None, "", ""
+        with self.work(request) as turn, turn():
+            crops, notes = [], []
+            for payload, who, note in ((a, "Person A", note_a), (b, "Person B", note_b)):
+                try:
+                    crops.append(self.read_upload(payload, f"an image of {who}")[0])
+                    notes.append("")
+                except ImageError as e:
+                    log.info("user error: %s", e)
+                    kept = isinstance(note, str) and len(note) < 1000 and upload(payload) is None
+                    notes.append(note if note and kept else f"⚠️ {text(str(e))}")
+            if any(notes):
+                return None, "", None, None, *notes
+            return *self.explained(*crops), "", ""
+
+    def compare_input(self, payload: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """A Compare input changed: the old verdict goes; an unreadable upload is removed at once (no broken
+        image) and its note says why; a usable one clears the note. Cleared (None): the note stays, so the reason
+        a file was removed is still there to read."""
+        cleared = (None, "", None, None)
+        if upload(payload) is None:
+            return gr.skip(), gr.skip(), *cleared
+        with self.work(request) as turn, turn():
+            try:
+                self.read_upload(payload, "")
+            except ImageError as e:
+                log.info("user error: %s", e)
+                return None, f"⚠️ {text(str(e))}", *cleared
+        return gr.skip(), "", *cleared
 
     def gallery_summary(self, request: gr.Request | None = None) -> str:
         """What this visitor's gallery holds (nothing is created to say so), and why it went if it did."""
@@ -486,21 +542,29 @@ class ReIDApp:
                 logs[f"upload: {got[1]}"] = Path(got[0])
         except ParamError as e:
             raise user_error(str(e)) from e
-        frames, notes = [], []
+        frames, errors, notes = [], [], []
+        recorded = (self.reid.info.get("metrics") if self.reid else None) or {}
         for name, path in logs.items():
             try:
                 df = plots.read_log(path, self.settings.limits.max_log_rows)
             except plots.LogError as e:
-                notes.append(text(str(e).replace(str(path), name)))
+                errors.append(text(str(e).replace(str(path), name)))
                 continue
-            frames.append(df.assign(run=name))
             if df.attrs.get("cut"):
-                notes.append(f"{text(name)}: only its first {self.settings.limits.max_log_rows:,} rows are plotted.")
+                errors.append(f"{text(name)}: only its first {self.settings.limits.max_log_rows:,} rows are plotted.")
+            if name == SHIPPED_LOG and (filled := plots.with_recorded(df, recorded)) is not df:
+                df = filled  # trained without periodic evaluation: the figures `evaluate --record` kept instead
+                shown = ", ".join(f"{METRIC_LABELS[c]} {100 * df[c].iloc[-1]:.1f} %" for c in plots.EVAL_COLUMNS
+                                  if c in df.columns and pd.notna(df[c].iloc[-1]))
+                notes.append(f"Shipped weights at epoch {df['epoch'].iloc[-1]:.0f}: {shown}, the figures recorded "
+                             f"with them on {text(str(recorded.get('evaluated_on', 'their test set')))}.")
+            frames.append(df.assign(run=name))
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "run"])
         if not logs:
             status = "No run selected: pick one above, or upload a log.csv written by train.py."
         else:
-            status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f"\n\n⚠️ {e}" for e in notes)
+            status = f"Showing {len(frames)} of {len(logs)} log(s)." + "".join(f" {n}" for n in notes) + "".join(
+                f"\n\n⚠️ {e}" for e in errors)
         return (*plots.figures(df).values(), status)
 
     def refresh_runs(self, selected: Any) -> gr.Dropdown:
@@ -591,8 +655,12 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3, min_width=280):
                         with gr.Row():
-                            img_a = image("Person A", "img-a", 300)
-                            img_b = image("Person B", "img-b", 300)
+                            with gr.Column(min_width=140):
+                                img_a = image("Person A", "img-a", 300)
+                                note_a = gr.Markdown(elem_id="note-a", elem_classes="input-note")
+                            with gr.Column(min_width=140):
+                                img_b = image("Person B", "img-b", 300)
+                                note_b = gr.Markdown(elem_id="note-b", elem_classes="input-note")
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-btn")
                     with gr.Column(scale=2, min_width=280):
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
@@ -600,16 +668,24 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             prob = gr.Number(label="Same-person probability", precision=4, interactive=False,
                                              min_width=120)
                             cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
-                        heat = gr.Image(label="Per-region agreement (which body parts match)", type="filepath",
-                                        interactive=False, height=300, elem_id="heat")
+                        gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "
+                                    "horizontal stripe, head to feet (cosine of the stripe's features).",
+                                    elem_id="parts-help")
+                        parts = gr.Image(label="Which parts match", show_label=False, type="filepath",
+                                         interactive=False, buttons=[], height=240, elem_id="parts")
                 pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
                     gr.Examples([[examples[a], examples[b]] for a, b in pairs], [img_a, img_b],
                                 label="Synthetic example pairs (drawn, not real people)", elem_id="compare-examples")
-                compare_out = [prob, verdict, cos, heat]
-                compare_btn.click(app.compare, [img_a, img_b], compare_out, api_name="compare", **model, **raw)
-                for img in (img_a, img_b):  # new inputs: no verdict of the old ones, no error badge left over
-                    img.change(lambda: (None, "", None, None), None, compare_out, api_visibility="private")
+                compare_out = [prob, verdict, cos, parts]
+                compare_btn.click(app.compare_view, [img_a, img_b, note_a, note_b], [*compare_out, note_a, note_b],
+                                  api_visibility="private", **model, **raw)
+                # /compare for API clients, who get a one-line error instead of the notes (no button on the page)
+                gr.Button(visible=False).click(app.compare, [img_a, img_b], compare_out, api_name="compare",
+                                               **model, **raw)
+                for img, note in ((img_a, note_a), (img_b, note_b)):  # a new input: no verdict of the old ones
+                    img.change(app.compare_input, img, [img, note, *compare_out], api_visibility="private",
+                               show_progress="hidden", **model, **raw)
 
             with gr.Tab("Search"):
                 with gr.Row(equal_height=False):
@@ -640,8 +716,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                         summary = gr.Markdown(label="summary", elem_id="search-summary")
                         gr.Markdown("**Top matches** (green frame: same id, red: another id)")
                         results = gr.Gallery(show_label=False, columns=5, height="auto", object_fit="contain",
-                                             elem_id="results")
-                        table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results")
+                                             elem_id="results", buttons=[])
+                        table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results", wrap=True,
+                                             column_widths=["16%", "42%", "22%", "20%"], elem_id="results-table")
                 queries = [n for n in EXAMPLE_QUERIES if n in examples]
                 if queries:
                     gr.Examples([[examples[n]] for n in queries], [query], label="Example queries",
@@ -664,7 +741,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     choices = app.run_choices()
                     runs = gr.Dropdown(choices=choices, value=choices[:1], multiselect=True, label="Runs", scale=3,
                                        elem_id="runs", min_width=200)
-                    log_file = gr.File(label="…or upload a log.csv", file_types=[".csv"], scale=2, height=120,
+                    log_file = gr.File(label="…or upload a log.csv", file_types=[".csv"], scale=2, height=150,
+                                       elem_id="log-file",
                                        min_width=200)
                     with gr.Column(scale=1, min_width=160):
                         refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")

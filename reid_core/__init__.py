@@ -1,11 +1,11 @@
 """reid_core: person re-identification with a Siamese timm network.
 
 The public API, what the app, train.py and notebooks stand on:
-- inference: `ReID` (load / embed / compare / similarity_map / gallery), `Comparison`, `resolve_weights`;
+- inference: `ReID` (load / embed / compare / compare_parts / gallery), `Comparison`, `resolve_weights`;
 - galleries: `Gallery` (one SQLite file), `AddReport`, `Match`, `GalleryError`, `ranking_ap`, `RERANK_POOL`;
 - inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`; a server's
   shares: `ServerLimits`;
-- pictures: `agreement_picture`, `framed`; files: `atomic_write` (temp file, then rename);
+- pictures: `parts_picture`, `framed`; files: `atomic_write` (temp file, then rename);
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
 - adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`);
@@ -33,17 +33,18 @@ from .model import (
     resolve_weights,
     save_model,
 )
-from .pictures import agreement_picture, framed
+from .pictures import framed, parts_picture
 from .screen import person_warning
 from .uploads import read_image
 
 __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
-           "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "agreement_picture", "atomic_write",
+           "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",
            "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
-           "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags", "verification"]
+           "parts_picture", "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags",
+           "verification"]
 __version__ = "0.1.0"
 
 

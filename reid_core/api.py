@@ -3,6 +3,7 @@
     from reid_core import ReID
     reid = ReID.load("weights/model.safetensors")
     r = reid.compare("a.jpg", "b.jpg")      # r.probability, r.cosine, r.same, r.threshold
+    r, parts = reid.compare_parts("a.jpg", "b.jpg")  # and the cosine of each horizontal stripe
     feats = reid.embed(["a.jpg", "b.jpg"])  # (2, D) L2-normalised numpy array
 """
 
@@ -28,6 +29,8 @@ from .images import ImageLike, eval_pixels, load_image
 from .limits import Limits
 from .model import SiameseReID, load_model, resolve_weights, weights_hash
 
+STRIPES, SHIFT = 6, 1  # compare_parts: horizontal stripes, as PCB cuts a person (head, shoulders, chest, waist, legs,
+# feet); each matched to the best of the other crop's stripes up to SHIFT away (detections sit a little higher or lower)
 FLIP_SAID = {True: "on: each embedding averages the crop's and its mirror image's (Market +1.9 Rank-1 / +2.8 mAP "
                    "for 2x the embedding time)", False: "off"}
 
@@ -146,13 +149,28 @@ class ReID:
         return self.compare_embeddings(e[:1], e[1:])[0]
 
     @torch.no_grad()
-    def similarity_map(self, a: ImageLike, b: ImageLike) -> tuple[np.ndarray, np.ndarray]:
-        """Per-region agreement: each cell of a's feature map scored by its best cosine match anywhere in b
-        (and vice versa), in [0, 1]. Shows which body parts drove the verdict."""
-        x = self.pixels([a, b]).to(self.device).contiguous(memory_format=torch.channels_last)
-        fm = F.normalize(self.model.feature_map(x).float(), dim=1)  # (2, C, h, w)
-        fa, fb = fm[0].flatten(1), fm[1].flatten(1)
-        sim = fa.T @ fb  # (hw_a, hw_b)
-        h, w = fm.shape[2:]
-        ma, mb = sim.max(1).values.reshape(h, w), sim.max(0).values.reshape(h, w)
-        return ma.clamp(0, 1).cpu().numpy(), mb.clamp(0, 1).cpu().numpy()
+    def compare_parts(self, a: ImageLike, b: ImageLike, stripes: int = STRIPES, shift: int = SHIFT,
+                      ) -> tuple[Comparison, np.ndarray]:
+        """The pair's Comparison and why: how alike each of `stripes` horizontal stripes (head to feet) of the two
+        crops is, PCB-style: each stripe of the backbone's map pooled and put through the embedding's own neck (so
+        its cosine is on the embedding's scale), its cosine with the best of the other crop's stripes up to
+        `shift` away, averaged both ways (symmetric in a and b). One backbone pass over both crops (and their
+        mirror images when `flip` is on) gives the embeddings and the stripes alike; it runs in torch fp32, since
+        the exported engines give no feature map. The mean stripe cosine tells a same-person pair from another
+        better than the old per-region map did (AUC on Market pairs: BENCHMARKS.md section 15)."""
+        x = self.pixels([a, b]).to(self.device)
+        if self.flip:
+            x = torch.cat([x, x.flip(3)])  # a mirror image keeps its stripes where they were
+        fm = self.model.feature_map(x.contiguous(memory_format=torch.channels_last)).float()  # (2 or 4, C, h, w)
+        n, c = fm.shape[:2]
+        whole = F.normalize(self.model.neck(fm.mean(dim=(2, 3)))[1], dim=1)
+        pooled = F.adaptive_avg_pool2d(fm, (stripes, 1)).flatten(2).transpose(1, 2).reshape(n * stripes, c)
+        parts = F.normalize(self.model.neck(pooled)[1], dim=1).reshape(n, stripes, -1)
+        if self.flip:  # test-time flip, as `embed` does it: the mean of both unit vectors, re-normalised
+            whole = F.normalize(whole[:2] + whole[2:], dim=1)
+            parts = F.normalize(parts[:2] + parts[2:], dim=2)
+        sim = parts[0] @ parts[1].T  # (stripes, stripes): a's stripe i against b's stripe j
+        idx = torch.arange(stripes, device=sim.device)
+        sim = sim.masked_fill((idx[:, None] - idx[None, :]).abs() > shift, -1.0)  # only stripes `shift` apart
+        e = whole.cpu().numpy()
+        return self.compare_embeddings(e[:1], e[1:])[0], ((sim.amax(1) + sim.amax(0)) / 2).cpu().numpy()

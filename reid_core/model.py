@@ -163,14 +163,17 @@ class SiameseReID(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: raw pixels (uint8 or 0..255 float). feat: pre-BN (triplet), emb: post-BN (test feature),
         logits: ID classifier (training only)."""
-        feat = self.feature_map(x).float().mean(dim=(2, 3))
-        if self.proj is not None:
-            feat = self.proj(feat)
-        emb = self.bnneck(feat)
+        feat, emb = self.neck(self.feature_map(x).float().mean(dim=(2, 3)))
         out = {"feat": feat, "emb": emb}
         if self.classifier is not None and self.training:
             out["logits"] = self.classifier(emb)
         return out
+
+    def neck(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled backbone features (N, C) -> (feat: pre-BN, emb: post-BN). Apart from forward, also applied to
+        the pooled stripes of a feature map (ReID.compare_parts), so parts live in the embedding's space."""
+        feat = self.proj(pooled) if self.proj is not None else pooled
+        return feat, self.bnneck(feat)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:

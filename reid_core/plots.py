@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 LOSS_COLUMNS = ("loss", "loss_id", "loss_tri", "loss_pair")
 ACCURACY_COLUMNS = ("train_acc", "train_pair_acc")
@@ -29,6 +30,9 @@ PANELS: dict[str, tuple[str, tuple[str, ...]]] = {  # key -> (title, columns)
     "lr": ("Learning rate", LR_COLUMNS),
     "eval": ("Evaluation (epochs where it ran)", EVAL_COLUMNS),
 }
+COLOURS = qualitative.Plotly  # one colour per column (series), the same in every run
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # one line style per run
+HEIGHT, LEGEND_ROW, PHONE_LEGEND = 320, 28, 280  # px: a panel without legend, a legend row, a phone's legend width
 
 
 class LogError(ValueError):
@@ -90,35 +94,74 @@ def list_runs(runs_dir: str | Path) -> dict[str, Path]:
     return {p.parent.name: p for p in logs}
 
 
+def with_recorded(df: pd.DataFrame, metrics: Mapping[str, object] | None) -> pd.DataFrame:
+    """A log with the evaluation figures kept with its weights (`python -m reid_core evaluate --record`, ReID.info
+    "metrics") in the empty evaluation cells of its last epoch: a run trained without periodic evaluation then
+    shows, in the Rank-1/mAP panel, the figures the Model tab states."""
+    got = {c: float(v) for c in EVAL_COLUMNS if isinstance(v := (metrics or {}).get(c), (int, float))}
+    last = df.index[-1] if len(df) else None
+    todo = {c: v for c, v in got.items() if last is not None and (c not in df.columns or pd.isna(df.at[last, c]))}
+    if not todo:
+        return df  # the same frame: nothing recorded, or the log has its own figures there
+    df = df.copy()
+    for col, v in todo.items():
+        df.loc[last, col] = v
+    return df
+
+
 def line_figure(df: pd.DataFrame, columns: Sequence[str], title: str, empty: str = "no data yet") -> go.Figure:
-    """One line per (run, column) present; NaN rows are skipped per trace, so sparse eval columns plot only
-    the epochs where evaluation ran."""
+    """A line per (run, column) present; NaN rows are skipped per trace, so sparse eval columns plot only the
+    epochs where evaluation ran. Several runs: a colour per column and a line style per run, so the legend has
+    one entry per column and one per run (not one per pair, which squashed the plot under it)."""
     fig = go.Figure()
-    runs = df.groupby("run", sort=False) if "run" in df.columns else [("", df)]
-    multi = "run" in df.columns and df["run"].nunique() > 1
-    for run, part in runs:
-        for col in columns:
-            if col not in part.columns:
-                continue
+    runs = list(df.groupby("run", sort=False)) if "run" in df.columns else [("", df)]
+    multi = len(runs) > 1
+    shown = [c for c in columns if c in df.columns and df[c].notna().any()]
+    for i, (run, part) in enumerate(runs):
+        dash = DASHES[i % len(DASHES)]
+        for col in shown:
             pts = thinned(part[["epoch", col]].dropna())
             if pts.empty:
                 continue
-            name = html.escape(f"{run} · {col}" if multi else col)  # Plotly renders some HTML in names
-            fig.add_trace(go.Scatter(x=pts["epoch"], y=pts[col], mode="lines+markers", name=name,
-                                     marker={"size": 5}))
+            fig.add_trace(go.Scatter(x=pts["epoch"], y=pts[col], mode="lines+markers" if len(pts) <= 20 else "lines",
+                                     name=html.escape(f"{run} · {col}" if multi else col), legendgroup=col,
+                                     showlegend=not multi,
+                                     line={"color": COLOURS[shown.index(col) % len(COLOURS)], "dash": dash},
+                                     marker={"size": 9 if len(pts) == 1 else 5}))
+    if multi and fig.data:  # legend-only entries: the columns' colours, then the runs' line styles
+        for col in shown:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=col, legendgroup=col,
+                                     line={"color": COLOURS[shown.index(col) % len(COLOURS)]}))
+        for i, (run, _) in enumerate(runs):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=html.escape(str(run)),
+                                     legendgroup=f"run {run}", line={"color": "grey", "dash": DASHES[i % len(DASHES)]}))
     return styled(fig, title, "epoch", empty)
 
 
 def styled(fig: go.Figure, title: str, xaxis: str, empty: str = "no data yet") -> go.Figure:
     """One look for every panel: the title left and the modebar upright on the right, so they never overlap on
-    a narrow screen; the legend under the plot."""
-    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left"}, xaxis_title=xaxis, height=340,
-                      margin={"l": 50, "r": 40, "t": 50, "b": 40}, legend={"orientation": "h", "y": -0.25},
-                      template="plotly_white", modebar={"orientation": "v"})
+    a narrow screen; the legend under the plot, the figure taller by a row per three legend entries, so the plot
+    keeps its height however many there are."""
+    entries = [str(t.name) for t in fig.data if t.showlegend is not False]
+    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left"}, xaxis_title=xaxis,
+                      height=HEIGHT + LEGEND_ROW * legend_rows(entries), margin={"l": 50, "r": 40, "t": 50, "b": 40},
+                      legend={"orientation": "h", "x": 0, "y": 0, "yref": "container", "yanchor": "bottom"},
+                      template="plotly_white",
+                      modebar={"orientation": "v"})
     if not fig.data:
         fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font={"size": 16, "color": "grey"})
     return fig
+
+
+def legend_rows(names: Sequence[str], width: int = PHONE_LEGEND) -> int:
+    """Rows a horizontal legend of these entries takes on a phone (each entry ~50 px of line and gaps plus ~7 px a
+    character): the figure grows by that many rows, so its plot keeps its height wherever it wraps."""
+    rows, used = 0, width
+    for name in names:
+        w = 50 + 7 * len(name)
+        rows, used = (rows + 1, w) if used + w > width else (rows, used + w)
+    return rows
 
 
 def figures(df: pd.DataFrame) -> dict[str, go.Figure]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+import torch
 from conftest import PAIR_THRESHOLD, make_tiny_weights, person, serve, write_log, write_people
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -19,7 +20,7 @@ import app
 from reid_core import ReID, ServerLimits
 from reid_core.limits import Limits
 from reid_core.model import load_model
-from reid_core.pictures import DISPLAY_SIZE
+from reid_core.pictures import BARS_WIDTH, DISPLAY_SIZE
 from reid_core.uploads import iter_uploads
 
 
@@ -55,7 +56,7 @@ def people(workdir: Path) -> list[Path]:
 # --- through the API -------------------------------------------------------------------------------------------
 def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
     a, b = people(workdir)[0], people(workdir)[-1]  # ids 1 and 3
-    p_self, verdict_self, cos_self, heat = client.predict(handle_file(a), handle_file(a), api_name="/compare")
+    p_self, verdict_self, cos_self, parts = client.predict(handle_file(a), handle_file(a), api_name="/compare")
     p_diff, verdict_diff, cos_diff, _ = client.predict(handle_file(a), handle_file(b), api_name="/compare")
     assert cos_self == pytest.approx(1.0, abs=1e-3)
     assert cos_self > cos_diff and p_self > p_diff
@@ -65,7 +66,7 @@ def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
     assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.1%}" in verdict_self
     assert verdict_diff.startswith("Same person" if p_diff >= PAIR_THRESHOLD else "Different people")
     w, h = DISPLAY_SIZE
-    assert Image.open(heat).width == 2 * w + 12  # both crops side by side
+    assert Image.open(parts).size[0] == 2 * w + BARS_WIDTH + 12  # both crops, the stripe bars between them
 
 
 def test_add_and_search_endpoints(client: Client, workdir: Path) -> None:
@@ -178,6 +179,48 @@ def test_upload_file_cap(tmp_path: Path) -> None:
     assert len(skipped) == 1 and "over the 3-file limit" in skipped[0]
 
 
+def test_compare_runs_the_backbone_once(settings: app.Settings, workdir: Path) -> None:
+    """One Compare is one backbone pass (both crops, and their mirror images with test-time flip, in one batch):
+    the verdict's embeddings and the stripe picture come from the same feature maps."""
+    handlers = app.ReIDApp(settings)
+    reid = handlers.reid
+    stem = next(m for m in reid.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    batches: list[int] = []
+    hook = stem.register_forward_hook(lambda _m, args, _out: batches.append(args[0].shape[0]))
+    a, b = people(workdir)[0], people(workdir)[-1]
+    try:
+        prob, verdict, cos, parts, note_a, note_b = handlers.compare_view(str(a), str(b))
+    finally:
+        hook.remove()
+    assert batches == [4 if reid.flip else 2]
+    assert (note_a, note_b) == ("", "") and Path(parts).is_file()
+    expected = reid.compare(a, b)  # the engine's embeddings: the same numbers
+    assert prob == pytest.approx(expected.probability, abs=1e-3) and cos == pytest.approx(expected.cosine, abs=1e-3)
+    c, stripes = reid.compare_parts(a, a)
+    assert stripes.shape == (6,) and stripes == pytest.approx(1.0, abs=1e-4) and c.cosine == pytest.approx(1, abs=1e-4)
+
+
+def test_compare_notes_stay_by_their_input(settings: app.Settings, workdir: Path, caplog: pytest.LogCaptureFixture,
+                                           ) -> None:
+    """A user's mistake is said beside the input it concerns, outputs emptied, nothing raised (no toast, no error
+    badges); an unreadable upload is removed at once, and its reason stays until the input changes."""
+    handlers = app.ReIDApp(settings)
+    good, bogus = str(people(workdir)[0]), workdir / "notes.txt"
+    bogus.write_text("not an image")
+    with caplog.at_level(logging.INFO, logger="reid.app"):
+        out = handlers.compare_view(str(bogus), good)
+    assert out[:4] == (None, "", None, None) and out[5] == ""
+    assert out[4].startswith("⚠️ notes.txt: not a readable image") and "\n" not in out[4]
+    assert [r.message for r in caplog.records if r.name == "reid.app"][0].startswith("user error: notes.txt")
+    assert handlers.compare_view(None, good)[4] == "⚠️ Upload an image of Person A."
+    kept = handlers.compare_view(None, None, "⚠️ notes.txt: not a readable image", "")  # removed: its reason stays
+    assert kept[4:] == ("⚠️ notes.txt: not a readable image", "⚠️ Upload an image of Person B.")
+    image, note, *cleared = handlers.compare_input(str(bogus))  # on upload: the file goes, the reason shows
+    assert image is None and note.startswith("⚠️ notes.txt: not a readable image") and cleared == [None, "", None, None]
+    assert handlers.compare_input(good) == (gr.skip(), "", None, "", None, None)  # a usable one: the note goes
+    assert handlers.compare_input(None) == (gr.skip(), gr.skip(), None, "", None, None)  # emptied: note left as is
+
+
 def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", settings.runs_dir))
     assert handlers.run_choices() == ["demo_run"]
@@ -189,6 +232,17 @@ def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
     bad.write_text("")
     *figs, status = handlers.curves(["demo_run"], str(bad))
     assert "Showing 1 of 2" in status and "bad.csv: empty file" in status
+
+
+def test_shipped_log_shows_the_recorded_figures(tmp_path: Path, settings: app.Settings) -> None:
+    """Weights trained without periodic evaluation: their log's Rank-1/mAP panel shows the figures recorded with
+    them (ReID.info "metrics", as the Model tab does) at the last epoch, and says so."""
+    weights = make_tiny_weights(tmp_path / "w" / "model.safetensors")  # metrics: rank1 0.5, mAP 0.25
+    write_log(weights.with_name("train_log.csv"), epochs=5, eval_every=99)
+    handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path / "runs"))
+    *_, ev, status = handlers.curves([app.SHIPPED_LOG], None)
+    assert [(t.name, list(t.x), list(t.y)) for t in ev.data] == [("rank1", [5], [0.5]), ("mAP", [5], [0.25])]
+    assert "Shipped weights at epoch 5: Rank-1 50.0 %, mAP 25.0 %, the figures recorded with them" in status
 
 
 

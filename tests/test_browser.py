@@ -1,6 +1,7 @@
 """End to end in headless Chromium, at a desktop width (1280 px) and a phone width (400 px): every tab, an
 invalid upload after clicking an example, and the layout checks that failed on a phone (verdict far below its
-button, cut result tiles, the Model tab's squeezed table, plot titles under the modebar).
+button, cut result tiles, the Model tab's squeezed table, plot titles under the modebar, labels under their
+toolbars, table columns cut off, captions over the result pictures, legends squashing their plots).
 
 Needs the Debian chromium package (/usr/bin/chromium); skipped without it. With REID_SCREENSHOTS=1 it also
 saves docs/screenshots/{compare,search,curves,model}-{1280,400}.png (synthetic people only). It uses
@@ -44,7 +45,7 @@ def url(root: Path) -> Iterator[str]:
         weights = env_weights
     else:
         weights = make_tiny_weights(root / "weights" / "model.safetensors")
-        write_log(weights.with_name("train_log.csv"), epochs=8, eval_every=4)  # as the shipped weights have
+        write_log(weights.with_name("train_log.csv"), epochs=8, eval_every=99)  # no evaluation, as the shipped
     write_log(root / "runs" / "demo_run" / "log.csv", epochs=12, eval_every=3)
     with serve(app.Settings(weights, root / "store", root / "runs")) as (local_url, _):
         yield local_url
@@ -111,6 +112,39 @@ def no_overflow(page: sync_api.Page, selector: str) -> None:
     assert widest <= width(page) + 1, (selector, widest)
 
 
+def apart(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Two boxes that do not overlap (1 px of slack)."""
+    return (a["x"] + a["width"] <= b["x"] + 1 or b["x"] + b["width"] <= a["x"] + 1
+            or a["y"] + a["height"] <= b["y"] + 1 or b["y"] + b["height"] <= a["y"] + 1)
+
+
+def labels_clear(page: sync_api.Page) -> None:
+    """No component's label under its own toolbar buttons, upload icon or status badge (at 400 px the heat map's
+    toolbar covered its label, the log upload's icon hid under its label)."""
+    hits = page.evaluate("""() => {
+        const box = e => e.getBoundingClientRect();
+        const hit = (a, b) => a.width > 0 && b.width > 0 && a.left < b.right - 1 && b.left < a.right - 1
+                              && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+        const out = [];
+        for (const label of document.querySelectorAll('[data-testid=block-label], [data-testid=block-info]')) {
+            const block = label.closest('.block');
+            for (const other of block ? block.querySelectorAll('.icon-button, .icon-wrap, .error') : []) {
+                if (!label.contains(other) && hit(box(label), box(other)))
+                    out.push(label.textContent.trim() + ' / ' + (other.getAttribute('aria-label') || other.className));
+            }
+        }
+        return out;
+    }""")
+    assert hits == []
+
+
+def plot_areas_at_least(page: sync_api.Page, px: float) -> None:
+    """Every plot's drawing area keeps its height, whatever its legend (8 entries left ~50 px on a phone)."""
+    for plot in page.locator(".js-plotly-plot").all():
+        area = plot.locator(".nsewdrag").first.bounding_box()
+        assert area and area["height"] >= px, area
+
+
 def plot_titles_clear_of_modebar(page: sync_api.Page) -> None:
     for plot in page.locator(".js-plotly-plot").all():
         title, bar = plot.locator(".gtitle"), plot.locator(".modebar")
@@ -120,6 +154,20 @@ def plot_titles_clear_of_modebar(page: sync_api.Page) -> None:
                 apart = (t["x"] + t["width"] <= m["x"] or m["x"] + m["width"] <= t["x"]
                          or t["y"] + t["height"] <= m["y"] or m["y"] + m["height"] <= t["y"])
                 assert apart, (t, m)
+
+
+def header_cells_visible(page: sync_api.Page, selector: str, headers: list[str]) -> None:
+    """Every header cell of the table inside the table's visible box, its text not cut (at 400 px 'cosine' was
+    cut and 'match' scrolled out of sight)."""
+    cells = page.evaluate(f"""() => {{
+        const block = document.querySelector('{selector}').getBoundingClientRect();
+        return [...document.querySelectorAll('{selector} thead th')].map(th => {{
+            const r = th.getBoundingClientRect();
+            return [th.innerText.trim(), r.left - block.left, block.right - r.right, th.scrollWidth - th.clientWidth];
+        }});
+    }}""")
+    assert [c[0] for c in cells] == headers, cells
+    assert all(left >= -1 and right >= -1 and cut <= 1 for _, left, right, cut in cells), cells
 
 
 def test_compare(page: sync_api.Page, root: Path) -> None:
@@ -133,10 +181,11 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     text = verdict.input_value()
     prob, threshold = (float(x) for x in re.findall(r"(\d+\.\d)%", text))
     assert text.startswith("Same person") == (prob >= threshold)
-    expect(page.locator("#heat img")).to_be_visible()
+    expect(page.locator("#parts img")).to_be_visible()
     gap = box(page, "#verdict")["y"] - (box(page, "#compare-btn")["y"] + box(page, "#compare-btn")["height"])
     assert gap < 150, gap  # the verdict right under (or beside) its button, at any width
     no_overflow(page, "#verdict")
+    labels_clear(page)
     shot(page, "compare")
 
     # an example, then an upload that is no image: the handler's one-line error, not Gradio's preprocess error
@@ -145,13 +194,24 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     bogus = root / "not_an_image.jpg"
     bogus.write_text("this is not a picture")
     page.locator("#img-a input[type=file]").set_input_files(str(bogus))
-    expect(page.locator("#img-a img")).to_have_attribute("src", re.compile("not_an_image"))  # upload done
+    note_a, note_b = page.locator("#note-a"), page.locator("#note-b")
+    expect(note_a).to_contain_text("not_an_image.jpg: not a readable image")  # said beside its input, at once
+    expect(page.locator("#img-a img")).to_have_count(0)  # and the file removed: no broken picture
     expect(verdict).to_have_value("")  # new input: the old verdict is gone
+    a, note = box(page, "#img-a"), box(page, "#note-a")
+    assert a["x"] - 1 <= note["x"] and note["x"] + note["width"] <= a["x"] + a["width"] + 1, (a, note)  # its column
+    assert 0 <= note["y"] - (a["y"] + a["height"]) < 40, (a, note)  # right under it
+    page.locator("#img-b button[aria-label='Remove Image']").click()
+    expect(page.locator("#img-b img")).to_have_count(0)
     page.locator("#compare-btn").click()
-    toast = page.locator(".toast-body").last
-    expect(toast).to_contain_text("not_an_image.jpg: not a readable image")
-    assert "preprocess" not in toast.inner_text() and "{" not in toast.inner_text()
+    expect(note_b).to_have_text("⚠️ Upload an image of Person B.")  # Compare answered, in the notes
+    expect(note_a).to_contain_text("not_an_image.jpg: not a readable image")  # the reason stays
+    expect(page.locator(".toast-body")).to_have_count(0)  # no toast that closes by itself
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no bare "Error" badges on the outputs
     expect(verdict).to_have_value("")
+    labels_clear(page)
+    page.locator("#img-a input[type=file]").set_input_files(by_name("person-A_c1.png"))
+    expect(note_a).to_have_text("")  # the input changed: its note goes
 
 
 def test_gallery_and_search(page: sync_api.Page) -> None:
@@ -178,7 +238,17 @@ def test_gallery_and_search(page: sync_api.Page) -> None:
     assert captions == 0  # no "#2 0.…"
     label = page.locator("#results label")
     assert label.count() == 0 or not label.first.is_visible()  # no label over the first row's heads
+    captions, bottom = page.locator("#results .caption-label"), 0.0
+    for k in range(tiles.count()):  # big enough to see, the rank and score under the picture, not over it
+        t, c = tiles.nth(k).bounding_box(), captions.nth(k).bounding_box()
+        assert t and c and t["width"] >= 88 and t["height"] >= 1.8 * t["width"], (k, t)
+        assert c["y"] >= t["y"] + t["height"] - 1, (k, t, c)
+        bottom = max(bottom, c["y"] + c["height"])
+    assert grid["y"] + grid["height"] - bottom < 48, (grid, bottom)  # no empty area under the tiles
+    expect(page.locator("#results button[aria-label*='Download']")).to_have_count(0)  # no icon over a tile
+    header_cells_visible(page, "#results-table", app.RESULT_COLUMNS)
     no_overflow(page, "#results")
+    labels_clear(page)
     shot(page, "search")
 
 
@@ -189,9 +259,19 @@ def test_training_curves(page: sync_api.Page, root: Path) -> None:
     expect(plots).to_have_count(4)
     expect(page.locator(".js-plotly-plot .legendtext", has_text="rank1")).to_have_count(1)
     plot_titles_clear_of_modebar(page)
+    plot_areas_at_least(page, 150)
+    labels_clear(page)
     page.locator("#runs input").click()
-    expect(page.get_by_role("option", name=app.SHIPPED_LOG)).to_be_visible()  # the weights' own log is offered
+    page.get_by_role("option", name=app.SHIPPED_LOG).click()  # the weights' own log is offered; and a second run
     page.keyboard.press("Escape")
+    status = page.locator("#curves-status")
+    expect(status).to_contain_text("Showing 2 of 2 log(s).")
+    # trained without periodic evaluation: the figures recorded with the weights, as the Model tab states them
+    expect(status).to_contain_text(re.compile(r"Shipped weights at epoch \d+: Rank-1 \d+\.\d %, mAP \d+\.\d %"))
+    expect(page.locator(".js-plotly-plot .legendtext", has_text=app.SHIPPED_LOG)).to_have_count(4)  # one a panel
+    plot_titles_clear_of_modebar(page)
+    plot_areas_at_least(page, 140)
+    labels_clear(page)
     shot(page, "curves")
 
     write_log(root / "runs" / f"later_run_{width(page)}" / "log.csv", epochs=2)  # started after page load
@@ -215,4 +295,5 @@ def test_model_tab(page: sync_api.Page) -> None:
     expect(page.locator("#model-scores .js-plotly-plot")).to_be_visible()
     no_overflow(page, "#model-info")
     plot_titles_clear_of_modebar(page)
+    labels_clear(page)
     shot(page, "model")

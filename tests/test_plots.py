@@ -41,8 +41,43 @@ def test_runs_overlay_and_listing(tmp_path: Path, log: Path) -> None:
     assert set(plots.list_runs(tmp_path / "runs")) == {"a", "b"}
     assert plots.list_runs(tmp_path / "nowhere") == {}
     figs = plots.figures(plots.read_runs({"a": log, "b": other}))
-    assert names(figs["eval"]) == ["a · rank1", "a · mAP", "b · rank1", "b · mAP"]
+    assert names(figs["eval"]) == ["a · rank1", "a · mAP", "b · rank1", "b · mAP", "rank1", "mAP", "a", "b"]
     assert list(figs["eval"].data[2].x) == [2, 4]
+
+
+def legend(fig: plots.go.Figure) -> list[str]:
+    return [t.name for t in fig.data if t.showlegend is not False]
+
+
+def test_several_runs_legend_fits(tmp_path: Path, log: Path) -> None:
+    """Two runs: a colour per column, a line style per run, and a legend entry for each (6 for the losses, not 8
+    'run · column' ones, which squashed the plot to ~50 px on a phone); the figure grows by its legend's rows."""
+    other = write_log(tmp_path / "runs" / "a_run_with_a_long_name" / "log.csv", epochs=4)
+    figs = plots.figures(plots.read_runs({"a": log, "a_run_with_a_long_name": other}))
+    loss = figs["loss"]
+    assert legend(loss) == [*plots.LOSS_COLUMNS, "a", "a_run_with_a_long_name"]
+    lines = [t for t in loss.data if t.showlegend is False]  # the data: hidden from the legend, named in full
+    assert [t.name for t in lines[:2]] == ["a · loss", "a · loss_id"] and len(lines) == 8
+    assert {t.line.color for t in lines if t.name.endswith("· loss")} == {plots.COLOURS[0]}  # colour: the column
+    assert [t.line.dash for t in lines if t.name.endswith("· loss")] == ["solid", "dash"]  # style: the run
+    single = plots.figures(plots.read_log(log))["loss"]
+    assert legend(single) == list(plots.LOSS_COLUMNS)
+    assert loss.layout.height == plots.HEIGHT + plots.LEGEND_ROW * plots.legend_rows(legend(loss))
+    assert loss.layout.height > single.layout.height >= plots.HEIGHT
+    assert plots.legend_rows(["loss"]) == 1 and plots.legend_rows(["x" * 30, "y" * 30]) == 2
+
+
+def test_recorded_figures_fill_a_log_without_evaluation(tmp_path: Path) -> None:
+    log = write_log(tmp_path / "log.csv", epochs=5, eval_every=99)  # trained without periodic evaluation
+    df = plots.read_log(log)
+    filled = plots.with_recorded(df, {"rank1": 0.811, "mAP": 0.607, "evaluated_on": "market1501"})
+    assert filled["rank1"].tolist()[-1] == 0.811 and filled["mAP"].tolist()[-1] == 0.607
+    assert filled["rank1"].notna().sum() == 1 and df["rank1"].isna().all()  # the last epoch only; input unchanged
+    ev = plots.figures(filled)["eval"]
+    assert [(t.name, list(t.x)) for t in ev.data] == [("rank1", [5]), ("mAP", [5])]
+    assert plots.with_recorded(df, None) is df and plots.with_recorded(df, {"mINP": 0.2}) is df
+    own = plots.read_log(write_log(tmp_path / "own.csv", epochs=6, eval_every=3))  # its own last-epoch figures win
+    assert plots.with_recorded(own, {"rank1": 0.1, "mAP": 0.1}) is own
 
 
 def test_torn_last_line_and_header_only(tmp_path: Path, log: Path) -> None:
