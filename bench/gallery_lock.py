@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from reid_core import ReID, resolve_weights
 
 
@@ -22,12 +24,17 @@ def main() -> None:
     ap.add_argument("--images", required=True, help="a folder of crops (its first N .jpg/.png are added)")
     ap.add_argument("--n", type=int, default=5000, help="images in the one add")
     ap.add_argument("--weights", default=None, help="default: the shipped weights")
+    ap.add_argument("--fake-embed", action="store_true",
+                    help="embed with a seeded random 1280-d vector instead of the model: the lock does not wait for "
+                         "the model any more, so this measures the same hold in a fraction of the time")
     args = ap.parse_args()
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:args.n]
     reid = ReID.load(resolve_weights(args.weights))
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "gallery.sqlite"
         gallery, probe = reid.gallery(path), reid.gallery(path)
+        if args.fake_embed:
+            gallery.embed = lambda imgs: np.random.default_rng(len(imgs)).normal(size=(len(imgs), 1280))
         waits: list[float] = []
         stop = threading.Event()
 
