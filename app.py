@@ -91,7 +91,7 @@ class Settings:
         """Command line first, then environment, then the defaults a Hugging Face Space uses. The operator
         token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`)."""
         shared = shared_gallery or os.environ.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
-        return cls(resolve_weights(weights),
+        return cls(resolve_weights(weights or os.environ.get("REID_WEIGHTS")),
                    Path(data_dir or os.environ.get("REID_DATA_DIR") or ROOT / "gallery_store"),
                    Path(runs_dir or os.environ.get("REID_RUNS_DIR") or ROOT / "runs"),
                    Limits.from_env(**limits), allow_pickle, shared, os.environ.get("REID_OPERATOR_TOKEN", ""))
@@ -100,7 +100,8 @@ class Settings:
 def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, str]:
     """The model, or None and a one-line reason: the app must still start so it can show the reason."""
     try:
-        return ReID.load(weights, device="cpu", allow_pickle=allow_pickle), ""
+        return ReID.load(weights, device="cpu", allow_pickle=allow_pickle, engine=os.environ.get("REID_ENGINE"),
+                         cache_dir=os.environ.get("REID_CACHE_DIR")), ""
     except (OSError, ValueError, RuntimeError) as e:  # WeightsError is a ValueError
         reason = str(e) if str(weights) in str(e) else f"{weights}: {e}"  # WeightsError names the file itself
         return None, f"Could not load weights: {reason}"
