@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def crop(seed: int) -> Image.Image:
     """A person-sized crop of three colour bands with noise (what is compared does not matter here)."""
     rng = np.random.default_rng(seed)
-    img = np.repeat(rng.integers(0, 256, (3, 1, 1, 3)), [40, 50, 70], axis=0).repeat(64, axis=1).astype(float)
+    img = np.repeat(rng.integers(0, 256, (3, 1, 3)), [40, 50, 70], axis=0).repeat(64, axis=1).astype(float)
     return Image.fromarray((img + rng.normal(0, 10, img.shape)).clip(0, 255).astype(np.uint8))
 
 

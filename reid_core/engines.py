@@ -107,6 +107,18 @@ def cached_export(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple
     return path, record
 
 
+def cached_onnx(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple[OnnxEmbedder | None, ExportRecord]:
+    """(ONNX Runtime on the cached export, or None when it failed parity; its record). A damaged graph file is
+    exported again, once."""
+    path, record = cached_export(model, weights_id, cache_dir)
+    try:
+        return (OnnxEmbedder(path) if record.passes else None), record
+    except WeightsError:
+        path.unlink(missing_ok=True)
+        path, record = cached_export(model, weights_id, cache_dir)
+        return OnnxEmbedder(path), record
+
+
 def choose_engine(model: SiameseReID, engine: str = "auto", cache_dir: str | Path | None = None,
                   weights_id: Callable[[], str] | None = None) -> tuple[Embedder, EngineChoice]:
     """(the embedder, what it is and why) by the rule in this module's docstring. `weights_id`: the hash of the
@@ -125,8 +137,7 @@ def choose_engine(model: SiameseReID, engine: str = "auto", cache_dir: str | Pat
         return fp32, EngineChoice("torch", "fp32", device.type, None, "the default off the CPU")
     wid = weights_id() if weights_id else weights_hash(model)
     try:
-        path, record = cached_export(model, wid, Path(cache_dir or default_cache_dir()))
-        embedder = OnnxEmbedder(path) if record.passes else None
+        embedder, record = cached_onnx(model, wid, Path(cache_dir or default_cache_dir()))
     except (ImportError, WeightsError, RuntimeError, OSError) as e:  # OSError: a read-only cache folder
         why = f"ONNX Runtime unavailable: {(str(e).splitlines() or [type(e).__name__])[0][:160]}"
         if engine == "onnx":

@@ -128,3 +128,10 @@ def test_bf16_only_when_asked_for_and_within_parity(tiny_weights: Path, monkeypa
     monkeypatch.setattr(engines, "PARITY_COSINE", 0.99999999)  # outside parity: an error, not a silent switch
     with pytest.raises(WeightsError, match=r"^engine bf16: torch bf16 on cpu differs from torch fp32 \(cosine"):
         ReID.load(tiny_weights, "cpu", engine="bf16")
+
+
+def test_a_damaged_cached_export_is_made_again(tmp_path: Path, tiny_weights: Path) -> None:
+    first = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
+    (tmp_path / f"{first.weights_id}.onnx").write_bytes(b"torn")
+    again = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
+    assert isinstance(again.embedder, OnnxEmbedder) and again.choice == first.choice
