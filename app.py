@@ -106,7 +106,7 @@ class Settings:
         shared = shared_gallery or env.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
         limits = Limits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(Limits)})
         server = ServerLimits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(ServerLimits)})
-        return cls(resolve_weights(weights),
+        return cls(resolve_weights(weights or env.get("REID_WEIGHTS")),
                    Path(data_dir or env.get("REID_DATA_DIR") or ROOT / "gallery_store"),
                    Path(runs_dir or env.get("REID_RUNS_DIR") or ROOT / "runs"),
                    limits, server, allow_pickle, shared, env.get("REID_OPERATOR_TOKEN", ""), bool(env.get("SPACE_ID")))
@@ -115,7 +115,8 @@ class Settings:
 def load_reid(weights: Path, allow_pickle: bool = False) -> tuple[ReID | None, str]:
     """The model, or None and a one-line reason: the app must still start so it can show the reason."""
     try:
-        return ReID.load(weights, device="cpu", allow_pickle=allow_pickle), ""
+        return ReID.load(weights, device="cpu", allow_pickle=allow_pickle, engine=os.environ.get("REID_ENGINE"),
+                         cache_dir=os.environ.get("REID_CACHE_DIR")), ""
     except (OSError, ValueError, RuntimeError) as e:  # WeightsError is a ValueError
         reason = str(e) if str(weights) in str(e) else f"{weights}: {e}"  # WeightsError names the file itself
         return None, f"Could not load weights: {reason}"

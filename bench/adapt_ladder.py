@@ -26,14 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records  # noqa: E402
 from reid_core.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
-from reid_core.engines import cached_onnx  # noqa: E402
+from reid_core.engines import choose_engine  # noqa: E402
 from reid_core.evaluate import evaluate  # noqa: E402
-from reid_core.model import SiameseReID, load_model, resolve_weights, weights_hash  # noqa: E402
+from reid_core.model import SiameseReID, load_model, resolve_weights  # noqa: E402
+
+CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR, else a temporary folder)
 
 
 def scored(model: SiameseReID, data: ReIDData, flip: bool = True) -> dict[str, float]:
     """Rank-1 / mAP / mINP (plain and flip) through ONNX Runtime, the default engine on a CPU."""
-    embedder = cached_onnx(model, weights_hash(model))
+    embedder = choose_engine(model, "onnx", CACHE)[0]
     m = evaluate(model, data.query, data.gallery, embedder=embedder, progress=False, flip=flip)
     keys = ("rank1", "mAP", "mINP")
     return {**{k: round(100 * m[k], 1) for k in keys}, **({f"flip_{k}": round(100 * m["flip_" + k], 1) for k in keys}
@@ -79,8 +81,9 @@ def main() -> None:
         elif f.name != "method":
             ap.add_argument(flag, type=type(f.default), default=f.default)
     args = ap.parse_args()
-    os.environ.setdefault("REID_CACHE_DIR", tempfile.mkdtemp(prefix="reid-onnx-"))
-    base = load_model(resolve_weights(args.weights))
+    global CACHE
+    CACHE = Path(os.environ.get("REID_CACHE_DIR") or tempfile.mkdtemp(prefix="reid-onnx-"))
+    base = load_model(resolve_weights(args.weights or os.environ.get("REID_WEIGHTS")))
     target = target_records(args.target)
     splits = {name: load_dataset(args.target) if name == "test" else select_split(Path(args.target))
               for name in (("test", "select") if args.score == "both" else (args.score,))}

@@ -1,7 +1,7 @@
 """Evaluation on each engine, back to back in one run: wall, user and system CPU time, page faults, and the
 Market figures (which must agree to 0.1 point).
 
-    python bench/eval_engines.py --data ../shared/data/market1501 [--engines fp32 torch auto] [--max-ids 0]
+    python bench/eval_engines.py --data ../shared/data/market1501 [--engines fp32 bf16 auto] [--max-ids 0]
 
 Each engine runs `python -m reid_core evaluate --engine E --json ...` in its own process, so the CPU times and
 faults are that process's alone (getrusage of the finished child).
@@ -40,7 +40,7 @@ def run(engine: str, data: str, max_ids: int, out: Path) -> dict[str, float | st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--engines", nargs="+", default=["fp32", "torch", "auto"])
+    ap.add_argument("--engines", nargs="+", default=["fp32", "bf16", "auto"])
     ap.add_argument("--max-ids", type=int, default=0, help="test identities (0: the full split)")
     args = ap.parse_args()
     rows = []

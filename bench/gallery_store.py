@@ -3,7 +3,7 @@ person screen's statistics on real crops.
 
     python bench/gallery_store.py [--weights weights/model.safetensors] [--images 500] [--data MARKET_DIR]
 
-Loads the weights (the engine `ReID.load` picks on this machine, or $REID_ENGINE), then, with test-time flip off and
+Loads the weights (the engine of engines.py's rule, or $REID_ENGINE), then, with test-time flip off and
 on (side by side: the app's default is on), times embedding one query and comparing two crops, adds `--images`
 synthetic crops (one transaction), then times searches (the whole gallery ranked, 10 pictures read from the same
 snapshot) and a clear. `--data`: the screen's grey-level spread and neighbour
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import tempfile
@@ -111,7 +112,8 @@ def main() -> None:
           f" ({why})")
 
     t0 = time.perf_counter()
-    reid = ReID.load(args.weights, "cpu")
+    reid = ReID.load(args.weights or os.environ.get("REID_WEIGHTS"), "cpu", engine=os.environ.get("REID_ENGINE"),
+                     cache_dir=os.environ.get("REID_CACHE_DIR"))
     print(f"load {time.perf_counter() - t0:.1f} s; engine: {reid.engine}")
     uploads = [(f"p{k:05d}.png", crop(k)) for k in range(args.images)]
     for flip in (False, True):

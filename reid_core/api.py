@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, target_records
 from .embed import Embedder, Flipped
-from .engines import choose_engine
+from .engines import EngineChoice, choose_engine
 from .gallery import Gallery
 from .images import ImageLike, eval_pixels, load_image
 from .limits import Limits
@@ -44,35 +43,43 @@ class Comparison:
 
 
 class ReID:
+    choice: EngineChoice  # what embeds, and why (engines.choose_engine)
+
     def __init__(self, model: SiameseReID, device: str | torch.device = "cpu", batch_size: int = 32,
-                 engine: str = "torch", flip: bool = False):
-        """`engine`: "auto" (the fastest engine and number format within parity, measured on this machine),
-        "onnx" or "torch" (see engines.choose_engine). Which one runs, and why, is stated in `self.engine`.
+                 engine: str = "auto", flip: bool = False, cache_dir: str | Path | None = None):
+        """`engine`: one of engines.ENGINES, by the fixed rule of engines.py ("auto": ONNX Runtime fp32 where the
+        cached export in `cache_dir` passes parity, else torch fp32). What runs, and why, is `self.choice`.
         `flip`: every embedding is the mean of the crop's and its mirror image's (test-time flip: 2x the
         embedding time; Market +1.9 Rank-1 / +2.8 mAP with the shipped weights, BENCHMARKS.md section 14)."""
         self.flip = flip
         self.model = model.to(device).eval().to(memory_format=torch.channels_last)
         self.device = torch.device(device)
-        self.engine_asked = engine
+        self.engine_asked, self.cache_dir = engine, cache_dir
         self.batch_size = batch_size
         cfg = model.cfg
         # flip-averaged embeddings score pairs a little differently: their own calibrated threshold where recorded
         flipped = (cfg.extra.get("metrics") or {}).get("flip_pair_threshold")
         self.threshold = float(flipped if flip and flipped is not None else cfg.extra.get("pair_threshold", 0.5))
-        # the batch -> embedding step (shared with the CLIs and evaluation), and a sentence saying which it is
-        self.embedder, self.engine = choose_engine(self.model, self.weights_id, engine)
+        # the batch -> embedding step (shared with the CLIs and evaluation), and what it is and why
+        self.embedder, self.choice = choose_engine(self.model, engine, cache_dir, lambda: self.weights_id)
+
+    @property
+    def engine(self) -> str:
+        """The engine choice in words (the CLIs print it, the app's Model tab shows it)."""
+        return str(self.choice)
 
     @classmethod
     def load(cls, weights: str | Path | None = None, device: str | None = None, allow_pickle: bool = False,
-             engine: str | None = None, flip: bool = True) -> ReID:
-        """Weights from the argument, else $REID_WEIGHTS, else the shipped weights/model.safetensors.
+             engine: str | None = None, flip: bool = True, cache_dir: str | Path | None = None) -> ReID:
+        """Weights from the argument, else the shipped weights/model.safetensors (entry points pass
+        $REID_WEIGHTS, $REID_ENGINE and $REID_CACHE_DIR in; nothing here reads the environment).
         allow_pickle: also read a trusted .pth/.pt state dict (tensors only, weights_only=True).
-        engine: see __init__; default $REID_ENGINE, else "auto" (the fastest that passes parity).
+        engine: see __init__ (default "auto"); cache_dir: where the ONNX export is kept (engines.default_cache_dir).
         flip: test-time flip, on by default here (the app and the CLIs): it pays for its 2x embedding time."""
         weights = resolve_weights(weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(weights, device, allow_pickle), device,
-                   engine=engine or os.environ.get("REID_ENGINE") or "auto", flip=flip)
+        return cls(load_model(weights, device, allow_pickle), device, engine=engine or "auto", flip=flip,
+                   cache_dir=cache_dir)
 
     @property
     def info(self) -> dict:
@@ -83,7 +90,7 @@ class ReID:
 
     @cached_property
     def weights_id(self) -> str:
-        """How a gallery knows its embeddings came from these weights."""
+        """How a gallery, an embeddings file and the ONNX cache know these weights: hashed once, when first asked."""
         return weights_hash(self.model)
 
     @property
@@ -126,14 +133,14 @@ class ReID:
         one's (default this one's; "fp32" when it will only be saved, so nothing is exported or timed)."""
         cfg = cfg or AdaptConfig()
         model, report = adapt_model(self.model, target_records(target), cfg, progress, on_round)
-        return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip), report
+        return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
 
     def bn_adapted(self, images: Sequence[ImageLike], layers: str = "all", engine: str | None = None) -> ReID:
         """A new ReID whose BatchNorm statistics are re-estimated on `images` (unlabeled crops of the cameras it
         will serve: a few hundred are enough): the app's "Adapt to this gallery"."""
         model = copy.deepcopy(self.model)
         adapt_bn(model, self.pixel_batches(images), layers)
-        return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip)
+        return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir)
 
     @torch.no_grad()
     def compare_embeddings(self, ea: np.ndarray, eb: np.ndarray) -> list[Comparison]:

@@ -11,8 +11,8 @@ the library modules themselves parse nothing. Bad input ends in one line on stde
     python -m reid_core plots runs/exp/log.csv [--html curves.html]
 
 Every verb that loads weights takes --weights (else $REID_WEIGHTS, else weights/model.safetensors); every verb
-that embeds takes --engine (auto: the fastest engine within parity on this machine, the one the app uses; or
-onnx / torch / fp32) and --device.
+that embeds takes --engine (else $REID_ENGINE, else auto: the rule of engines.py, the one the app uses) and
+--device. The environment is read in `main` only.
 Each verb imports what it uses when it runs.
 """
 
@@ -50,7 +50,8 @@ def load(args: argparse.Namespace, weights: str | None = None) -> Any:  # a ReID
             raise ValueError(f"--device {args.device}: not a device (cpu, cuda, cuda:N)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: no CUDA GPU on this machine")
-    return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine, getattr(args, "flip", True))
+    return ReID.load(weights or args.weights, args.device, args.allow_pickle, args.engine, getattr(args, "flip", True),
+                     cache_dir=os.environ.get("REID_CACHE_DIR"))
 
 
 def output_file(path: str | Path, made_here: bool = True) -> Path:
@@ -114,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 @verb("embed a folder of images (recursively) into one safetensors file")
 def cmd_embed(args: argparse.Namespace) -> int:
     from .datasets import Record
-    from .embed import embed_records, list_images, save_embeddings
+    from .embed import EmbeddingsHeader, embed_records, list_images, save_embeddings
     from .model import resolve_weights
 
     files = list_images(args.folder)
@@ -126,8 +127,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     paths = [str(files[i].resolve()) for i in kept]
     # what a gallery checks before taking these rows (a flipped embedding is another embedding)
-    save_embeddings(args.out, emb, paths, weights=str(resolve_weights(args.weights)),
-                    weights_id=reid.embedding_id, engine=reid.engine)
+    save_embeddings(args.out, emb, paths, EmbeddingsHeader(reid.embedding_id, reid.choice.name,
+                                                           str(resolve_weights(args.weights))))
     print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
           f"({len(paths) / max(seconds, 1e-9):.0f} img/s; {reid.engine}) -> {args.out}")
     return 0
@@ -167,18 +168,11 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 def gallery_build(args: argparse.Namespace) -> int:
     """Rows from an embeddings file, without re-embedding: they point at the images where they are."""
-    from safetensors import safe_open
+    from .embed import check_embeddings, load_embeddings
 
-    from .embed import load_embeddings
-
-    emb, paths = load_embeddings(args.embeddings)
-    with safe_open(str(args.embeddings), "np") as f:
-        header = f.metadata() or {}
-    reid = load(args, args.weights or header.get("weights"))
-    if header.get("weights_id") not in (None, reid.embedding_id):
-        raise ValueError(f"{args.embeddings}: embedded by other weights than {args.weights or header.get('weights')}"
-                         + (" or with the other test-time flip setting (--no-flip: a flipped embedding is another "
-                            "embedding)" if header["weights_id"].split("+")[0] == reid.weights_id else ""))
+    emb, paths, header = load_embeddings(args.embeddings)
+    reid = load(args, args.weights or (header.weights if header else None))
+    check_embeddings(header, reid.embedding_id, args.embeddings)
     gallery = reid.gallery(args.gallery, approx=args.approx, nlist=args.nlist, nprobe=args.nprobe)
     added = gallery.add_paths(paths, emb)
     print(f"{args.gallery}: {added} rows added ({len(paths) - added} already there), {len(gallery)} in all")
@@ -232,21 +226,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 @verb("export the embedding path to ONNX (uint8 pixels in, unit embeddings out), checked against torch")
 def cmd_export(args: argparse.Namespace) -> int:
-    from .embed import OnnxEmbedder
-    from .export import PARITY_COSINE, export_onnx, parity, parity_batch
+    from .export import PARITY_IMAGES, export_onnx
     from .model import load_model, resolve_weights
 
     model = load_model(resolve_weights(args.weights), "cpu", args.allow_pickle)
-    export_onnx(model, args.out, args.opset)
+    cos = export_onnx(model, args.out, args.opset)  # ParityError (a one-line ValueError), and no file, when off
     cfg = model.cfg
-    cos = parity(model, OnnxEmbedder(args.out), parity_batch(cfg))
     print(f"{args.out}: {cfg.backbone} {cfg.height}x{cfg.width} -> {model.embed_dim}-d, dynamic batch; "
-          f"parity with torch on 8 random images: min cosine {cos.min():.6f}")
-    if cos.min() < PARITY_COSINE:
-        Path(args.out).unlink(missing_ok=True)
-        print(f"error: ONNX embeddings differ from torch (cosine {cos.min():.4f} < {PARITY_COSINE}); removed "
-              f"{args.out}", file=sys.stderr)
-        return 1
+          f"parity with torch on {PARITY_IMAGES} random images: min cosine {cos:.6f}")
     return 0
 
 
@@ -332,15 +319,14 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
 
 
 def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = True) -> None:
+    from .engines import ENGINE_HELP, ENGINES
     from .model import WEIGHTS_HELP
 
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
                                                                "(tensors only: torch.load(weights_only=True))")
     if engine:
-        p.add_argument("--engine", choices=["auto", "onnx", "torch", "fp32"], help="default $REID_ENGINE, else auto: "
-                       "the fastest engine and number format within parity with torch fp32, measured on this machine; "
-                       "fp32: torch fp32, the same numbers on every machine")
+        p.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
         p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when there is one)")
     if engine and flip:
         p.add_argument("--no-flip", dest="flip", action="store_false", help="embed each crop alone, without "
@@ -443,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the environment is read here, at the entry, and passed on as if given on the command line
+    if hasattr(args, "weights") and not args.weights:
+        args.weights = os.environ.get("REID_WEIGHTS") or None
+    if hasattr(args, "engine") and not args.engine:
+        args.engine = os.environ.get("REID_ENGINE") or None
     try:
         return VERBS[args.verb][0](args)
     except ValueError as e:  # every one-line user error of the library is one (WeightsError, ImageError, ...)

