@@ -53,6 +53,14 @@ def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
         assert 0 <= float(row["train_acc"]) <= 1 and float(row["images_per_s"]) > 0
     assert int(rows[1]["step"]) == 2 * int(rows[0]["step"]) > 0
     assert float(rows[1]["mAP"]) > 0 and 0 <= float(rows[1]["pair_auc"]) <= 1
+    # the last evaluation's thresholds and calibration are recorded with the weights, by evaluate.record
+    from reid_core.thresholds import Thresholds
+
+    extra = json.loads((cfg.run_dir / "model.json").read_text())["extra"]
+    recorded = Thresholds.from_extra(extra)
+    assert recorded.pair == extra["pair_threshold"] == pytest.approx(extra["metrics"]["pair_threshold"], abs=1e-4)
+    assert recorded.calibration is not None and recorded.calibration.plain.a != 0
+    assert extra["metrics"]["rank1"] == pytest.approx(float(rows[1]["rank1"]), abs=1e-4) and extra["curves"]["cmc"]
 
 
 @pytest.fixture
