@@ -25,7 +25,7 @@ def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     reid_core's Architecture, shared with the ModelConfig saved beside the weights): one source per setting.
     `typed_only`: a parser that returns only the flags typed on the command line (no defaults, none required)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 add_help=not typed_only, argument_default=argparse.SUPPRESS if typed_only else None)
+                                 add_help=not typed_only)
     setting_flags(ap, TrainConfig, ("data", "model", "loss", "optimisation", "run"), typed_only=typed_only)
     return ap
 

@@ -217,3 +217,8 @@ def test_train_cli_is_built_from_the_config() -> None:
                             "--last-stride", "2", "--lr", "0.01"])
     assert (cfg.p, cfg.k, cfg.triplet_norm, cfg.pretrained, cfg.milestones, cfg.extra_data, cfg.amp, cfg.compile,
             cfg.last_stride, cfg.lr) == (8, 2, False, False, [5, 9], ["a", "b"], False, True, 2, 0.01)
+    # a bool's help says what the field is; both switches exist, the last one typed wins
+    text = " ".join(parser.format_help().split())
+    assert "--pretrained start from timm's ImageNet weights" in text and "--no-pretrained not --pretrained" in text
+    assert "--raw-triplet not --triplet-norm" in text and "--compile torch.compile" in text
+    assert train.parse_args(["--data", "d", "--no-amp", "--amp", "--raw-triplet"]).amp is True
