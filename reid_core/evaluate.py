@@ -80,6 +80,9 @@ class Variant:
 
 @dataclass
 class EvalReport:
+    """What `evaluate` measured: plain embeddings' figures (the headline), flip-averaged ones when asked for, and
+    the thresholds (and calibration) `record` writes beside the weights."""
+
     plain: Variant
     flip: Variant | None
     num_query: int
