@@ -20,22 +20,23 @@ import torch
 from reid_core import DatasetError, TrainConfig, Trainer, WeightsError, setting_flags
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(typed_only: bool = False) -> argparse.ArgumentParser:
     """Every TrainConfig field is a flag, with the help its dataclass field carries (the network's fields are
-    reid_core's Architecture, shared with the ModelConfig saved beside the weights): one source per setting."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    setting_flags(ap, TrainConfig, ("data", "model", "loss", "optimisation", "run"))
+    reid_core's Architecture, shared with the ModelConfig saved beside the weights): one source per setting.
+    `typed_only`: a parser that returns only the flags typed on the command line (no defaults, none required)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 add_help=not typed_only)
+    setting_flags(ap, TrainConfig, ("data", "model", "loss", "optimisation", "run"), typed_only=typed_only)
     return ap
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    ap = build_parser()
-    cfg = TrainConfig(**vars(ap.parse_args(argv)))
+    """The config of a new run; with --resume, the run's own config.json with the flags typed here that may
+    change (TrainConfig.resumed)."""
+    cfg = TrainConfig(**vars(build_parser().parse_args(argv)))
     if not cfg.resume:
         return cfg
-    for action in ap._actions:  # parse again, defaults suppressed: only the flags typed on this command line
-        action.default, action.required = argparse.SUPPRESS, False
-    return cfg.resumed(vars(ap.parse_args(argv)))
+    return TrainConfig.resumed(vars(build_parser(typed_only=True).parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from reid_core.convert import convert  # noqa: E402
 from reid_core.datasets import combine, load_dataset  # noqa: E402
-from reid_core.evaluate import evaluate, subset_eval  # noqa: E402
+from reid_core.evaluate import EvalOptions, evaluate, subset_eval  # noqa: E402
 from reid_core.pretrained import lite_package_file  # noqa: E402
 from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -86,14 +86,14 @@ def main() -> None:
             trainer = Trainer(cfg, data=combine([market, cuhk]) if extra else market)
             q, g = market.query, market.gallery
             row = {"what": what, "config": cfg_kw | {"extra_data": ["cuhk03"] if extra else []},
-                   "start": evaluate(trainer.model, q, g, progress=False)}
+                   "start": evaluate(trainer.model, q, g, EvalOptions(progress=False)).figures()}
             t0 = time.time()
             trainer.fit()
             row["train_seconds"] = round(time.time() - t0, 1)
-            after = evaluate(trainer.model, q, g, progress=False, flip=True)
+            after = evaluate(trainer.model, q, g, EvalOptions(progress=False, flip=True)).figures()
             row["after"] = {k: v for k, v in after.items() if not k.startswith("flip_")}
             row["after_flip"] = {k[5:]: v for k, v in after.items() if k.startswith("flip_")}
-            row["cuhk03"] = evaluate(trainer.model, cuhk_q, cuhk_g, progress=False)
+            row["cuhk03"] = evaluate(trainer.model, cuhk_q, cuhk_g, EvalOptions(progress=False)).figures()
             results[name] = row
             print(name, {k: {m: round(100 * row[k][m], 1) for m in KEYS}
                          for k in ("start", "after", "after_flip", "cuhk03")}, flush=True)

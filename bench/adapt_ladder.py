@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records  # noqa: E402
 from reid_core.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
-from reid_core.evaluate import evaluate  # noqa: E402
+from reid_core.evaluate import EvalOptions, evaluate  # noqa: E402
 from reid_core.model import SiameseReID, load_model, resolve_weights  # noqa: E402
 
 CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR, else a temporary folder)
@@ -36,7 +36,7 @@ CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR
 def scored(model: SiameseReID, data: ReIDData, flip: bool = True) -> dict[str, float]:
     """Rank-1 / mAP / mINP (plain and flip) through ONNX Runtime, the default engine on a CPU."""
     embedder = choose_engine(model, "onnx", CACHE)[0]
-    m = evaluate(model, data.query, data.gallery, embedder=embedder, progress=False, flip=flip)
+    m = evaluate(model, data.query, data.gallery, EvalOptions(flip=flip, progress=False), embedder).figures()
     keys = ("rank1", "mAP", "mINP")
     return {**{k: round(100 * m[k], 1) for k in keys}, **({f"flip_{k}": round(100 * m["flip_" + k], 1) for k in keys}
                                                            if flip else {})}

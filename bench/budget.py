@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.evaluate import evaluate, format_metrics, subset_eval  # noqa: E402
+from reid_core.evaluate import evaluate, format_figures, subset_eval  # noqa: E402
 from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 
@@ -46,9 +46,10 @@ def main() -> None:
         trainer.fit()
         train_s = sum(float(r.split(",")[-1]) for r in (cfg.run_dir / "log.csv").read_text().splitlines()[1:])
         query, gallery = subset_eval(trainer.data, args.eval_max_ids)
-        m = evaluate(trainer.model, query, gallery)
+        report = evaluate(trainer.model, query, gallery)
+        m = report.figures()
         results[recipe] = {"train_seconds": round(train_s, 1), "steps": trainer.step, **m, "config": asdict(cfg)}
-        print(f"{recipe}: {trainer.step} steps, {train_s:.0f} s: {format_metrics(m)}", flush=True)
+        print(f"{recipe}: {trainer.step} steps, {train_s:.0f} s: {format_figures(report.plain)}", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2))
     print("| recipe | steps | train s | R1 | mAP | mINP | pair AUC |")

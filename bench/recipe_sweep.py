@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
 from reid_core.datasets import load_dataset, parse_market_name  # noqa: E402
-from reid_core.evaluate import format_metrics  # noqa: E402
+from reid_core.evaluate import format_figures  # noqa: E402
 from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
 
 RUNS = {
@@ -75,8 +75,9 @@ def main() -> None:
                            max_steps_per_epoch=args.steps_per_epoch, warmup_epochs=1, schedule="cosine",
                            last_stride=2, norm="imagenet",  # as measured in BENCHMARKS §1 (before issue #12)
                            workers=args.workers, eval_every=1)
-        results = {"start": Trainer(replace(base, name="start"), data=data).evaluate()}
-        print("ImageNet start:", format_metrics(results["start"]), flush=True)
+        start = Trainer(replace(base, name="start"), data=data).evaluate()
+        results = {"start": start.figures()}
+        print("ImageNet start:", format_figures(start.plain), flush=True)
         for name in args.runs:
             cfg = replace(base, name=name, **RUNS[name])
             Trainer(cfg, data=data).fit()

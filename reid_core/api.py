@@ -27,6 +27,7 @@ from .gallery import Gallery
 from .images import ImageLike, eval_pixels, load_image
 from .limits import Limits
 from .model import SiameseReID, load_model, resolve_weights, weights_hash
+from .thresholds import Thresholds
 
 STRIPES, SHIFT = 6, 1  # compare_parts: horizontal stripes, as PCB cuts a person (head, shoulders, chest, waist, legs,
 # feet); each matched to the best of the other crop's stripes up to SHIFT away (detections sit a little higher or lower)
@@ -36,9 +37,9 @@ FLIP_SAID = {True: "on: each embedding averages the crop's and its mirror image'
 
 @dataclass
 class Comparison:
-    probability: float  # pair head's same-person probability
+    probability: float  # same-person probability: the pair head's, Platt-calibrated where the weights record it
     cosine: float  # cosine similarity of the two embeddings
-    threshold: float  # the calibrated probability threshold (chosen on held-out pairs)
+    threshold: float  # the probability threshold: 0.5 when calibrated, else the raw one chosen on held-out pairs
     same: bool  # probability >= threshold
 
 
@@ -57,9 +58,10 @@ class ReID:
         self.engine_asked, self.cache_dir = engine, cache_dir
         self.batch_size = batch_size
         cfg = model.cfg
-        # flip-averaged embeddings score pairs a little differently: their own calibrated threshold where recorded
-        flipped = (cfg.extra.get("metrics") or {}).get("flip_pair_threshold")
-        self.threshold = float(flipped if flip and flipped is not None else cfg.extra.get("pair_threshold", 0.5))
+        # flip-averaged embeddings score pairs a little differently: their own threshold and calibration where recorded
+        recorded = Thresholds.from_extra(cfg.extra)
+        self.threshold = recorded.pair_for(flip)  # of the raw probability (the Model tab's score histogram)
+        self.calibration = recorded.calibration.for_flip(flip) if recorded.calibration else None
         # the batch -> embedding step (shared with the CLIs and evaluation), and what it is and why
         self.embedder, self.choice = choose_engine(self.model, engine, cache_dir, lambda: self.weights_id)
 
@@ -145,9 +147,12 @@ class ReID:
     @torch.no_grad()
     def compare_embeddings(self, ea: np.ndarray, eb: np.ndarray) -> list[Comparison]:
         a, b = torch.from_numpy(np.atleast_2d(ea)).to(self.device), torch.from_numpy(np.atleast_2d(eb)).to(self.device)
-        prob = torch.sigmoid(self.model.pair_logit(a, b)).cpu().numpy()
+        logit = self.model.pair_logit(a, b).float()
         cos = F.cosine_similarity(a.float(), b.float()).cpu().numpy()
-        t = self.threshold
+        if self.calibration is not None:  # Platt-scaled on held-out pairs: 50 % is the verdict
+            prob, t = self.calibration(logit.cpu().numpy()), 0.5
+        else:
+            prob, t = torch.sigmoid(logit).cpu().numpy(), self.threshold
         return [Comparison(float(p), float(c), t, bool(p >= t)) for p, c in zip(prob, cos, strict=True)]
 
     def compare(self, a: ImageLike, b: ImageLike) -> Comparison:

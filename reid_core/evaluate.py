@@ -1,7 +1,8 @@
-"""The evaluation entry: embed query and gallery (any engine), then score them the way the field does.
+"""The evaluation entry: embed query and gallery (any engine), then score them the way the field does, into a
+typed report; and the pair head's calibration on held-out identities.
 
 `python -m reid_core evaluate --data DIR` runs it on the engine ReID.load picks; training calls it on its
-live torch model every few epochs.
+live torch model every few epochs; both `record` the report's thresholds with the weights.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +22,107 @@ from safetensors.numpy import save_file
 from .datasets import Record, ReIDData
 from .embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
 from .files import atomic_write, atomic_write_text
-from .metrics import cosine_distance, euclidean_distance, market_rank, rerank, verification
+from .metrics import (
+    RankResult,
+    VerificationResult,
+    cosine_distance,
+    euclidean_distance,
+    market_rank,
+    rerank,
+    verification,
+)
 from .model import SiameseReID, config_path, weights_hash
+from .thresholds import Calibration, CalibrationCheck, Thresholds, check_calibration, sigmoid
+
+
+@dataclass
+class EvalOptions:
+    """How to evaluate: the ranking distance, which extra variants to report, and how to embed."""
+
+    metric: str = "cosine"  # or "euclidean": the distance that ranks the gallery
+    rerank: bool = False  # also k-reciprocal re-ranked ranking figures (the pair figures do not change)
+    flip: bool = False  # also the figures of flip-averaged embeddings (one more embedding pass, of mirror images)
+    batch_size: int = 64
+    threads: int | None = None
+    progress: bool = True
+    features: str | Path | None = None  # a safetensors file keeping the embeddings for the next call (read_features)
+
+
+@dataclass
+class PairFigures:
+    """Verification on balanced held-out pairs: the pair head's probability and the cosine (each threshold chosen
+    on half the identities, accuracy measured on the other half), and the pair head's calibration checked the
+    same way (None when the pairs cannot be split)."""
+
+    pair: VerificationResult
+    cos: VerificationResult
+    calibration: CalibrationCheck | None
+
+
+@dataclass
+class Variant:
+    """The figures of one kind of embedding (plain, or flip-averaged)."""
+
+    ranking: RankResult
+    reranked: RankResult | None = None  # the same distances, k-reciprocal re-ranked
+    pairs: PairFigures | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)  # what the app's Model tab draws (curve_data)
+
+    def figures(self) -> dict[str, float]:
+        """Flat, as log.csv, --json and the weights' stored metrics name them (rank1, rerank_mAP, pair_auc...)."""
+        out = self.ranking.as_dict()
+        if self.reranked is not None:
+            out |= {f"rerank_{k}": v for k, v in self.reranked.as_dict().items()}
+        if self.pairs is not None:
+            out |= self.pairs.pair.as_dict("pair_") | self.pairs.cos.as_dict("cos_")
+        return out
+
+
+@dataclass
+class EvalReport:
+    """What `evaluate` measured: plain embeddings' figures (the headline), flip-averaged ones when asked for, and
+    the thresholds (and calibration) `record` writes beside the weights."""
+
+    plain: Variant
+    flip: Variant | None
+    num_query: int
+    num_gallery: int
+    embed_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def variants(self) -> dict[str, Variant]:
+        return {"plain": self.plain} | ({"flip": self.flip} if self.flip is not None else {})
+
+    def figures(self) -> dict[str, float]:
+        """Every figure flat (the flip variant's prefixed flip_): what --json and the weights' JSON hold."""
+        out = self.plain.figures()
+        if self.flip is not None:
+            out |= {f"flip_{k}": v for k, v in self.flip.figures().items()}
+        return out | {"num_query": self.num_query, "num_gallery": self.num_gallery,
+                      "embed_seconds": self.embed_seconds, "seconds": self.seconds}
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The thresholds chosen on all the held-out pairs, and the pair head's Platt calibration fitted on them."""
+        p, f = self.plain.pairs, self.flip.pairs if self.flip is not None else None
+        t = Thresholds(p.pair.threshold, p.cos.threshold) if p else Thresholds()
+        if f is not None:
+            t.flip_pair, t.flip_cos = f.pair.threshold, f.cos.threshold
+        if p is not None and p.calibration is not None:
+            flip_cal = f.calibration.platt if f is not None and f.calibration is not None else None
+            t.calibration = Calibration(p.calibration.platt, flip_cal, "the evaluation's held-out pairs "
+                                        "(metrics.evaluated_on)", checks(self))
+        return t
+
+
+def checks(report: EvalReport) -> dict[str, Any]:
+    return {name: check_figures(v.pairs.calibration) for name, v in report.variants().items()
+            if v.pairs is not None and v.pairs.calibration is not None}
+
+
+def check_figures(c: CalibrationCheck) -> dict[str, Any]:
+    """A CalibrationCheck's figures, rounded, for the weights' JSON (the fit itself is stored once, typed)."""
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(c).items() if k != "platt"}
 
 
 def extract(embedder: Embedder, records: Sequence[Record], batch_size: int = 64, threads: int | None = None,
@@ -53,11 +155,12 @@ def verification_pairs(q: Sequence[Record], g: Sequence[Record], seed: int = 0) 
 
 
 @torch.no_grad()
-def pair_scores(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def pair_logits(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """The pair head's logits of (query, gallery) index pairs: sigmoid gives its raw probability."""
     device = next(model.parameters()).device
     a = torch.from_numpy(qf[pairs[:, 0]]).to(device)
     b = torch.from_numpy(gf[pairs[:, 1]]).to(device)
-    return torch.sigmoid(model.pair_logit(a, b)).cpu().numpy()
+    return model.pair_logit(a, b).float().cpu().numpy()
 
 
 def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Record], list[Record]]:
@@ -69,52 +172,40 @@ def subset_eval(data: ReIDData, max_ids: int, seed: int = 0) -> tuple[list[Recor
     return [r for r in data.query if r.pid in keep], [r for r in data.gallery if r.pid in keep]
 
 
-def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record], metric: str = "cosine",
-             batch_size: int = 64, threads: int | None = None, embedder: Embedder | None = None,
-             do_rerank: bool = False, progress: bool = True, flip: bool = False,
-             features: str | Path | None = None, curves: dict[str, list[float]] | None = None) -> dict[str, float]:
-    """Market-protocol ranking metrics plus pair verification (pair head and cosine), on plain features.
+def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Record],
+             options: EvalOptions | None = None, embedder: Embedder | None = None) -> EvalReport:
+    """Market-protocol ranking figures plus pair verification (pair head and cosine) of plain embeddings, and
+    with `options` the flip-averaged and re-ranked ones beside them.
 
     `embedder`: what embeds the images (ReID.embedder: the engine chosen on this machine); default the model
-    in torch fp32. The pair head always runs in torch, on those embeddings.
-
-    `do_rerank` adds the k-reciprocal re-ranked figures beside them (keys `rerank_*`), `flip` the
-    flip-averaged ones (`flip_*`, and `flip_rerank_*` with both): one extra embedding pass of the mirror images.
-    `features`: a safetensors file that keeps the embeddings, so a second call (say with re-ranking) re-scores
-    without embedding again; it is refused when other weights or another engine made it. `curves`: a dict to
-    fill with the plain features' CMC, pair-score histograms and ROC (curve_data).
-    The decision threshold is chosen on the pairs of half the query identities and the accuracy is
-    reported on the other half, so the reported accuracy never saw its own threshold; the stored
-    threshold (`pair_threshold`) is then re-chosen on all pairs.
+    in torch fp32. The pair head always runs in torch, on those embeddings. `options.features` keeps the
+    embeddings, so a second call (say with re-ranking) re-scores without embedding again; the file is refused
+    when other weights or another engine made it.
     """
+    o = options or EvalOptions()
     t0 = time.time()
     plain = embedder or TorchEmbedder(model)
-    made_by = f"{weights_hash(model)} {plain.name}" if features else ""  # reused by the same weights + engine only
-    feats = read_features(features, made_by) if features and Path(features).exists() else {}
+    made_by = f"{weights_hash(model)} {plain.name}" if o.features else ""  # reused by the same weights + engine only
+    feats = read_features(o.features, made_by) if o.features and Path(o.features).exists() else {}
     if feats and (len(feats["query"]), len(feats["gallery"])) != (len(query), len(gallery)):
-        raise ValueError(f"{features}: embeddings of another query/gallery ({len(feats['query'])} x "
+        raise ValueError(f"{o.features}: embeddings of another query/gallery ({len(feats['query'])} x "
                          f"{len(feats['gallery'])}, not {len(query)} x {len(gallery)})")
     for name, records, mirror in (("query", query, False), ("gallery", gallery, False),
                                   ("query_mirror", query, True), ("gallery_mirror", gallery, True)):
-        if name not in feats and (flip or not mirror):
-            feats[name] = extract(Mirrored(plain) if mirror else plain, records, batch_size, threads, name, progress)
-            if features:
+        if name not in feats and (o.flip or not mirror):
+            feats[name] = extract(Mirrored(plain) if mirror else plain, records, o.batch_size, o.threads, name,
+                                  o.progress)
+            if o.features:
                 # after each part (atomically): a long run stopped midway keeps what it did
-                atomic_write(features, lambda tmp: save_file(feats, str(tmp), {"made_by": made_by}))
-    qf, gf = feats["query"], feats["gallery"]
-    variants = {"": (qf, gf)}
-    if flip:
-        variants["flip_"] = (flip_average(qf, feats["query_mirror"]), flip_average(gf, feats["gallery_mirror"]))
+                atomic_write(o.features, lambda tmp: save_file(feats, str(tmp), {"made_by": made_by}))
     t_embed = time.time() - t0
-    res: dict[str, float] = {}
-    for prefix, (q, g) in variants.items():
-        res |= {prefix + k: v for k, v in score(model, q, g, query, gallery, metric,
-                                                curves=curves if not prefix else None).items()}
-        if do_rerank:
-            res |= {prefix + "rerank_" + k: v for k, v in score(model, q, g, query, gallery, metric, True).items()
-                    if k in RANK_KEYS}
-    res.update(embed_seconds=t_embed, seconds=time.time() - t0)
-    return res
+    qf, gf = feats["query"], feats["gallery"]
+    flipped = None
+    if o.flip:
+        qm, gm = flip_average(qf, feats["query_mirror"]), flip_average(gf, feats["gallery_mirror"])
+        flipped = score(model, qm, gm, query, gallery, o.metric, o.rerank)
+    return EvalReport(score(model, qf, gf, query, gallery, o.metric, o.rerank), flipped, len(query), len(gallery),
+                      t_embed, time.time() - t0)
 
 
 def read_features(path: str | Path, made_by: str) -> dict[str, np.ndarray]:
@@ -133,40 +224,89 @@ def read_features(path: str | Path, made_by: str) -> dict[str, np.ndarray]:
     return feats
 
 
-RANK_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_official", "mINP")
-
-
 def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Record], gallery: Sequence[Record],
-          metric: str = "cosine", do_rerank: bool = False, curves: dict[str, list[float]] | None = None,
-          ) -> dict[str, float]:
-    """The metrics of `evaluate` from embeddings already extracted (e.g. gathered from several processes).
-    `curves`: a dict to fill with what the app's Model tab draws (see curve_data)."""
-    dist = cosine_distance(qf, gf) if metric == "cosine" else euclidean_distance(qf, gf)
-    if do_rerank:
-        fn = cosine_distance if metric == "cosine" else euclidean_distance
-        dist = rerank(dist, fn(qf, qf), fn(gf, gf))
+          metric: str = "cosine", do_rerank: bool = False) -> Variant:
+    """The figures of `evaluate` from embeddings already extracted (e.g. gathered from several processes).
+    Re-ranking changes the ranking only: the pairs are scored once."""
+    fn = cosine_distance if metric == "cosine" else euclidean_distance
+    dist = fn(qf, gf)
     q_pids, q_cams = np.array([r.pid for r in query]), np.array([r.camid for r in query])
     g_pids, g_cams = np.array([r.pid for r in gallery]), np.array([r.camid for r in gallery])
     ranked = market_rank(dist, q_pids, g_pids, q_cams, g_cams)
-    res = ranked.as_dict()
-
+    reranked = market_rank(rerank(dist, fn(qf, qf), fn(gf, gf)), q_pids, g_pids, q_cams, g_cams) if do_rerank else None
     pairs = verification_pairs(query, gallery)
-    if len(pairs):
-        labels = pairs[:, 2]
-        half = q_pids[pairs[:, 0]] % 2 == 0  # split by identity parity: no identity in both halves
-        for name, scores in (("pair", pair_scores(model, qf, gf, pairs)),
-                             ("cos", (qf[pairs[:, 0]] * gf[pairs[:, 1]]).sum(1))):
-            if half.all() or (~half).all() or len(set(labels[half])) < 2 or len(set(labels[~half])) < 2:
-                v = verification(scores, labels)
-            else:
-                cal = verification(scores[half], labels[half]).threshold
-                v = verification(scores[~half], labels[~half], threshold=cal)
-                v.threshold = verification(scores, labels).threshold
-            res.update(v.as_dict(f"{name}_"))
-            if name == "pair" and curves is not None:
-                curves.update(curve_data(ranked.cmc, scores, labels))
-    res.update(num_query=len(query), num_gallery=len(gallery))
-    return res
+    if not len(pairs):
+        return Variant(ranked, reranked)
+    logits = pair_logits(model, qf, gf, pairs)
+    figures = pair_figures(logits, (qf[pairs[:, 0]] * gf[pairs[:, 1]]).sum(1), pairs[:, 2], q_pids[pairs[:, 0]])
+    return Variant(ranked, reranked, figures, curve_data(ranked.cmc, sigmoid(logits), pairs[:, 2]))
+
+
+def pair_figures(logits: np.ndarray, cosines: np.ndarray, labels: np.ndarray, pids: np.ndarray) -> PairFigures:
+    """Each score's threshold chosen on the pairs of half the identities (split by parity: none in both halves)
+    and its accuracy reported on the other half, so the reported accuracy never saw its own threshold; the
+    recorded threshold (and calibration) is then re-chosen on all pairs."""
+    half = pids % 2 == 0
+    split = not (half.all() or (~half).all()) and len(set(labels[half])) == 2 and len(set(labels[~half])) == 2
+    out = []
+    for scores in (sigmoid(logits), cosines):
+        if not split:
+            out.append(verification(scores, labels))
+            continue
+        v = verification(scores[~half], labels[~half], threshold=verification(scores[half], labels[half]).threshold)
+        v.threshold = verification(scores, labels).threshold
+        out.append(v)
+    return PairFigures(*out, check_calibration(logits, labels, half) if split else None)
+
+
+def calibration_records(records: Sequence[Record], max_ids: int = 300, per_id: int = 5, seed: int = 0,
+                        ) -> list[Record]:
+    """A seeded sample of identities seen by at least two cameras, up to `per_id` images each spread over
+    their cameras: held-out identities to calibrate on (a dataset's training ones: never its test split)."""
+    by_pid: dict[int, list[Record]] = {}
+    for r in records:
+        if r.pid > 0:
+            by_pid.setdefault(r.pid, []).append(r)
+    pids = [p for p in sorted(by_pid) if len({r.camid for r in by_pid[p]}) > 1]
+    rng = np.random.default_rng(seed)
+    out = []
+    for pid in rng.permutation(pids)[:max_ids] if max_ids else pids:
+        mine = sorted(by_pid[int(pid)], key=lambda r: (r.path))
+        mine = [mine[i] for i in rng.permutation(len(mine))]
+        # round-robin over cameras, so cross-camera pairs exist
+        cams: dict[int, list[Record]] = {}
+        for r in mine:
+            cams.setdefault(r.camid, []).append(r)
+        spread = [r for group in zip(*(iter(c) for c in cams.values()), strict=False) for r in group]
+        rest = [r for r in mine if r not in spread]
+        out += (spread + rest)[:per_id]
+    return out
+
+
+def calibrate(model: SiameseReID, records: Sequence[Record], options: EvalOptions | None = None,
+              embedder: Embedder | None = None, old: Thresholds | None = None) -> Calibration:
+    """The pair head's Platt calibration on pairs of `records` (one cross-camera same-person pair and one
+    different-person pair per image), for plain and flip-averaged embeddings; each fit is checked on the
+    identities it did not see, against the raw probability at `old`'s thresholds, then re-fitted on all."""
+    o, old = options or EvalOptions(), old or Thresholds()
+    plain = embedder or TorchEmbedder(model)
+    feats = extract(plain, records, o.batch_size, o.threads, "calibrate", o.progress)
+    pairs = verification_pairs(records, records)
+    if not len(pairs):
+        raise ValueError("calibration needs identities seen by two cameras, and more than one identity")
+    pids = np.array([r.pid for r in records])[pairs[:, 0]]
+    half = pids % 2 == 0
+    out: dict[str, CalibrationCheck] = {}
+    for name in ("plain", "flip") if o.flip else ("plain",):
+        if name == "flip":
+            feats = flip_average(feats, extract(Mirrored(plain), records, o.batch_size, o.threads, "calibrate mirror",
+                                                o.progress))
+        out[name] = check_calibration(pair_logits(model, feats, feats, pairs), pairs[:, 2], half,
+                                      old.pair_for(name == "flip"))
+    n_ids = len({r.pid for r in records})
+    return Calibration(out["plain"].platt, out["flip"].platt if "flip" in out else None,
+                       f"{len(pairs)} balanced pairs of {len(records)} images of {n_ids} identities",
+                       {k: check_figures(v) for k, v in out.items()})
 
 
 def curve_data(cmc: np.ndarray, scores: np.ndarray, labels: np.ndarray, bins: int = 40, roc_points: int = 200,
@@ -185,24 +325,30 @@ def curve_data(cmc: np.ndarray, scores: np.ndarray, labels: np.ndarray, bins: in
             "roc_fpr": r4(fpr[keep]), "roc_tpr": r4(tpr[keep])}
 
 
-def format_metrics(m: dict[str, float], prefix: str = "") -> str:
+def format_figures(v: Variant) -> str:
+    m = v.figures()
     keys = [("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"),
             ("mAP_official", "mAP(official)"), ("mINP", "mINP"), ("pair_auc", "pair AUC"),
             ("pair_accuracy", "pair acc"), ("cos_auc", "cos AUC"), ("cos_accuracy", "cos acc")]
-    return "  ".join(f"{label} {100 * m[prefix + k]:.1f}" for k, label in keys if prefix + k in m)
+    return "  ".join(f"{label} {100 * m[k]:.1f}" for k, label in keys if k in m)
 
 
-def record_metrics(weights: str | Path, m: dict[str, float], scope: str,
-                   curves: dict[str, list[float]] | None = None) -> None:
-    """Make these the weights' headline metrics (what the app's Model tab shows) and store the thresholds
-    chosen on held-out pairs and the curves the Model tab draws, atomically."""
+def record(weights: str | Path, thresholds: Thresholds, metrics: dict[str, Any] | None = None,
+           curves: dict[str, list[float]] | None = None) -> Path:
+    """Write typed thresholds (and calibration) into the weights' JSON, and with them, when given, the headline
+    metrics and the curves the app's Model tab shows; the rest of the file is kept. Atomic. Returns the JSON."""
     path = config_path(weights)
     cfg = json.loads(path.read_text())
     extra = cfg.setdefault("extra", {})
-    extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in m.items()}}
-    extra["pair_threshold"] = float(m["pair_threshold"])
-    extra["cos_threshold"] = float(m["cos_threshold"])
+    extra |= thresholds.to_extra()
+    if metrics is not None:
+        extra["metrics"] = metrics
     if curves:
         extra["curves"] = curves
     atomic_write_text(path, json.dumps(cfg, indent=2))
+    return path
 
+
+def stored_metrics(report: EvalReport, scope: str) -> dict[str, Any]:
+    """The report's figures as the weights' JSON keeps them (rounded), with what they were measured on."""
+    return {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in report.figures().items()}}

@@ -8,8 +8,9 @@ from typing import Any
 
 
 def setting(default: Any, help: str, group: str, *flags: str, **argparse: Any) -> Any:
-    """`flags` default to --field-name (a True bool becomes --no-field-name); `argparse`: choices, metavar,
-    required..., passed to add_argument as they are."""
+    """`help` says what the field is (for a bool: what True means; the flags are made from it: --field-name
+    sets it, --no-field-name clears it). `flags` default to --field-name; for a bool they respell the switch away
+    from the default. `argparse`: choices, metavar, required..., passed to add_argument as they are."""
     meta = {"help": help, "group": group, "flags": flags, **argparse}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)

@@ -28,7 +28,7 @@ from . import distributed, losses
 from .datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
 from .distributed import RankShare, World, gather_cat, gather_rows
 from .embed import TorchEmbedder
-from .evaluate import extract, format_metrics, score, subset_eval
+from .evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
 from .files import atomic_save_file, atomic_write_text
 from .images import ImageDataset, PairDataset, train_transform
 from .model import (
@@ -65,8 +65,8 @@ class TrainConfig(Architecture):
     max_images: int = setting(0, "train on at most this many images (0: all)", "data")
     erasing: float = setting(0.5, "random-erasing probability", "data")
     workers: int = setting(2, "data-loader processes", "data")
-    pretrained: bool = setting(True, "start from random weights instead of timm's ImageNet weights (needs the HF hub)",
-                               "model")
+    pretrained: bool = setting(True, "start from timm's ImageNet weights (needs the HF hub; --init-weights names local "
+                               "ones); off: random weights", "model")
     init_weights: str = setting("", "local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth), "
                                 "or a re-id model to fine-tune", "model")
     norm: str = setting("auto", "input normalisation, applied inside the model: auto = what the backbone's ImageNet "
@@ -82,9 +82,9 @@ class TrainConfig(Architecture):
                                     "loss")
     label_smoothing: float = setting(0.1, "ID cross-entropy label smoothing", "loss")
     margin: float = setting(0.3, "triplet margin", "loss")
-    triplet_norm: bool = setting(True, "triplet on raw (unnormalised) features, as in Bag-of-Tricks; the default "
-                                 "measures it between unit vectors, which trains faster (BENCHMARKS.md section 1)",
-                                 "loss", "--raw-triplet")
+    triplet_norm: bool = setting(True, "the triplet loss between unit vectors, which trains faster (BENCHMARKS.md "
+                                 "section 1); off (--raw-triplet): on raw features, as in Bag-of-Tricks", "loss",
+                                 "--raw-triplet")
     id_weight: float = setting(1.0, "weight of the ID cross-entropy", "loss")
     triplet_weight: float = setting(1.0, "weight of the triplet loss", "loss")
     pair_weight: float = setting(1.0, "weight of the pair BCE in metric mode", "loss")
@@ -100,9 +100,9 @@ class TrainConfig(Architecture):
     milestones: list[int] = setting([40, 70], "step schedule: epochs to x gamma", "optimisation")
     gamma: float = setting(0.1, "step schedule: the factor at each milestone", "optimisation")
     max_steps_per_epoch: int = setting(0, "cap steps (0: none)", "optimisation")
-    amp: bool = setting(True, "fp32 instead of bf16/fp16 autocast", "optimisation")
+    amp: bool = setting(True, "bf16/fp16 autocast where the device has it; off: fp32", "optimisation")
     compile: bool = setting(False, "torch.compile the backbone (pays off on long GPU runs)", "optimisation")
-    sync_bn: bool = setting(True, "under torchrun: per-process BatchNorm statistics instead of global-batch ones",
+    sync_bn: bool = setting(True, "under torchrun: BatchNorm statistics of the global batch; off: per process",
                             "optimisation")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", "optimisation")
     seed: int = setting(0, "random seed", "optimisation")
@@ -117,11 +117,14 @@ class TrainConfig(Architecture):
     def run_dir(self) -> Path:
         return Path(self.out) / self.name
 
-    def resumed(self, typed: dict[str, Any]) -> TrainConfig:
-        """The config to resume runs/<name>/ with: the run's own config.json, plus the flags typed on this
-        command line that may change on resume (RESUMABLE); any other typed flag that differs from the run's
-        is an error naming both values, never a silent change of what the checkpoint was trained with."""
-        saved_file = self.run_dir / "config.json"
+    @classmethod
+    def resumed(cls, typed: dict[str, Any]) -> TrainConfig:
+        """The config to resume runs/<name>/ with (`typed`: the flags typed on the command line; --out and
+        --name find the run): the run's own config.json, plus the typed flags that may change on resume
+        (RESUMABLE); any other typed flag that differs from the run's is an error naming both values, never a
+        silent change of what the checkpoint was trained with."""
+        name = typed.get("name", cls.name)
+        saved_file = Path(typed.get("out", cls.out)) / name / "config.json"
         try:
             saved = json.loads(saved_file.read_text())
         except (OSError, ValueError) as e:
@@ -136,7 +139,7 @@ class TrainConfig(Architecture):
         clash = [f"--{k.replace('_', '-')} {typed[k]!r} (the run was trained with {saved[k]!r})"
                  for k in sorted(typed) if k in saved and k not in RESUMABLE and not same(k, saved[k], typed[k])]
         if clash:
-            raise WeightsError(f"--resume {self.name}: {'; '.join(clash)}. Resume with the run's own settings "
+            raise WeightsError(f"--resume {name}: {'; '.join(clash)}. Resume with the run's own settings "
                                "(drop these flags), or start a new --name")
         return TrainConfig(**{**saved, **{k: v for k, v in typed.items() if k in RESUMABLE}, "resume": True})
 
@@ -396,14 +399,16 @@ class Trainer:
                    images_per_s=n_img / max(time.time() - t0, 1e-9))
         return row
 
-    def evaluate(self) -> dict[str, float]:
-        """Every rank embeds a share of query and gallery; rank 0 scores (the other ranks get {})."""
+    def evaluate(self) -> EvalReport | None:
+        """Every rank embeds a share of query and gallery; rank 0 scores (the other ranks get None)."""
         query, gallery = subset_eval(self.data, self.cfg.eval_max_ids, self.cfg.seed)
         t0 = time.time()
         qf, gf = self._extract(query, "query"), self._extract(gallery, "gallery")
         if not self.world.main:
-            return {}
-        return score(self.model, qf, gf, query, gallery) | {"embed_seconds": time.time() - t0}
+            return None
+        t_embed = time.time() - t0
+        return EvalReport(score(self.model, qf, gf, query, gallery), None, len(query), len(gallery), t_embed,
+                          time.time() - t0)
 
     def log(self, row: dict[str, Any]) -> None:
         path = self.run_dir / "log.csv"
@@ -429,23 +434,23 @@ class Trainer:
                     and int(ln.split(",")[0]) <= self.start_epoch]
             atomic_write_text(path, "".join(lines[:1] + rows))
 
-    def fit(self) -> dict[str, float]:
+    def fit(self) -> EvalReport | None:
         cfg, main = self.cfg, self.world.main
         if main:
             print(self.data.summary())
             print(f"training {cfg.backbone} on {len(self.train_records)} images / "
                   f"{len({r.pid for r in self.train_records})} ids, loss={cfg.loss}, device={self.device}, "
                   f"processes={self.world.size}")
-        last: dict[str, float] = {}
+        last: EvalReport | None = None
         t_start = time.time()
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.time()
             row = self.train_epoch(epoch)
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 last = self.evaluate()
-                row.update(last)
-                if main:
-                    print(f"epoch {epoch + 1}: {format_metrics(last)}")
+                if last is not None:
+                    row.update(last.figures())
+                    print(f"epoch {epoch + 1}: {format_figures(last.plain)}")
             row["seconds"] = time.time() - t0
             if main:  # one writer; the others wait so that a resume never sees a half-finished epoch
                 self.log(row)  # before the checkpoint: a resume trims rows past it (trim_log), never misses one
@@ -459,11 +464,10 @@ class Trainer:
                      "init": cfg.init_weights or ("timm ImageNet" if cfg.pretrained else "random"),
                      "train_ids": len({r.pid for r in self.train_records}), "loss": cfg.loss, "epochs": cfg.epochs,
                      "train_seconds": round(time.time() - t_start, 1), "processes": self.world.size}
-            if last:
-                scope = f"{self.data.name}: {last['num_query']:.0f} queries x {last['num_gallery']:.0f} gallery"
-                extra["metrics"] = {"evaluated_on": scope, **{k: round(float(v), 4) for k, v in last.items()}}
-                extra["pair_threshold"] = float(last.get("pair_threshold", 0.5))
-                extra["cos_threshold"] = float(last.get("cos_threshold", 0.5))
-            save_model(self.model, self.run_dir / "model.safetensors", inference_only=True, extra=extra)
+            weights = self.run_dir / "model.safetensors"
+            save_model(self.model, weights, inference_only=True, extra=extra)
+            if last is not None:  # thresholds and calibration chosen on the last evaluation's held-out pairs
+                scope = f"{self.data.name}: {last.num_query} queries x {last.num_gallery} gallery"
+                record(weights, last.thresholds, stored_metrics(last, scope), last.plain.curves)
         distributed.barrier(self.world)
         return last

@@ -82,7 +82,7 @@ def test_every_option_has_help() -> None:
              for name, p in parsers(root, prog) for a in p._actions
              if not isinstance(a, argparse._HelpAction) and not a.help]
     assert found == []
-    assert len(list(parsers(build_parser(), "reid_core"))) == 1 + 9 + 5  # the walk reached every verb and action
+    assert len(list(parsers(build_parser(), "reid_core"))) == 1 + 10 + 5  # the walk reached every verb and action
 
 
 def test_train_help_shows_defaults() -> None:
@@ -113,3 +113,21 @@ def test_piped_output_keeps_results_off_the_progress_lines(market: Path, tiny_we
     results = [line for line in lines if re.match(r"R1 \d", line) or "queries x" in line]
     assert len(bars) == 2 and len(results) == 2  # query's and gallery's bars; metrics and sizes
     assert all("\r" not in line and "|" not in line for line in results), results
+
+
+def test_each_verb_declares_its_flags_beside_its_handler() -> None:
+    """A verb is its help, its flags (`<verb>_args`, just above its handler in cli.py) and its handler; the
+    parser is only these put together."""
+    import inspect
+
+    from reid_core import cli as c
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    assert list(sub) == list(c.VERBS)
+    for name, v in c.VERBS.items():
+        assert (v.args.__name__, v.run.__name__) == (f"{name}_args", f"cmd_{name}")
+        lines, start = inspect.getsourcelines(v.args)
+        assert inspect.getsourcelines(v.run)[1] - (start + len(lines)) <= 4, name  # blank lines and the decorator
+        alone = argparse.ArgumentParser()
+        v.args(alone)
+        assert [a.dest for a in alone._actions] == [a.dest for a in sub[name]._actions], name

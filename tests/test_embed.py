@@ -92,33 +92,35 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
     """Headline figures stay the plain ones; flip and re-ranked figures come beside them, and a kept
     embeddings file re-scores without embedding again (a model that would give other embeddings is ignored)."""
     from reid_core.datasets import load_dataset
-    from reid_core.evaluate import evaluate
+    from reid_core.evaluate import EvalOptions, evaluate
 
     data = load_dataset(market)
     model = load_model(tiny_weights)
     cache = tmp_path / "feats.safetensors"
-    first = evaluate(model, data.query, data.gallery, progress=False, flip=True, features=cache)
-    plain = evaluate(model, data.query, data.gallery, progress=False)
+    quiet, kept = EvalOptions(progress=False), EvalOptions(progress=False, features=cache)
+    first = evaluate(model, data.query, data.gallery, EvalOptions(progress=False, flip=True, features=cache)).figures()
+    plain = evaluate(model, data.query, data.gallery, quiet).figures()
     assert {k: first[k] for k in ("rank1", "mAP")} == {k: plain[k] for k in ("rank1", "mAP")}
     assert "flip_mAP" in first and "rerank_mAP" not in first
+
     class Refusing(TorchEmbedder):  # the same weights and engine, but any embedding fails: the file is reused
         def __call__(self, x: torch.Tensor) -> np.ndarray:
             raise AssertionError("embedded again")
 
-    again = evaluate(model, data.query, data.gallery, progress=False, flip=True, do_rerank=True,
-                     features=cache, embedder=Refusing(model))
+    again = evaluate(model, data.query, data.gallery, EvalOptions(progress=False, flip=True, rerank=True,
+                                                                  features=cache), Refusing(model)).figures()
     assert again["mAP"] == first["mAP"] and again["flip_mAP"] == first["flip_mAP"]
     assert {"rerank_mAP", "flip_rerank_mAP"} <= set(again)
     with pytest.raises(ValueError, match="another query/gallery"):
-        evaluate(model, data.query[:2], data.gallery, progress=False, features=cache)
+        evaluate(model, data.query[:2], data.gallery, kept)
     with pytest.raises(ValueError, match="made by other weights or another engine .*torch fp32, not .*torch bf16"):
-        evaluate(model, data.query, data.gallery, progress=False, features=cache, embedder=TorchEmbedder(model, True))
+        evaluate(model, data.query, data.gallery, kept, TorchEmbedder(model, True))
     torch.nn.init.normal_(model.bnneck.weight)  # other weights: the kept embeddings are refused, not scored
     with pytest.raises(ValueError, match="made by other weights or another engine"):
-        evaluate(model, data.query, data.gallery, progress=False, features=cache)
+        evaluate(model, data.query, data.gallery, kept)
     cache.write_bytes(cache.read_bytes()[:100])  # a torn file: one line, not a traceback
     with pytest.raises(ValueError, match="not an embeddings file"):
-        evaluate(model, data.query, data.gallery, progress=False, features=cache)
+        evaluate(model, data.query, data.gallery, kept)
 
 
 def test_one_embeddings_header_and_one_check(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from reid_core.datasets import ReIDData, load_dataset
-from reid_core.evaluate import evaluate, subset_eval
+from reid_core.evaluate import EvalOptions, evaluate, subset_eval
 from reid_core.model import DEFAULT_WEIGHTS, ModelConfig, create_model, load_model
 from reid_core.trainer import TrainConfig, Trainer
 
@@ -74,9 +74,9 @@ def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, imagene
                       schedule="cosine", workers=2, seed=0)
     trainer = Trainer(cfg, data=small)
     query, gallery = subset_eval(market, 100, seed=1)
-    before = evaluate(trainer.model, query, gallery, progress=False)
+    before = evaluate(trainer.model, query, gallery, EvalOptions(progress=False)).figures()
     trainer.fit()
-    after = evaluate(trainer.model, query, gallery, progress=False)
+    after = evaluate(trainer.model, query, gallery, EvalOptions(progress=False)).figures()
     with open(tmp_path / "ci" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
@@ -102,8 +102,8 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
                                          last_stride=cfg.last_stride, mean=cfg.mean, std=cfg.std),
                              init_weights=str(imagenet_init(cfg.backbone))).eval()
     query, gallery = subset_eval(market, 50, seed=1)  # 50 identities: the margins below are wide
-    before = evaluate(untrained, query, gallery, progress=False)
-    after = evaluate(trained, query, gallery, progress=False)
+    before = evaluate(untrained, query, gallery, EvalOptions(progress=False)).figures()
+    after = evaluate(trained, query, gallery, EvalOptions(progress=False)).figures()
     assert after["pair_accuracy"] > 0.75 and after["pair_accuracy"] > before["pair_accuracy"] + 0.15, (before, after)
     assert after["pair_auc"] > 0.85 and after["mAP"] > 2 * before["mAP"]
 

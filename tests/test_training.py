@@ -53,6 +53,14 @@ def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
         assert 0 <= float(row["train_acc"]) <= 1 and float(row["images_per_s"]) > 0
     assert int(rows[1]["step"]) == 2 * int(rows[0]["step"]) > 0
     assert float(rows[1]["mAP"]) > 0 and 0 <= float(rows[1]["pair_auc"]) <= 1
+    # the last evaluation's thresholds and calibration are recorded with the weights, by evaluate.record
+    from reid_core.thresholds import Thresholds
+
+    extra = json.loads((cfg.run_dir / "model.json").read_text())["extra"]
+    recorded = Thresholds.from_extra(extra)
+    assert recorded.pair == extra["pair_threshold"] == pytest.approx(extra["metrics"]["pair_threshold"], abs=1e-4)
+    assert recorded.calibration is not None and recorded.calibration.plain.a != 0
+    assert extra["metrics"]["rank1"] == pytest.approx(float(rows[1]["rank1"]), abs=1e-4) and extra["curves"]["cmc"]
 
 
 @pytest.fixture
@@ -209,3 +217,8 @@ def test_train_cli_is_built_from_the_config() -> None:
                             "--last-stride", "2", "--lr", "0.01"])
     assert (cfg.p, cfg.k, cfg.triplet_norm, cfg.pretrained, cfg.milestones, cfg.extra_data, cfg.amp, cfg.compile,
             cfg.last_stride, cfg.lr) == (8, 2, False, False, [5, 9], ["a", "b"], False, True, 2, 0.01)
+    # a bool's help says what the field is; both switches exist, the last one typed wins
+    text = " ".join(parser.format_help().split())
+    assert "--pretrained start from timm's ImageNet weights" in text and "--no-pretrained not --pretrained" in text
+    assert "--raw-triplet not --triplet-norm" in text and "--compile torch.compile" in text
+    assert train.parse_args(["--data", "d", "--no-amp", "--amp", "--raw-triplet"]).amp is True

@@ -1,0 +1,162 @@
+"""Evaluation's typed report, the pair head's calibration, and what `record` writes beside the weights (issue #23,
+#24): thresholds typed, older weights' JSON still read, and a calibrated Compare whose verdict is at 50 %."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import person
+
+from reid_core.thresholds import Calibration, Platt, Thresholds, check_calibration, log_loss, sigmoid
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_pairs(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a head that is right about the order but not the odds: the truth is sigmoid(0.5 * logit + 1.5),
+    so its raw probability's balanced cut sits far below 50 % (as the shipped head's did, at 19 %)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-3, 4, n)
+    labels = rng.random(n) < sigmoid(0.5 * logits + 1.5)
+    return logits, labels
+
+
+def test_platt_recovers_the_true_odds_and_puts_the_verdict_at_one_half() -> None:
+    logits, labels = synthetic_pairs()
+    platt = Platt.fit(logits, labels)
+    assert platt.a == pytest.approx(0.5, abs=0.06) and platt.b == pytest.approx(1.5, abs=0.15)
+    assert platt.logit_threshold == pytest.approx(-3, abs=0.3)  # where the truth is 50 %
+    assert log_loss(platt(logits), labels) < log_loss(sigmoid(logits), labels) - 0.1
+    with pytest.raises(ValueError, match="both same-person and different-person"):
+        Platt.fit(logits, np.ones_like(labels))
+    separable = Platt.fit(np.array([-2.0, -1, 1, 2]), np.array([0, 0, 1, 1]))  # finite: Platt's smoothed targets
+    assert np.isfinite([separable.a, separable.b]).all() and separable(np.array([0.0]))[0] == pytest.approx(0.5)
+
+
+def test_calibration_check_is_measured_on_the_other_half() -> None:
+    logits, labels = synthetic_pairs()
+    half = np.arange(len(logits)) % 2 == 0
+    check = check_calibration(logits, labels, half, raw_threshold=0.5)
+    assert check.pairs == (~half).sum() and check.raw_threshold == 0.5
+    assert check.log_loss < check.log_loss_raw and check.brier < check.brier_raw
+    assert check.accuracy > check.accuracy_raw + 0.05  # the raw 50 % cut is far off; the calibrated one is not
+    best = check_calibration(logits, labels, half)  # against the raw cut chosen on the first half, as evaluate does
+    assert abs(best.accuracy - best.accuracy_raw) < 0.02
+
+
+def test_thresholds_read_old_and_new_weights_json() -> None:
+    """The shipped weights' JSON before calibration (pair_threshold, cos_threshold on top, the flip ones among its
+    metrics) reads as it did; `to_extra` round-trips, with the old top-level keys kept for older readers."""
+    old = json.loads((ROOT / "weights" / "model.json").read_text())["extra"]
+    old.pop("thresholds", None)
+    t = Thresholds.from_extra(old)
+    assert (t.pair, t.cos) == (old["pair_threshold"], old["cos_threshold"]) and t.calibration is None
+    assert t.flip_pair == old["metrics"]["flip_pair_threshold"] and t.pair_for(True) == t.flip_pair
+    assert Thresholds.from_extra({}) == Thresholds(0.5, 0.5)
+    t.calibration = Calibration(Platt(1.5, 2.0), Platt(1.4, 1.9), "somewhere", {"plain": {"pairs": 10}})
+    extra = json.loads(json.dumps(t.to_extra()))
+    assert extra["pair_threshold"] == t.pair and extra["cos_threshold"] == t.cos
+    assert Thresholds.from_extra(extra) == t
+    assert t.calibration.for_flip(True) == Platt(1.4, 1.9) and t.calibration.for_flip(False) == Platt(1.5, 2.0)
+
+
+def test_record_writes_typed_thresholds_and_keeps_the_rest(tiny_weights: Path, tmp_path: Path) -> None:
+    from reid_core.evaluate import record
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    cfg = json.loads(tiny_weights.with_suffix(".json").read_text())
+    cfg["extra"] |= {"train_data": "synthetic", "curves": {"cmc": [0.5]}, "metrics": {"rank1": 0.5}}
+    w.with_suffix(".json").write_text(json.dumps(cfg))
+    t = Thresholds(0.2, 0.3, 0.25, 0.35, Calibration(Platt(2.0, 1.0)))
+    assert record(w, t) == w.with_suffix(".json")
+    after = json.loads(w.with_suffix(".json").read_text())
+    assert {k: v for k, v in after.items() if k != "extra"} == {k: v for k, v in cfg.items() if k != "extra"}
+    assert after["extra"]["curves"] == {"cmc": [0.5]} and after["extra"]["metrics"] == {"rank1": 0.5}
+    assert after["extra"]["train_data"] == "synthetic" and Thresholds.from_extra(after["extra"]) == t
+    record(w, t, {"rank1": 0.75}, {"cmc": [0.75]})
+    extra = json.loads(w.with_suffix(".json").read_text())["extra"]
+    assert extra["metrics"] == {"rank1": 0.75} and extra["curves"] == {"cmc": [0.75]}
+
+
+def test_evaluate_returns_a_typed_report_and_reranking_scores_the_pairs_once(
+        market: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reid_core import evaluate as ev
+    from reid_core.datasets import load_dataset
+    from reid_core.model import load_model
+
+    data, model = load_dataset(market), load_model(tiny_weights)
+    calls = []
+    real = ev.pair_logits
+    monkeypatch.setattr(ev, "pair_logits", lambda *a: calls.append(1) or real(*a))
+    report = ev.evaluate(model, data.query, data.gallery, ev.EvalOptions(flip=True, rerank=True, progress=False))
+    assert len(calls) == 2  # one per variant (plain, flip), re-ranked or not
+    assert set(report.variants()) == {"plain", "flip"} and report.num_query == len(data.query)
+    plain = report.plain
+    assert plain.reranked is not None and plain.pairs is not None and plain.pairs.calibration is not None
+    assert 0 <= plain.ranking.mAP <= 1 and plain.curves["cmc"][0] == pytest.approx(plain.ranking.cmc[0], abs=1e-4)
+    figures = report.figures()
+    assert figures["rerank_mAP"] == plain.reranked.mAP and figures["flip_pair_auc"] == report.flip.pairs.pair.auc
+    assert figures["pair_threshold"] == plain.pairs.pair.threshold
+    t = report.thresholds
+    assert (t.pair, t.cos, t.flip_pair) == (plain.pairs.pair.threshold, plain.pairs.cos.threshold,
+                                            report.flip.pairs.pair.threshold)
+    assert t.calibration.plain == plain.pairs.calibration.platt and t.calibration.flip is not None
+    without = ev.evaluate(model, data.query, data.gallery, ev.EvalOptions(progress=False))
+    assert without.flip is None and without.plain.reranked is None
+    assert without.figures()["mAP"] == figures["mAP"] and "flip_mAP" not in without.figures()
+
+
+def test_compare_is_calibrated_where_the_weights_record_it(tiny_weights: Path, tmp_path: Path) -> None:
+    """With a calibration recorded, Compare says p = sigmoid(a * logit + b) against 0.5; without, the raw
+    probability against the recorded threshold, as before."""
+    import torch
+
+    from reid_core import ReID
+    from reid_core.evaluate import record
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    shutil.copy(tiny_weights.with_suffix(".json"), w.with_suffix(".json"))
+    a, b = person(1, 0, 0).resize((64, 128)), person(2, 1, 0).resize((64, 128))
+    record(w, Thresholds(0.3, 0.4))
+    raw = ReID.load(w, engine="fp32", flip=False)
+    before = raw.compare(a, b)
+    e = raw.embed([a, b])
+    with torch.no_grad():
+        logit = float(raw.model.pair_logit(torch.from_numpy(e[:1]), torch.from_numpy(e[1:]))[0])
+    assert before.threshold == 0.3 and before.probability == pytest.approx(float(sigmoid(np.array(logit))), abs=1e-6)
+    cal = Platt(2.0, -2.0 * logit + 0.5)  # this pair lands just above 50 %: sigmoid(0.5)
+    record(w, Thresholds(0.3, 0.4, calibration=Calibration(cal, Platt(1.0, 0.0))))
+    after = ReID.load(w, engine="fp32", flip=False).compare(a, b)
+    assert after.threshold == 0.5 and after.probability == pytest.approx(float(sigmoid(np.array(0.5))), abs=1e-5)
+    assert after.same and after.cosine == pytest.approx(before.cosine)
+    assert ReID.load(w, engine="fp32", flip=False).info["pair_threshold"] == 0.3  # the raw cut, as the Model tab draws
+
+
+def test_calibrate_verb_uses_training_identities_and_records(market: Path, tiny_weights: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from reid_core.cli import main as cli
+    from reid_core.datasets import load_dataset
+    from reid_core.evaluate import calibration_records
+
+    records = calibration_records(load_dataset(market).train, max_ids=5, per_id=4)
+    assert len({r.pid for r in records}) == 5 and len(records) == 20
+    assert all(len({r.camid for r in records if r.pid == p}) > 1 for p in {r.pid for r in records})
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    shutil.copy(tiny_weights.with_suffix(".json"), w.with_suffix(".json"))
+    assert cli(["calibrate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
+    out = capsys.readouterr().out
+    assert "plain: accuracy" in out and "flip: accuracy" in out and "recorded in" in out
+    cal = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"]).calibration
+    assert cal is not None and cal.flip is not None and "training identities" in cal.fitted_on
+    assert set(cal.checks) == {"plain", "flip"} and cal.checks["plain"]["pairs"] > 0
+    # evaluate --record keeps the calibration fitted on held-out identities
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
+    kept = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"]).calibration
+    assert kept == cal
