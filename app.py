@@ -66,7 +66,7 @@ EXAMPLES_DIR = ROOT / "examples" / "people"
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 MODEL_FIELDS = {"backbone": "Backbone", "engine": "Engine", "flip": "Test-time flip", "input": "Input size (h×w)",
                 "embed_dim": "Embedding dimension",
-                "pair_threshold": "Same-person threshold (probability)", "cos_threshold": "Cosine threshold",
+                "pair_threshold": "Same-person threshold (pair head score)", "cos_threshold": "Cosine threshold",
                 "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
                 "loss": "Loss", "epochs": "Epochs", "train_seconds": "Training time (s)"}  # ReID.info keys, in order
 METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP",
@@ -333,8 +333,13 @@ class ReIDApp:
         """One backbone pass over both crops (ReID.compare_parts): the verdict and the stripe picture saying why."""
         c, parts = self.reid.compare_parts(ia, ib)
         op = "≥" if c.same else "<"
-        verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
-                   f"calibrated threshold {c.threshold:.1%}")
+        if self.reid.calibration is not None:  # Platt-calibrated on held-out pairs: a probability, cut at 50 %
+            verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
+                       f"{c.threshold:.0%}")
+        else:  # the pair head's raw output is not a probability; say so rather than "19 % ... same person"
+            verdict = (f"{'Same person' if c.same else 'Different people'}: pair score {c.probability:.3f} {op} "
+                       f"threshold {c.threshold:.3f} (the score that best split same from different on held-out "
+                       "pairs; a score, not a probability)")
         doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
@@ -580,7 +585,7 @@ class ReIDApp:
     def model_markdown(self) -> str:
         if self.reid is None:
             return f"### ⚠️ No model loaded\n\n{self.error}\n\nStart with `--weights FILE` or set `$REID_WEIGHTS`."
-        info = {k: v for k, v in self.reid.info.items() if k not in ("metrics", "curves")}
+        info = {k: v for k, v in self.reid.info.items() if k not in ("metrics", "curves", "thresholds")}
         lines = [f"- **Weights**: `{self.settings.weights.name}`"]
         lines += [f"- **{label}**: {_fmt(key, info[key])}" for key, label in MODEL_FIELDS.items() if key in info]
         text = "### Model\n\n" + "\n".join(lines)
@@ -623,10 +628,11 @@ def adapted_markdown(a: dict[str, Any]) -> str:
 
 
 def _fmt(key: str, v: Any) -> str:
-    """A probability threshold as a percentage; a cosine threshold is not a probability: a plain number."""
+    """Thresholds as plain numbers: a cosine and the pair head's raw score are not probabilities ("20.4 %" read
+    as one)."""
     if isinstance(v, float):
         if "threshold" in key:
-            return f"{v:.3f}" if "cos_threshold" in key else f"{100 * v:.1f} %"
+            return f"{v:.3f}"  # a cosine, or the pair head's raw score: neither is a probability
         return f"{v:,.4g}"
     if isinstance(v, int):
         return f"{v:,}"
@@ -666,7 +672,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
                         with gr.Row():
-                            prob = gr.Number(label="Same-person probability", precision=4, interactive=False,
+                            prob = gr.Number(label="Same-person probability" if app.reid and app.reid.calibration
+                                             else "Same-person score (pair head)", precision=4, interactive=False,
                                              min_width=120)
                             cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
                         gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "

@@ -337,7 +337,8 @@ def test_model_tab_says_what_the_weights_were_adapted_to(tmp_path: Path, setting
 
 
 def test_model_tab_shows_a_cosine_threshold_as_a_cosine(tmp_path: Path, settings: app.Settings) -> None:
-    """A probability threshold is a percentage; a cosine threshold is a plain number (it showed "20.4 %")."""
+    """Thresholds are plain numbers: a cosine and the pair head's raw score are not probabilities (it showed
+    "20.4 %")."""
     import json
     import shutil
 
@@ -348,4 +349,4 @@ def test_model_tab_shows_a_cosine_threshold_as_a_cosine(tmp_path: Path, settings
     weights.with_suffix(".json").write_text(json.dumps(cfg))
     text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
     assert "- **Cosine threshold**: 0.204\n" in text
-    assert f"- **Same-person threshold (probability)**: {100 * PAIR_THRESHOLD:.1f} %" in text
+    assert f"- **Same-person threshold (pair head score)**: {PAIR_THRESHOLD:.3f}\n" in text
