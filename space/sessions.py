@@ -66,12 +66,23 @@ class Sessions:
         with self._lock:
             self._sweep()
             entry = self._open.get(key)
-            if entry is None and (create or self.shared or self._file(key).exists()):  # a file: kept by a restart
-                entry = self._create(key, client)
+            existed = self._file(key).exists()  # a file with no entry: kept by a restart
+            opening = entry is None and (create or self.shared or existed)
             if entry is not None:
-                entry.busy += 1
-                entry.used = self.clock()
-                self._open.move_to_end(key)
+                self._hold(key, entry)
+        if opening:  # outside the lock every session needs: opening may re-embed a whole gallery for new weights
+            gallery = self.open_gallery(self._file(key))
+            with self._lock:
+                entry = self._open.get(key)
+                if entry is None:
+                    try:
+                        entry = self._admit(key, client, gallery)
+                    except GalleryError:
+                        gallery.close() if existed else gallery.delete()
+                        raise
+                else:
+                    gallery.close()  # another request opened it meanwhile: use theirs
+                self._hold(key, entry)
         try:
             yield None if entry is None else entry.gallery
         finally:
@@ -89,8 +100,13 @@ class Sessions:
         with self._lock:
             return self._gone.pop(self.key(session), "")
 
-    def _create(self, key: str, client: str) -> Entry:
-        """A new gallery (or one a restart left); past a bound, the least recently used idle one goes (this
+    def _hold(self, key: str, entry: Entry) -> None:
+        entry.busy += 1
+        entry.used = self.clock()
+        self._open.move_to_end(key)
+
+    def _admit(self, key: str, client: str, gallery: Gallery) -> Entry:
+        """A newly opened gallery takes its place; past a bound, the least recently used idle one goes (this
         client's own first)."""
         if not self.shared:
             mine = [k for k, e in self._open.items() if e.client == client]
@@ -101,7 +117,7 @@ class Sessions:
                 self._evict(self._idle(list(self._open)), f"the server keeps {self.limits.max_sessions} private "
                                                           "galleries and yours was the least recently used")
         self._gone.pop(key, None)
-        entry = Entry(self.open_gallery(self._file(key)), client, self.clock())
+        entry = Entry(gallery, client, self.clock())
         self._open[key] = entry
         return entry
 

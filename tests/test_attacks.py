@@ -286,3 +286,27 @@ def test_a_remote_client_cannot_choose_the_local_session(running: tuple[str, app
     remote.session_hash = "local"
     items, table, summary = remote.predict(handle_file(people(workdir)[0]), 5, api_name="/search")
     assert items == [] and table["data"] in ([], [[None] * 4], [["", "", "", ""]]) and "gallery is empty" in summary
+
+
+def test_opening_a_gallery_does_not_hold_every_session(tmp_path: Path) -> None:
+    """Opening may re-embed a whole gallery for new weights: other sessions go on meanwhile (Galleries.get did it
+    under the lock every session needs)."""
+    slow, opened = threading.Event(), []
+    sessions = Sessions(tmp_path, lambda path: fake_gallery(8)(path), ServerLimits())
+    slow_file = sessions._file(sessions.key("s-slow"))
+
+    def open_gallery(path: Path) -> Gallery:
+        opened.append(path)
+        if path == slow_file:
+            slow.wait(10)  # a long re-embedding
+        return fake_gallery(8)(path)
+
+    sessions.open_gallery = open_gallery
+    first = threading.Thread(target=lambda: sessions.use("s-slow", create=True).__enter__())
+    first.start()
+    while not opened:
+        time.sleep(0.01)
+    with sessions.use("s-fast", create=True) as g:  # served while the first is still opening
+        assert g is not None and first.is_alive()
+    slow.set()
+    first.join()
