@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reid_core import ReID, resolve_weights
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from reid_core import ReID, resolve_weights  # noqa: E402
 
 
 def main() -> None:

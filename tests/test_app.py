@@ -63,7 +63,8 @@ def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
     expected = reid.compare(a, b)  # the app returns the library's numbers, rounded to 4 places
     assert p_diff == pytest.approx(expected.probability, abs=1e-3)
     assert cos_diff == pytest.approx(expected.cosine, abs=1e-3)
-    assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.1%}" in verdict_self
+    assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.3f}" in verdict_self
+    assert "a score, not a probability" in verdict_self  # these weights record no calibration
     assert verdict_diff.startswith("Same person" if p_diff >= PAIR_THRESHOLD else "Different people")
     w, h = DISPLAY_SIZE
     assert Image.open(parts).size[0] == 2 * w + BARS_WIDTH + 12  # both crops, the stripe bars between them

@@ -177,7 +177,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(page.locator("#img-b img")).to_be_visible()
     page.locator("#compare-btn").click()
     verdict = page.locator("#verdict textarea")
-    expect(verdict).to_have_value(re.compile(r"^(Same person|Different people): probability \d+\.\d% [≥<] "))
+    expect(verdict).to_have_value(re.compile(r"^(Same person|Different people): pair score \d\.\d{3} [≥<] threshold "))
     text = verdict.input_value()
     prob, threshold = (float(x) for x in re.findall(r"(\d+\.\d)%", text))
     assert text.startswith("Same person") == (prob >= threshold)
@@ -287,7 +287,7 @@ def test_model_tab(page: sync_api.Page) -> None:
     open_tab(page, "Model", "#model-info")
     info = page.locator("#model-info")
     expect(info).to_contain_text("Backbone")
-    expect(info).to_contain_text("Same-person threshold (probability)")
+    expect(info).to_contain_text("Same-person threshold (pair head score)")
     text = info.inner_text()
     assert "train_command" not in text and "mAP_official" not in text and "/" not in text.split("Weights")[1][:40]
     expect(page.locator("#model-roc .js-plotly-plot")).to_be_visible()
