@@ -179,7 +179,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     verdict = page.locator("#verdict textarea")
     expect(verdict).to_have_value(re.compile(r"^(Same person|Different people): pair score \d\.\d{3} [≥<] threshold "))
     text = verdict.input_value()
-    prob, threshold = (float(x) for x in re.findall(r"(\d+\.\d)%", text))
+    prob, threshold = (float(x) for x in re.findall(r"(\d\.\d{3})", text)[:2])
     assert text.startswith("Same person") == (prob >= threshold)
     expect(page.locator("#parts img")).to_be_visible()
     gap = box(page, "#verdict")["y"] - (box(page, "#compare-btn")["y"] + box(page, "#compare-btn")["height"])
