@@ -207,7 +207,7 @@ def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str |
     weights, or a re-id model to fine-tune)."""
     if pretrained and not init_weights:
         init_weights = offline_imagenet_file(cfg.backbone)
-        pretrained = not init_weights
+    pretrained = pretrained and not init_weights  # a local file is the start: the hub is never asked
     cached = cached_hub_file(cfg.backbone) if pretrained else None
     if pretrained and not cached and (why := hub_unreachable()):
         raise WeightsError(f"ImageNet weights for {cfg.backbone} come from the Hugging Face hub, but {why}; pass "

@@ -26,6 +26,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from . import distributed, losses
 from .datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
+from .device_crops import DeviceBatches, DeviceCrops, decode_all
 from .distributed import RankShare, World, gather_cat, gather_rows
 from .embed import TorchEmbedder
 from .evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
@@ -65,6 +66,8 @@ class TrainConfig(Architecture):
     max_images: int = setting(0, "train on at most this many images (0: all)", "data")
     erasing: float = setting(0.5, "random-erasing probability", "data")
     workers: int = setting(2, "data-loader processes", "data")
+    device_crops: bool = setting(False, "decode the training crops once to uint8 on the device and augment them there "
+                                 "(a GPU run: the CPU loader bounds it otherwise; BENCHMARKS.md section 8)", "data")
     pretrained: bool = setting(True, "start from timm's ImageNet weights (needs the HF hub; --init-weights names local "
                                "ones); off: random weights", "model")
     init_weights: str = setting("", "local ImageNet weights for the backbone (.safetensors, or a plain tensor .pth), "
@@ -306,6 +309,12 @@ class Trainer:
         else:
             self.pk = PKSampler([r.pid for r in self.train_records], cfg.p, cfg.k, cfg.seed)
         self.pk_loader: DataLoader | None = None
+        self.crops: DeviceCrops | None = None
+        if cfg.device_crops:
+            if cfg.loss == "bce":
+                raise ValueError("--device-crops takes PK batches (--loss metric)")
+            self.crops = DeviceCrops(decode_all(self.train_records, (cfg.height, cfg.width), cfg.workers),
+                                     self.device, mcfg.mean, cfg.erasing)
         self.start_epoch, self.step = 0, 0
         self.run_dir = cfg.run_dir
         self.ckpt = self.run_dir / "last.safetensors"
@@ -331,9 +340,13 @@ class Trainer:
         feats = extract(self.embedder, records[w.rank::w.size], threads=threads, desc=desc, progress=w.main)
         return gather_rows(feats, w)
 
-    def _epoch_batches(self, epoch: int) -> DataLoader:
+    def _epoch_batches(self, epoch: int) -> DataLoader | DeviceBatches:
         """This rank's share of the epoch's global batches; sample seeds depend on (seed, epoch, position)."""
         cfg = self.cfg
+        if self.crops is not None:
+            self.pk.set_epoch(epoch)
+            share = RankShare(self.pk, self.world, seed=self._epoch_seed(epoch))
+            return DeviceBatches(self.crops, share, [r.pid for r in self.train_records])
         if cfg.loss == "bce":
             if cfg.hard_negatives > 0 and epoch > 0:
                 self.pair_sampler.set_neighbours(nearest_neighbours(self._extract(self.train_records, "mine")))
