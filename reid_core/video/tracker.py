@@ -23,24 +23,30 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..settings import setting
+
 _DIM = 8  # x1, y1, x2, y2, vx1, vy1, vx2, vy2
 _F = np.eye(_DIM) + np.eye(_DIM, k=4)  # one frame of constant velocity
 _H = np.eye(4, _DIM)  # we observe the corners
 _R = np.eye(4) * 0.1  # ByteTrack's tuning in that library: measurement noise 0.1, process noise 0.01, P0 = I
 _Q = np.eye(_DIM) * 0.01
 _EYE = np.eye(_DIM)
+TRACKING = "tracking (ByteTrack)"
 
 
 @dataclass(frozen=True)
 class ByteTrackConfig:
-    """The association's settings; the defaults are the reference library's."""
+    """The association's settings (each field carries its flag's help: cli.setting_flags); the defaults are the
+    reference library's."""
 
-    lost_track_buffer: int = 30  # frames at 30 fps a lost track is kept for (scaled by frame_rate)
-    frame_rate: float = 30.0  # the video's: pass VideoInfo.fps
-    track_activation_threshold: float = 0.7  # least score of a detection that starts a track
-    minimum_consecutive_frames: int = 2  # matched frames in a row before a track gets an id
-    minimum_iou_threshold: float = 0.1  # least IoU of a match
-    high_conf_det_threshold: float = 0.6  # scores at or above it match first; the rest only rescue tracks
+    lost_track_buffer: int = setting(30, "frames (at 30 fps; scaled by the frame rate) a lost track is kept for",
+                                     TRACKING)
+    frame_rate: float = setting(30.0, "the video's frames per second (pass VideoInfo.fps)", TRACKING)
+    track_activation_threshold: float = setting(0.7, "least score of a detection that starts a track", TRACKING)
+    minimum_consecutive_frames: int = setting(2, "frames in a row a track is matched before it gets an id", TRACKING)
+    minimum_iou_threshold: float = setting(0.1, "least IoU of a track and a detection that match", TRACKING)
+    high_conf_det_threshold: float = setting(0.6, "detections scoring at least this match first; the rest only "
+                                                  "keep tracks alive", TRACKING)
 
     def __post_init__(self) -> None:
         if not isinstance(self.lost_track_buffer, int) or self.lost_track_buffer < 0:
