@@ -29,14 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from reid_core.video.motchallenge import (  # noqa: E402
-    MOTScores,
-    detections_by_frame,
-    mot_scores,
-    read_mot,
-    track_rows,
-    write_mot,
-)
+from reid_core.video.motchallenge import MOTScores, detections_by_frame, mot_scores, read_mot, track_rows, write_mot  # noqa: E402
 from reid_core.video.tracker import ByteTrackConfig, ByteTracker  # noqa: E402
 
 SEQUENCES = ("TUD-Campus", "TUD-Stadtmitte")

@@ -7,14 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_core.video.motchallenge import (
-    MOTScores,
-    detections_by_frame,
-    mot_scores,
-    read_mot,
-    track_rows,
-    write_mot,
-)
+from reid_core.video.motchallenge import MOTScores, detections_by_frame, mot_scores, read_mot, track_rows, write_mot
 from reid_core.video.tracker import ByteTrackConfig, ByteTracker
 
 mm = pytest.importorskip("motmetrics")
