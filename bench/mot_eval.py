@@ -66,6 +66,20 @@ def detect(video: Path, spec: str | None) -> tuple[list[np.ndarray], dict]:
                  "detect_ms": round(float(np.median(detect_ms)), 1)}
 
 
+def decode_speed(video: Path) -> dict:
+    """Median milliseconds to decode one frame to RGB (reid_core.video.frames: OpenCV's FFmpeg)."""
+    from reid_core.video.frames import probe, read_frames
+
+    info, ms = probe(video), []
+    t0 = time.perf_counter()
+    for _ in read_frames(video):
+        t1 = time.perf_counter()
+        ms.append((t1 - t0) * 1000)
+        t0 = t1
+    return {"video": video.name, "size": f"{info.width}x{info.height}", "frames": len(ms),
+            "decode_ms": round(float(np.median(ms)), 2), "decode_fps": round(1000 / float(np.median(ms)))}
+
+
 def row(seq: str, mode: str, s: MOTScores, extra: dict) -> dict:
     keep = ("mota", "idf1", "precision", "recall", "id_switches", "false_positives", "misses", "gt_ids",
             "mostly_tracked", "mostly_lost")
@@ -105,8 +119,9 @@ def main() -> None:
     if args.detector is not None and importlib.util.find_spec("reid_core.video.detector") is None:
         print("detector: skipped (reid_core.video.detector is not in this checkout yet)", file=sys.stderr)
         args.detector = None
-    results = []
+    results, decoding = [], []
     for seq in SEQUENCES:
+        decoding.append(decode_speed(args.mot / seq / f"{seq}.mp4"))
         gt = read_mot(args.mot / seq / "gt" / "gt.txt", min_conf=1)
         n = int(gt[:, 0].max())
         fps = float(next(line.split("=")[1] for line in (args.mot / seq / "seqinfo.ini").read_text().splitlines()
@@ -122,7 +137,7 @@ def main() -> None:
                 args.out.mkdir(parents=True, exist_ok=True)
                 write_mot(args.out / f"{seq}_{mode.replace('+', '_')}.txt", hyp)
             results.append(row(seq, mode, mot_scores(gt, hyp), {"track_ms": round(ms, 3), **extra}))
-    print(json.dumps(results, indent=1))
+    print(json.dumps({"tracking": results, "decoding": decoding}, indent=1))
 
 
 def _noisy(seq: str) -> np.ndarray:
