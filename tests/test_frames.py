@@ -112,6 +112,7 @@ def one_line(err: pytest.ExceptionInfo, name: str) -> str:
 def test_bad_files_are_one_line_naming_the_file(tmp_path: Path) -> None:
     good = make_video(tmp_path / "good.mp4", n=20).read_bytes()
     avi = make_video(tmp_path / "good.avi", n=20, fourcc="MJPG").read_bytes()
+    mkv = make_video(tmp_path / "good.mkv", n=20, fourcc="MJPG").read_bytes()
     text = tmp_path / "notes.mp4"
     text.write_text("this is a text file renamed to .mp4\n" * 20)
     cases = {
@@ -119,6 +120,7 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path: Path) -> None:
         "cut.mp4": (good[: len(good) * 7 // 10], "truncated"),
         "cut_end.mp4": (good[:-40], "truncated"),
         "cut.avi": (avi[: len(avi) * 9 // 10], "truncated"),
+        "cut.mkv": (mkv[: len(mkv) * 9 // 10], "truncated or damaged (its last frame, 20, does not decode)"),
         "empty.mp4": (b"", "empty file"),
         "picture.mp4": (b"\xff\xd8\xff\xe0" + bytes(200), "not a video (a JPEG image)"),
         "codec.avi": (avi.replace(b"MJPG", b"ZZZZ"), "codec 'ZZZZ' is not supported"),
