@@ -142,8 +142,8 @@ class ByteTracker:
         predicted = self._x[:, :4].copy()
 
         scores = dets[:, 4]
-        high, low = np.flatnonzero(scores >= cfg.high_conf_det_threshold), np.flatnonzero(
-            scores < cfg.high_conf_det_threshold)
+        is_high = scores >= cfg.high_conf_det_threshold
+        high, low = np.flatnonzero(is_high), np.flatnonzero(~is_high)
         matches: list[tuple[int, int]] = []  # (track row, detection row)
         pairs, free_tracks, free_high = _match(box_iou(predicted, dets[high, :4]), cfg.minimum_iou_threshold)
         matches += [(t, int(high[d])) for t, d in pairs]
@@ -174,10 +174,11 @@ class ByteTracker:
             det_of = np.concatenate([det_of, np.full(n, -1)])
 
         out = self._report(dets, det_of)
-        keep = (self._lost <= cfg.max_frames_lost) & ((self._id != -1) | (self._run >= cfg.minimum_consecutive_frames)
-                                                       | (self._lost == 0))
-        self._x, self._p, self._id, self._run, self._lost = (a[keep] for a in (self._x, self._p, self._id, self._run,
-                                                                                self._lost))
+        # kept: within the buffer, and confirmed, or matched enough frames in a row, or matched in this frame
+        mature = (self._id != -1) | (self._run >= cfg.minimum_consecutive_frames)
+        keep = (self._lost <= cfg.max_frames_lost) & (mature | (self._lost == 0))
+        state = (self._x, self._p, self._id, self._run, self._lost)
+        self._x, self._p, self._id, self._run, self._lost = (a[keep] for a in state)
         return out
 
     def confirmed(self) -> np.ndarray:
