@@ -44,6 +44,31 @@ def test_every_module_is_in_the_table_and_imports_only_lower_layers() -> None:
         assert all(table[dep][0] < layer for dep in got), (name, [(d, table[d][0]) for d in got])
 
 
+def test_the_video_package_follows_its_table() -> None:
+    """reid_core/video/: every module in DESIGN.md's second table, importing only lower rows (siblings as
+    `video.x`, reid_core modules by name), and its __init__ imports nothing (the package stays light)."""
+    rows = re.findall(r"^\| (\d) \| `video\.(\w+)` \|[^|]*\|([^|]*)\|$", (ROOT / "DESIGN.md").read_text(), re.M)
+    table = {name: (int(layer), {m.strip() for m in deps.split(",") if m.strip()}) for layer, name, deps in rows}
+    video = PACKAGE / "video"
+    assert {p.stem for p in video.glob("*.py")} - {"__init__"} == set(table)
+    layers = {f"video.{name}": layer for name, (layer, _) in table.items()} | {
+        name: -1 for name in design_table()}  # a reid_core module sits below the whole subpackage
+    for name, (layer, allowed) in sorted(table.items()):
+        got = set()
+        for node in ast.walk(ast.parse((video / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                got |= {f"video.{node.module}"} if node.module else {f"video.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 2:
+                got |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reid_core."):
+                parts = node.module.split(".")
+                got.add(".".join(parts[1:3]) if parts[1] == "video" else parts[1])
+        assert got == allowed, (name, "imports", sorted(got), "DESIGN.md says", sorted(allowed))
+        assert all(layers[dep] < layer for dep in got), (name, got)
+    assert not [n for n in ast.walk(ast.parse((video / "__init__.py").read_text()))
+                if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
 def test_app_train_and_space_stand_on_the_public_api() -> None:
     scripts = [("app.py", {"reid_core", "reid_core.plots"}), ("train.py", {"reid_core"})]
     scripts += [(f"space/{p.name}", {"reid_core"}) for p in sorted((ROOT / "space").glob("*.py"))]
