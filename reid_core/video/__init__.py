@@ -1,0 +1,1 @@
+"""Footage: decode, detect, track, tracklets, people (see DESIGN.md)."""
