@@ -15,8 +15,8 @@ track and embedded once, when the video is done (a few per person, not every box
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..images import ImageLike
+from ..ingest import Turn
 from .detector import Detector, load_detector
 from .frames import VideoLimits, probe, read_frames
 from .store import Person, TrackletGallery, TrackletMatch, file_digest
@@ -73,9 +74,10 @@ def camera_name(path: str | Path) -> str:
 
 
 def track_video(src: str | Path, camera: str, detector: Detector, cfg: FootageConfig,
-                limits: VideoLimits | None = None, progress: Progress | None = None,
+                limits: VideoLimits | None = None, progress: Progress | None = None, turn: Turn = nullcontext,
                 ) -> tuple[list[Tracklet], int, int, dict[str, float]]:
-    """One video's tracklets (not yet embedded), its frame count, the number of tracks, seconds per stage."""
+    """One video's tracklets (not yet embedded), its frame count, the number of tracks, seconds per stage.
+    `turn()`: held around each frame's detection (a server's fair lane: other visitors' work goes between)."""
     info = probe(src, limits)
     tracker = ByteTracker(frame_rate=max(1, round(info.fps / cfg.detect_every)))
     builder = TrackletBuilder(camera, cfg.crops, cfg.sample_every_s, cfg.min_frames)
@@ -89,7 +91,8 @@ def track_video(src: str | Path, camera: str, detector: Detector, cfg: FootageCo
         if frame.index % cfg.detect_every:
             t0 = time.perf_counter()
             continue
-        dets = detector(frame.rgb)
+        with turn():
+            dets = detector(frame.rgb)
         t2 = time.perf_counter()
         tracks = tracker.update(dets)
         t3 = time.perf_counter()
@@ -106,13 +109,15 @@ def track_video(src: str | Path, camera: str, detector: Detector, cfg: FootageCo
 class Footage:
     """Videos -> tracklets in a gallery file -> search and people. One instance per gallery file."""
 
-    def __init__(self, reid: Any, gallery: str | Path, detector: Detector | str | None = None,
+    def __init__(self, reid: Any, gallery: TrackletGallery | str | Path, detector: Detector | str | None = None,
                  cfg: FootageConfig | None = None, limits: VideoLimits | None = None, **gallery_kw: Any):
-        """`reid`: a ReID (its embed and embedding_id); `detector`: a Detector, an ONNX file, or None for the
-        offline default (video.detector.load_detector); `gallery_kw`: Gallery's (limits, ...)."""
+        """`reid`: a ReID (its embed and embedding_id); `gallery`: an open TrackletGallery or its file;
+        `detector`: a Detector, an ONNX file, or None for the offline default (video.detector.load_detector);
+        `gallery_kw`: Gallery's (limits, ...)."""
         self.reid, self.cfg, self.limits = reid, cfg or FootageConfig(), limits
         self._detector = detector
-        self.gallery = TrackletGallery(gallery, reid.embed, reid.embedding_id, **gallery_kw)
+        self.gallery = gallery if isinstance(gallery, TrackletGallery) else \
+            TrackletGallery(gallery, reid.embed, reid.embedding_id, **gallery_kw)
 
     @property
     def detector(self) -> Detector:
@@ -121,7 +126,7 @@ class Footage:
         return self._detector
 
     def index(self, videos: Sequence[str | Path], cameras: Sequence[str] | None = None,
-              progress: Progress | None = None) -> list[IndexReport]:
+              progress: Progress | None = None, turn: Turn = nullcontext) -> list[IndexReport]:
         """Index each video as a camera (default names: camera_name); each video is checked (probe) before any
         is decoded, and stored in its own transaction."""
         cameras = list(cameras) if cameras else [camera_name(v) for v in videos]
@@ -130,11 +135,13 @@ class Footage:
         infos = [probe(v, self.limits) for v in videos]  # every refusal before any work
         reports = []
         for v, cam, info in zip(videos, cameras, infos, strict=True):
-            tracklets, frames, tracks, spent = track_video(v, cam, self.detector, self.cfg, self.limits, progress)
+            tracklets, frames, tracks, spent = track_video(v, cam, self.detector, self.cfg, self.limits, progress,
+                                                           turn)
             if progress:
                 progress("embed", 0, len(tracklets))
             t0 = time.perf_counter()
-            embed_tracklets(tracklets, self.reid.embed)
+            with turn():
+                embed_tracklets(tracklets, self.gallery.embed)
             tracklets = join_fragments(tracklets, self.cfg.join_threshold, self.cfg.crops)
             spent["embed"] = time.perf_counter() - t0
             if progress:
@@ -146,7 +153,7 @@ class Footage:
 
     def search(self, crop: ImageLike, k: int = 10, pictures: int = 0) -> list[TrackletMatch]:
         """Where and when the person in `crop` appears: the k most alike tracklets."""
-        return self.gallery.search_tracklets(self.reid.embed(crop)[0], k, pictures)
+        return self.gallery.search_tracklets(self.gallery.embed([crop])[0], k, pictures)
 
     def search_embedding(self, embedding: np.ndarray, k: int = 10, pictures: int = 0) -> list[TrackletMatch]:
         return self.gallery.search_tracklets(embedding, k, pictures)
