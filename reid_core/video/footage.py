@@ -28,7 +28,7 @@ from ..ingest import Turn
 from .detector import Detector, load_detector
 from .frames import VideoLimits, probe, read_frames
 from .store import Person, TrackletGallery, TrackletMatch, file_digest
-from .tracker import ByteTracker
+from .tracker import ByteTrackConfig, ByteTracker
 from .tracklets import Tracklet, TrackletBuilder, embed_tracklets, join_fragments
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -79,7 +79,7 @@ def track_video(src: str | Path, camera: str, detector: Detector, cfg: FootageCo
     """One video's tracklets (not yet embedded), its frame count, the number of tracks, seconds per stage.
     `turn()`: held around each frame's detection (a server's fair lane: other visitors' work goes between)."""
     info = probe(src, limits)
-    tracker = ByteTracker(frame_rate=max(1, round(info.fps / cfg.detect_every)))
+    tracker = ByteTracker(ByteTrackConfig(frame_rate=info.fps / cfg.detect_every))
     builder = TrackletBuilder(camera, cfg.crops, cfg.sample_every_s, cfg.min_frames)
     spent = {"decode": 0.0, "detect": 0.0, "track": 0.0, "crops": 0.0}
     n = 0
