@@ -489,6 +489,20 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
         group.add_argument(*(flags or (f"--{dashed}",)), dest=f.name, **given, **extra, **meta)
 
 
+def video_args(p: argparse.ArgumentParser) -> None:
+    from .video.commands import add_args
+
+    add_args(p, model_flags)
+
+
+@verb("footage: index videos (each one a camera) into a gallery, search them with a crop, people across cameras",
+      video_args)
+def cmd_video(args: argparse.Namespace) -> int:
+    from .video.commands import run
+
+    return run(args, load)
+
+
 def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = True) -> None:
     from .engines import ENGINE_HELP, ENGINES
     from .model import WEIGHTS_HELP

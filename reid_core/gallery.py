@@ -329,9 +329,11 @@ class Gallery:
                          [(i, n, *_ids(n), pic, path, e.tobytes())
                           for (i, n, pic, path), e in zip(rows, emb, strict=True)])
 
-    def _commit_staged(self, conn: sqlite3.Connection) -> int:
+    def _commit_staged(self, conn: sqlite3.Connection,
+                       also: Callable[[sqlite3.Connection], None] | None = None) -> int:
         """The staged rows into the gallery in one write transaction: the only time an add holds the lock.
-        Rows another writer added meanwhile are left out, and at most the room left is taken."""
+        Rows another writer added meanwhile are left out, and at most the room left is taken. `also(conn)` runs
+        in the same transaction after the insert (a tracklet's own row beside its image row)."""
         staged = conn.execute("SELECT embedding FROM temp.staged LIMIT 1").fetchone()
         if staged is None:
             return 0
@@ -346,6 +348,8 @@ class Gallery:
             if added:
                 self._set(conn, dim=len(staged[0]) // 4)
                 self._bump(conn)
+            if also is not None:
+                also(conn)
         conn.execute("DELETE FROM temp.staged")
         return added
 

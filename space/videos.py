@@ -1,0 +1,172 @@
+"""The Videos tab: a visitor's short clips (each one a camera) -> people found in them -> where else each appears.
+
+Each visitor's tracklets live in a private gallery file of their own (the Sessions rules: created on the first
+add, bounded per address and in total, deleted when idle). A clip is checked from its header against the
+server's VideoLimits before anything is decoded; every frame's detection and the embedding of a clip's crops
+take turns in the fair lane, so one visitor's minute of footage never holds the model for the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from reid_core import ImageError, ServerLimits
+from reid_core.video.detector import Detector, load_detector
+from reid_core.video.footage import Footage, FootageConfig
+from reid_core.video.frames import VideoError, VideoLimits, probe
+from reid_core.video.store import Person, TrackletGallery, TrackletMatch
+
+from .params import ParamError, text
+from .requests import client_of, session_key, uploads, user_error
+from .sessions import Sessions
+
+MAX_VIDEOS = 4  # clips per request
+APP_VIDEO_LIMITS = VideoLimits(max_bytes=50 * 2**20, max_seconds=60.0, max_pixels_per_frame=1280 * 720, max_fps=30.0,
+                               max_frames=1800)
+STAGES = {"detect and track": "Finding and following people", "embed": "Describing each person"}
+
+
+def camera_of(name: str) -> str:
+    """A camera's name from the visitor's file name: its stem, shortened (shown as text, never markup)."""
+    return (Path(name).stem or "camera")[:40]
+
+
+def span(t: TrackletMatch) -> str:
+    return f"{t.start_s:.1f}–{t.end_s:.1f} s"
+
+
+class Videos:
+    """The tab's handlers (layout: build_videos_tab)."""
+
+    def __init__(self, host: Any, folder: Path, server: ServerLimits, limits: VideoLimits = APP_VIDEO_LIMITS):
+        """`host`: the app (require_model(), work(request), picture_file, settings)."""
+        self.host, self.limits = host, limits
+        reid = host.reid
+        self.sessions = None if reid is None else Sessions(
+            folder, lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, host.settings.limits), server)
+        self._detector: Detector | None = None
+        self._detector_lock = threading.Lock()
+
+    def detector(self) -> Detector:
+        """The offline detector, loaded once for every visitor (its ONNX export is made on first use)."""
+        with self._detector_lock:
+            if self._detector is None:
+                self._detector = load_detector(None)
+            return self._detector
+
+    def _use(self, request: gr.Request | None, create: bool = False) -> Any:
+        return self.sessions.use(session_key(request), client_of(request, self.host.settings.behind_proxy), create)
+
+    def find_people(self, files: Any, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
+                    ) -> tuple[list[tuple[str, str]], str, list[int]]:
+        """Index the clips, then group everything this visitor indexed into people: (tiles, summary, labels)."""
+        reid = self.host.require_model()
+        try:
+            got = uploads(files, MAX_VIDEOS)
+        except ParamError as e:
+            raise user_error(str(e)) from e
+        if not got:
+            raise user_error(f"Choose one to {MAX_VIDEOS} short videos (each one a camera).")
+        for path, name in got:  # every clip checked from its header before any is decoded
+            try:
+                probe(path, self.limits, name=name)
+            except VideoError as e:
+                raise user_error(str(e)) from e
+        try:
+            self.sessions.make_room_on_disk(session_key(request))
+        except ValueError as e:
+            raise user_error(str(e)) from e
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress((done, max(total, 1)), desc=STAGES.get(stage, stage), unit="frames" if "track" in stage else "")
+
+        with self.host.work(request) as turn, self._use(request, create=True) as gallery:
+            footage = Footage(reid, gallery, self.detector(), FootageConfig(), self.limits)
+            try:
+                reports = footage.index([p for p, _ in got], [camera_of(n) for _, n in got], report, turn)
+            except (VideoError, ImageError) as e:
+                raise user_error(str(e)) from e
+            people = footage.people()
+            tiles = self._tiles(people, gallery)
+        lines = [f"**{text(r.camera)}**: {r.frames} frames, {r.tracklets} people tracked" for r in reports]
+        return tiles, self._summary(people, lines), [p.label for p in people]
+
+    def _summary(self, people: list[Person], lines: list[str]) -> str:
+        many = sum(len(p.cameras) > 1 for p in people)
+        head = (f"**{len(people)}** people found, **{many}** of them in more than one camera. Click a person to see "
+                "where else they appear." if people else "Nobody was found in these videos.")
+        return "\n\n".join([head, *lines])
+
+    def _tiles(self, people: list[Person], gallery: TrackletGallery) -> list[tuple[str, str]]:
+        """One tile per person: the thumbnail of their longest tracklet, their cameras and its time."""
+        out = []
+        for p in people:
+            best = max(p.tracklets, key=lambda t: t.end_s - t.start_s)
+            cams = ", ".join(p.cameras)
+            out.append((self.host.picture_file(gallery.picture(best.id)), f"P{p.label} · {cams} · {span(best)}"))
+        return out
+
+    def person(self, labels: Any, evt: gr.SelectData, request: gr.Request | None = None,
+               ) -> tuple[list[tuple[str, str]], str]:
+        """Where else the clicked person appears: each of their tracklets, camera and time."""
+        try:
+            if not isinstance(labels, list) or not all(isinstance(x, int) for x in labels):
+                raise ParamError("no people listed: find people in your videos first")
+            index = evt.index if isinstance(evt.index, int) else -1
+            if not 0 <= index < len(labels):
+                raise ParamError("that person is no longer listed: find people again")
+        except ParamError as e:
+            raise user_error(str(e)) from e
+        with self.host.work(request) as turn, self._use(request) as gallery, turn():
+            if gallery is None:
+                return [], "Your videos were removed (idle or for room): add them again."
+            mine = [t for t in gallery.tracklets() if t.person == labels[index]]
+            tiles = [(self.host.picture_file(gallery.picture(t.id)), f"{t.camera} · {span(t)}") for t in mine]
+        where = "; ".join(f"{text(t.camera)} {span(t)}" for t in mine)
+        return tiles, f"**P{labels[index]}** appears {len(mine)} time(s): {where}" if mine else "Nobody."
+
+    def search(self, crop: Any, request: gr.Request | None = None) -> tuple[list[tuple[str, str]], str]:
+        """The visitor's tracklets most like a crop of a person."""
+        self.host.require_model()
+        with self.host.work(request) as turn, self._use(request) as gallery:
+            if gallery is None or not gallery.tracklet_count():
+                return [], "No videos indexed yet: add some first."
+            img, _ = self.host.image(crop, "a crop of the person to look for")
+            with turn():
+                hits = gallery.search_tracklets(gallery.embed([img])[0], k=10, pictures=10)
+        tiles = [(self.host.picture_file(h.thumbnail), f"#{k} {h.score:.3f} · {h.camera} · {span(h)}")
+                 for k, h in enumerate(hits, start=1)]
+        return tiles, (f"Best match: **{text(hits[0].camera)}** at {span(hits[0])} (cosine {hits[0].score:.3f})"
+                       if hits else "No tracklets.")
+
+
+def build_videos_tab(videos: Videos, model: dict[str, Any]) -> None:
+    """The tab's layout, inside the app's gr.Tabs."""
+    with gr.Tab("Videos"):
+        gr.Markdown(f"Upload up to {MAX_VIDEOS} short clips, each one a camera (at most "
+                    f"{videos.limits.max_seconds:.0f} s, {videos.limits.max_bytes // 2**20} MB, 720p). People are "
+                    "detected, tracked and matched across the clips; your videos stay private to this session.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                clips = gr.File(label="Videos (.mp4, .avi, .mov, .mkv, .webm)", file_count="multiple",
+                                elem_id="video-files", height=160)
+                find_btn = gr.Button("Find people", variant="primary", elem_id="find-people-btn")
+                crop = gr.Image(label="Look for a person (a crop)", type="filepath", image_mode=None, height=220,
+                                elem_id="video-query", min_width=140)
+                look_btn = gr.Button("Search the videos", elem_id="video-search-btn")
+            with gr.Column(scale=2, min_width=280):
+                summary = gr.Markdown(elem_id="video-summary")
+                people = gr.Gallery(label="People", columns=6, height="auto", object_fit="contain",
+                                    elem_id="video-people", buttons=[])
+                where = gr.Markdown(elem_id="video-where")
+                seen = gr.Gallery(label="Where this person appears", columns=6, height="auto", object_fit="contain",
+                                  elem_id="video-seen", buttons=[])
+        labels = gr.State([])
+        find_btn.click(videos.find_people, clips, [people, summary, labels], api_name="find_people",
+                       preprocess=False, **model)
+        people.select(videos.person, labels, [seen, where], api_visibility="private", **model)
+        look_btn.click(videos.search, crop, [seen, where], api_name="search_videos", preprocess=False, **model)
