@@ -9,9 +9,13 @@ The public API, what the app, train.py and notebooks stand on:
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
 - adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`);
-- training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`.
+- training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`;
+- footage (imported on first use, reid_core.video): `Footage`, `FootageConfig`, `IndexReport`, `TrackletGallery`,
+  `TrackletMatch`, `Person`, `Detector`, `load_detector`, `VideoError`, `VideoLimits`, `probe_video`.
 `plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
 """
+
+import importlib
 
 from .adapt import AdaptConfig, AdaptReport
 from .api import Comparison, ReID
@@ -37,6 +41,10 @@ from .pictures import framed, parts_picture
 from .screen import person_warning
 from .uploads import read_image
 
+VIDEO = {"Footage": "footage", "FootageConfig": "footage", "IndexReport": "footage", "TrackletGallery": "store",
+         "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
+         "VideoError": "frames", "VideoLimits": "frames", "probe_video": "frames"}
+
 __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
@@ -44,12 +52,16 @@ __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddRepo
            "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
            "parts_picture", "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags",
-           "verification"]
+           "verification", *VIDEO]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Trainer/TrainConfig on first use: the app and the inference API never need the training loop."""
+    """Trainer/TrainConfig and the footage pipeline (VIDEO) on first use: the app's other tabs and the inference
+    API never need the training loop, OpenCV or a detector."""
+    if name in VIDEO:
+        module = importlib.import_module(f".video.{VIDEO[name]}", __name__)
+        return getattr(module, "probe" if name == "probe_video" else name)
     if name in ("Trainer", "TrainConfig"):
         from . import trainer
 

@@ -14,11 +14,20 @@ from typing import Any
 
 import gradio as gr
 
-from reid_core import ImageError, ServerLimits
-from reid_core.video.detector import Detector, load_detector
-from reid_core.video.footage import Footage, FootageConfig
-from reid_core.video.frames import VideoError, VideoLimits, probe
-from reid_core.video.store import Person, TrackletGallery, TrackletMatch
+from reid_core import (
+    Detector,
+    Footage,
+    FootageConfig,
+    ImageError,
+    Person,
+    ServerLimits,
+    TrackletGallery,
+    TrackletMatch,
+    VideoError,
+    VideoLimits,
+    load_detector,
+    probe_video,
+)
 
 from .params import ParamError, text
 from .requests import client_of, session_key, uploads, user_error
@@ -73,7 +82,7 @@ class Videos:
             raise user_error(f"Choose one to {MAX_VIDEOS} short videos (each one a camera).")
         for path, name in got:  # every clip checked from its header before any is decoded
             try:
-                probe(path, self.limits, name=name)
+                probe_video(path, self.limits, name=name)
             except VideoError as e:
                 raise user_error(str(e)) from e
         try:

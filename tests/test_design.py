@@ -41,7 +41,8 @@ def test_every_module_is_in_the_table_and_imports_only_lower_layers() -> None:
         layer, allowed = table[name]
         got = package_imports(PACKAGE / f"{name}.py")
         assert got == allowed, (name, "imports", sorted(got), "DESIGN.md says", sorted(allowed))
-        assert all(table[dep][0] < layer for dep in got), (name, [(d, table[d][0]) for d in got])
+        # video.x: the footage subpackage, checked by its own table below (it stands on layers up to `gallery`)
+        assert all(table[dep][0] < layer for dep in got if not dep.startswith("video.")), (name, got)
 
 
 def test_the_video_package_follows_its_table() -> None:
