@@ -37,6 +37,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from reid_core import (
+    MAX_K,
     RERANK_POOL,
     WEIGHTS_HELP,
     Gallery,
@@ -80,7 +81,6 @@ EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "pe
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
 MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
-MAX_K = 50  # Search's top k: the slider's range, and what the API takes
 LOCAL = "local"  # the session of direct calls (no request): remote sessions are prefixed, so none can choose it
 
 
@@ -716,7 +716,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             undo_btn = gr.Button("Undo adaptation", elem_id="undo-adapt-btn", size="sm",
                                                  visible=not settings.shared_gallery)
                         query = image("Query", "query", 260)
-                        k = gr.Slider(1, 50, value=10, step=1, label="Top k")
+                        k = gr.Slider(1, MAX_K, value=10, step=1, label="Top k")
                         rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
                                              elem_id="rerank")
                         search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")

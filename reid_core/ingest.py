@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, PixelBudget
+from .images import ImageError, PixelBudget, skipped_line
 from .limits import Limits
 from .screen import person_warning
 from .uploads import read_image
@@ -42,7 +42,7 @@ class AddReport:
     def describe(self, most: int = 50, escape: Callable[[str], str] = str) -> str:
         """Skips and warnings as Markdown lines, at most `most` of each (for the app and the CLI); `escape`
         makes the file names in them text, not markup, where a page renders them."""
-        lines = ([f"- skipped {escape(s)}" for s in self.skipped[:most]]
+        lines = ([f"- {skipped_line(escape(s))}" for s in self.skipped[:most]]
                  + [f"- warning {escape(w)}" for w in self.warnings[:most]])
         more = len(self.skipped) + len(self.warnings) - len(lines)
         return "\n".join(lines + ([f"- … and {more} more"] if more > 0 else []))
