@@ -534,7 +534,9 @@ def data_flags(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m reid_core", description=__doc__,
+    # `reid` once the package is installed (pyproject.toml's console script), else the module
+    prog = "reid" if Path(sys.argv[0]).name == "reid" else "python -m reid_core"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (--help on each)")
     for name, v in VERBS.items():

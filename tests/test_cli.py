@@ -230,3 +230,35 @@ def test_missing_weights_are_named_as_missing(crops: tuple[Path, Path], tmp_path
     assert capsys.readouterr().err == f"error: {missing}: not found\n"
     assert cli(["calibrate", "--data", str(tmp_path), "--weights", str(missing)]) == 2
     assert capsys.readouterr().err == f"error: {missing}: not found\n"
+
+
+@pytest.mark.slow
+def test_the_package_installs_with_a_reid_command(tmp_path: Path) -> None:
+    """`pip install -e .` (README's commands) gives the console script `reid`, which runs from any folder. The
+    throwaway venv sees this interpreter's packages through a .pth, so nothing is downloaded but the build
+    backend (pip's build isolation; skipped when no index is reachable)."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    clone, venv = tmp_path / "clone", tmp_path / "venv"  # what the package is made of, as in the working tree
+    shutil.copytree(ROOT / "reid_core", clone / "reid_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.txt"):
+        shutil.copy(ROOT / name, clone / name)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e",
+                        str(clone)], capture_output=True, text=True, timeout=600)
+    if r.returncode and "setuptools" in r.stderr and "No module" in r.stderr:
+        pytest.skip("no setuptools to build with: " + r.stderr.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    reid = venv / "bin" / "reid"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([str(reid), "--help"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage: reid ") and "calibrate" in r.stdout, r.stderr
+    r = subprocess.run([str(reid), "uploads", "missing.jpg"], cwd=elsewhere, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "skipped missing.jpg: file not found" in r.stderr, r.stderr
