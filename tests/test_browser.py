@@ -287,7 +287,9 @@ def test_model_tab(page: sync_api.Page) -> None:
     open_tab(page, "Model", "#model-info")
     info = page.locator("#model-info")
     expect(info).to_contain_text("Backbone")
-    expect(info).to_contain_text("Same-person threshold (pair head score)")
+    expect(info).to_contain_text("Same-person threshold (pair score) with test-time flip")
+    expect(page.locator("#model-scores")).to_contain_text("pair score")  # one vocabulary: a score, as the verdict says
+    expect(page.locator("#model-scores")).not_to_contain_text("probability")
     text = info.inner_text()
     assert "train_command" not in text and "mAP_official" not in text and "/" not in text.split("Weights")[1][:40]
     expect(page.locator("#model-roc .js-plotly-plot")).to_be_visible()
