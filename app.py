@@ -711,10 +711,12 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
                         with gr.Row():
+                            # empty until a comparison (with no placeholder Gradio shows a 0, which reads as a result)
                             prob = gr.Number(label="Same-person probability" if app.reid and app.reid.calibration
                                              else "Same-person score (pair head)", precision=4, interactive=False,
-                                             min_width=120)
-                            cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
+                                             min_width=120, placeholder="—", elem_id="score")
+                            cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120,
+                                            placeholder="—", elem_id="cosine")
                         gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "
                                     "horizontal stripe, head to feet (cosine of the stripe's features).",
                                     elem_id="parts-help")

@@ -168,3 +168,18 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert command in readme_command_lines() and "-e ." in command
     assert any(line.endswith(".venv/bin/python app.py") and "-e ." in line for line in readme_command_lines())
+
+
+def test_readme_quotes_the_thresholds_in_use() -> None:
+    """README's cuts are the shipped weights' own: the flip ones (what the app and CLI use by default) and the plain
+    ones, each read as ReID reads them (it quoted 0.19 while the app used 0.277)."""
+    import json
+
+    from reid_core.thresholds import Thresholds
+
+    text = (ROOT / "README.md").read_text()
+    t = Thresholds.from_extra(json.loads((ROOT / "weights" / "model.json").read_text())["extra"])
+    flip_cos = t.flip_cos if t.flip_cos is not None else t.cos
+    assert (f"with test-time flip on, the default of the app and the CLI, the shipped weights' pair-score cut is "
+            f"{t.pair_for(True):.3f} (cosine {flip_cos:.3f})") in " ".join(text.split())
+    assert f"it is {t.pair_for(False):.3f} (cosine {t.cos:.3f})" in " ".join(text.split())
