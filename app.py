@@ -711,12 +711,13 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
                         with gr.Row():
-                            # empty until a comparison (with no placeholder Gradio shows a 0, which reads as a result)
-                            prob = gr.Number(label="Same-person probability" if app.reid and app.reid.calibration
-                                             else "Same-person score (pair head)", precision=4, interactive=False,
-                                             min_width=120, placeholder="—", elem_id="score")
-                            cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120,
-                                            placeholder="—", elem_id="cosine")
+                            # text fields, empty until a comparison: an empty gr.Number shows a 0, which reads as
+                            # a result (the API's /compare gives numbers, through the hidden fields below)
+                            prob = gr.Textbox(label="Same-person probability" if app.reid and app.reid.calibration
+                                              else "Same-person score (pair head)", interactive=False, max_lines=1,
+                                              min_width=120, placeholder="—", elem_id="score")
+                            cos = gr.Textbox(label="Cosine similarity", interactive=False, max_lines=1, min_width=120,
+                                             placeholder="—", elem_id="cosine")
                         gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "
                                     "horizontal stripe, head to feet (cosine of the stripe's features).",
                                     elem_id="parts-help")
@@ -730,7 +731,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 compare_btn.click(app.compare_view, [img_a, img_b, note_a, note_b], [*compare_out, note_a, note_b],
                                   api_visibility="private", **model, **raw)
                 # /compare for API clients, who get a one-line error instead of the notes (no button on the page)
-                gr.Button(visible=False).click(app.compare, [img_a, img_b], compare_out, api_name="compare",
+                api_numbers = [gr.Number(visible=False, precision=4) for _ in range(2)]
+                gr.Button(visible=False).click(app.compare, [img_a, img_b],
+                                               [api_numbers[0], verdict, api_numbers[1], parts], api_name="compare",
                                                **model, **raw)
                 for img, note in ((img_a, note_a), (img_b, note_b)):  # a new input: no verdict of the old ones
                     img.change(app.compare_input, img, [img, note, *compare_out], api_visibility="private",

@@ -172,7 +172,7 @@ def header_cells_visible(page: sync_api.Page, selector: str, headers: list[str])
 
 def empty_scores(page: sync_api.Page) -> None:
     """The score and cosine fields say nothing before a comparison (a "0" read like a result)."""
-    for field in ("#score input", "#cosine input"):
+    for field in ("#score :is(input, textarea)", "#cosine :is(input, textarea)"):
         expect(page.locator(field)).to_have_value("")
         expect(page.locator(field)).to_have_attribute("placeholder", "—")
 
@@ -186,6 +186,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     page.locator("#compare-btn").click()
     verdict = page.locator("#verdict textarea")
     expect(verdict).to_have_value(re.compile(r"^(Same person|Different people): pair score \d\.\d{3} [≥<] threshold "))
+    expect(page.locator("#score :is(input, textarea)")).to_have_value(re.compile(r"^\d\.\d+$"))
     text = verdict.input_value()
     prob, threshold = (float(x) for x in re.findall(r"(\d\.\d{3})", text)[:2])
     assert text.startswith("Same person") == (prob >= threshold)

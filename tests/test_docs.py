@@ -183,3 +183,14 @@ def test_readme_quotes_the_thresholds_in_use() -> None:
     assert (f"with test-time flip on, the default of the app and the CLI, the shipped weights' pair-score cut is "
             f"{t.pair_for(True):.3f} (cosine {flip_cos:.3f})") in " ".join(text.split())
     assert f"it is {t.pair_for(False):.3f} (cosine {t.cos:.3f})" in " ".join(text.split())
+
+
+def test_readme_adaptation_time_names_machine_and_load() -> None:
+    """The adaptation time README quotes is BENCHMARKS' (§14.1, the default 4 rounds), with the machine and its
+    load beside it, and README says what a run prints after each round."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bench = (ROOT / "BENCHMARKS.md").read_text()
+    minutes = re.search(r"\*\*self-train round 4 \(camera-aware, the default\)\*\* \| \*\*([\d.]+) min\*\*", bench)
+    assert minutes, "BENCHMARKS §14.1 lost its default row"
+    assert f"in {minutes.group(1)} minutes on a 2-core AMD EPYC with nothing else running" in text
+    assert "2 busy cores" in text and "about 6.2 min left for 2 more rounds" in text
