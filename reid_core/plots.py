@@ -204,5 +204,5 @@ def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float
         roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot"}))
         roc.update_yaxes(title="true positive rate")
     return {"cmc": styled(cmc, "CMC: rank-k accuracy", "rank k", empty),
-            "scores": styled(dist, "Pair scores of held-out pairs (plain embeddings)", "pair score", empty),
+            "scores": styled(dist, "Pair scores of held-out pairs", "pair score (plain embeddings)", empty),
             "roc": styled(roc, "ROC of the pair head, held-out pairs", "false positive rate", empty)}

@@ -257,8 +257,10 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
     assert grid["y"] + grid["height"] - bottom < 48, (grid, bottom)  # no empty area under the tiles
     expect(page.locator("#results button[aria-label*='Download']")).to_have_count(0)  # no icon over a tile
     header_cells_visible(page, "#results-table", app.RESULT_COLUMNS)
-    rows = page.locator("#results-table tbody tr")
-    expect(rows).to_have_count(10)
+    expect(page.locator("#results-table [role=grid]")).to_have_attribute("aria-rowcount", "11")  # header + 10
+    viewport = box(page, "#results-table .virtual-table-viewport")
+    assert page.evaluate("""() => { const v = document.querySelector('#results-table .virtual-table-viewport');
+                                    return v.scrollHeight <= v.clientHeight + 2; }"""), viewport
     inner = page.evaluate("""() => [...document.querySelectorAll('#results-table *')]
                              .filter(e => e.scrollHeight > e.clientHeight + 2 && e.clientHeight > 0
                                           && getComputedStyle(e).overflowY !== 'visible').length""")
