@@ -37,6 +37,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from reid_core import (
+    MAX_K,
     RERANK_POOL,
     WEIGHTS_HELP,
     Gallery,
@@ -66,9 +67,10 @@ EXAMPLES_DIR = ROOT / "examples" / "people"
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 MODEL_FIELDS = {"backbone": "Backbone", "engine": "Engine", "flip": "Test-time flip", "input": "Input size (h×w)",
                 "embed_dim": "Embedding dimension",
-                "pair_threshold": "Same-person threshold (pair head score)", "cos_threshold": "Cosine threshold",
+                "pair_threshold": "Same-person threshold (pair score)", "cos_threshold": "Cosine threshold",
                 "train_data": "Training data", "train_images": "Training images", "train_ids": "Training identities",
                 "loss": "Loss", "epochs": "Epochs", "train_seconds": "Training time (s)"}  # ReID.info keys, in order
+THRESHOLD_FIELDS = ("pair_threshold", "cos_threshold")  # ReID.info's cuts in use: flip-averaged ones when flip is on
 METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP",
                  "mAP_official": "mAP (official trapezoid AP)", "mINP": "mINP",
                  "flip_rank1": "Rank-1 with flip test", "flip_mAP": "mAP with flip test",
@@ -80,7 +82,6 @@ EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "pe
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
 MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
-MAX_K = 50  # Search's top k: the slider's range, and what the API takes
 LOCAL = "local"  # the session of direct calls (no request): remote sessions are prefixed, so none can choose it
 
 
@@ -368,22 +369,30 @@ class ReIDApp:
             return *self.explained(*crops), "", ""
 
     def compare_input(self, payload: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """A Compare input changed: the old verdict goes; an unreadable upload is removed at once (no broken
+        """A Compare input changed: the old verdict goes, and the input is checked (`checked_input`)."""
+        return *self.checked_input(payload, request), None, "", None, None
+
+    def search_input(self, payload: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Search's query changed: the old results go, and the query is checked as Compare's inputs are."""
+        return *self.checked_input(payload, request), *no_results()
+
+    def checked_input(self, payload: Any, request: gr.Request | None = None) -> tuple[Any, Any]:
+        """(the image input, its note) when an input changes: an unreadable upload is removed at once (no broken
         image) and its note says why; a usable one clears the note. Cleared (None): the note stays, so the reason
         a file was removed is still there to read."""
-        cleared = (None, "", None, None)
         if upload(payload) is None:
-            return gr.skip(), gr.skip(), *cleared
+            return gr.skip(), gr.skip()
         with self.work(request) as turn, turn():
             try:
                 self.read_upload(payload, "")
             except ImageError as e:
                 log.info("user error: %s", e)
-                return None, f"⚠️ {text(str(e))}", *cleared
-        return gr.skip(), "", *cleared
+                return None, f"⚠️ {text(str(e))}"
+        return gr.skip(), ""
 
-    def gallery_summary(self, request: gr.Request | None = None) -> str:
-        """What this visitor's gallery holds (nothing is created to say so), and why it went if it did."""
+    def gallery_summary(self, request: gr.Request | None = None, opened: bool = True) -> str:
+        """What this visitor's gallery holds (nothing is created to say so), and why it went if it did.
+        `opened`: also what opening it did (re-embedded for new weights); off where the caller says the state."""
         if self.sessions is None:
             return f"⚠️ {self.error}"
         notice = self.sessions.notice(session_key(request))
@@ -394,7 +403,7 @@ class ReIDApp:
         else:
             out = (f"Your private gallery: **{n}** image{'s' * (n != 1)}. Only this browser session sees it; it "
                    f"is deleted {self.settings.server.session_minutes} min after you last use it.")
-        return "\n\n".join(t for t in (f"⚠️ {notice}" if notice else "", out, message) if t)
+        return "\n\n".join(t for t in (f"⚠️ {notice}" if notice else "", out, message if opened else "") if t)
 
     def add_to_gallery(self, files: Any, request: gr.Request | None = None,
                        progress: gr.Progress = gr.Progress()) -> str:
@@ -415,9 +424,8 @@ class ReIDApp:
                                                                     unit="images"), turn=turn)
         n = report.added
         out = f"Added {n} image{'s' * (n != 1)}. " + self.gallery_summary(request)
-        if report.skipped:
-            gr.Warning(plain(f"Skipped {len(report.skipped)} file(s): {report.skipped[0]}"
-                                   + (" …" if len(report.skipped) > 1 else "")))
+        if skipped := report.skipped_lines():
+            gr.Warning(plain(f"Skipped {skipped[0]}" + (" …" if len(skipped) > 1 else "")))
         if report.skipped or report.warnings:
             out += "\n\n" + report.describe(escape=text)
         return out
@@ -454,7 +462,8 @@ class ReIDApp:
         with self.work(request) as turn, self.gallery(request) as gallery:
             rows = [] if gallery is None else gallery.entries()
             if gallery is not None and gallery.weights_id != reid.embedding_id:
-                return "Already adapted to this gallery. " + self.gallery_summary(request), *no_results()
+                return ("Search already uses a model adapted to your gallery. "
+                        + self.gallery_summary(request, opened=False)), *no_results()
             if len(rows) < MIN_ADAPT_IMAGES:
                 raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
                                  f"{len(rows)}): the statistics come from them.")
@@ -475,20 +484,46 @@ class ReIDApp:
             with turn():
                 self.sessions.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits),
                                      size)
-        return (f"Adapted to your gallery: BatchNorm statistics from {len(pictures)} of your crops ({t1 - t0:.1f} s), "
-                f"gallery re-embedded ({time.perf_counter() - t1:.1f} s). Search now uses this adapted model, "
-                "private to you; Compare keeps the shared one. *Undo adaptation* goes back. "
-                + self.gallery_summary(request)), *no_results()
+        return (f"Search uses a model adapted to your gallery, private to you (BatchNorm statistics from "
+                f"{len(pictures)} of your crops in {t1 - t0:.1f} s, the gallery re-embedded in "
+                f"{time.perf_counter() - t1:.1f} s); Compare keeps the shared one, and *Undo adaptation* goes back. "
+                + self.gallery_summary(request, opened=False)), *no_results()
 
     def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
         reid = self.require_model()
         with self.work(request) as turn, self.gallery(request) as gallery:
             if gallery is None or gallery.weights_id == reid.embedding_id:
-                return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *no_results()
+                return ("Search uses the shared model (not adapted). " + self.gallery_summary(request, opened=False),
+                        *no_results())
             with turn():
                 self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
-        return ("Back to the shared model: your gallery is re-embedded with it. " + self.gallery_summary(request),
-                *no_results())
+        return ("Search uses the shared model again, your gallery re-embedded with it. "
+                + self.gallery_summary(request, opened=False), *no_results())
+
+    def adapt_view(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
+                   ) -> tuple[Any, ...]:
+        """The Adapt button: (its note, status, *Search's outputs). A refusal (too few crops, the server full) is
+        said in the note beside the button and everything else is left as it was: no error badge on outputs
+        that did nothing wrong, no toast that closes by itself."""
+        try:
+            return "", *self.adapt_gallery(request, progress)
+        except gr.Error as e:
+            return f"⚠️ {e.message}", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    def search_view(self, query: Any, k: Any = 10, rerank: Any = False, note: Any = "",
+                    request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The Search button: search's outputs, then the query's note. No query, or an unreadable one, is said in
+        the note under the query (kept while the input is still empty: it says why a file was removed) and the
+        results are emptied, as Compare does."""
+        self.require_model()
+        with self.work(request) as turn, turn():
+            try:
+                self.read_upload(query, "a query image")
+            except ImageError as e:
+                log.info("user error: %s", e)
+                kept = isinstance(note, str) and 0 < len(note) < 1000 and upload(query) is None
+                return *no_results(), note if kept else f"⚠️ {text(str(e))}"
+        return *self.search(query, k, rerank, request), ""
 
     def search(self, query: Any, k: Any = 10, rerank: Any = False, request: gr.Request | None = None,
                ) -> tuple[list[tuple[str, str]], pd.DataFrame, str]:
@@ -587,7 +622,9 @@ class ReIDApp:
             return f"### ⚠️ No model loaded\n\n{self.error}\n\nStart with `--weights FILE` or set `$REID_WEIGHTS`."
         info = {k: v for k, v in self.reid.info.items() if k not in ("metrics", "curves", "thresholds")}
         lines = [f"- **Weights**: `{self.settings.weights.name}`"]
-        lines += [f"- **{label}**: {_fmt(key, info[key])}" for key, label in MODEL_FIELDS.items() if key in info]
+        said = " with test-time flip" if self.reid.flip else ""  # the cuts in use are those of the flipped embeddings
+        lines += [f"- **{label}{said if key in THRESHOLD_FIELDS else ''}**: {_fmt(key, info[key])}"
+                  for key, label in MODEL_FIELDS.items() if key in info]
         text = "### Model\n\n" + "\n".join(lines)
         metrics = self.reid.info.get("metrics") or {}
         shown = [(label, metrics[key]) for key, label in METRIC_LABELS.items() if key in metrics]
@@ -604,7 +641,9 @@ class ReIDApp:
         return text
 
     def model_figures(self) -> dict[str, go.Figure]:
-        extra = self.reid.info if self.reid else {}
+        """The recorded curves are of plain embeddings (evaluate --record), so their plot's cut is the plain one;
+        the Model tab's list gives the cuts in use (with test-time flip, where it is on)."""
+        extra = self.reid.model.cfg.extra if self.reid else {}
         return plots.model_figures(extra.get("curves"), extra.get("pair_threshold"))
 
 
@@ -672,10 +711,13 @@ def build_demo(settings: Settings) -> gr.Blocks:
                     with gr.Column(scale=2, min_width=280):
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
                         with gr.Row():
-                            prob = gr.Number(label="Same-person probability" if app.reid and app.reid.calibration
-                                             else "Same-person score (pair head)", precision=4, interactive=False,
-                                             min_width=120)
-                            cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
+                            # text fields, empty until a comparison: an empty gr.Number shows a 0, which reads as
+                            # a result (the API's /compare gives numbers, through the hidden fields below)
+                            prob = gr.Textbox(label="Same-person probability" if app.reid and app.reid.calibration
+                                              else "Same-person score (pair head)", interactive=False, max_lines=1,
+                                              min_width=120, placeholder="—", elem_id="score")
+                            cos = gr.Textbox(label="Cosine similarity", interactive=False, max_lines=1, min_width=120,
+                                             placeholder="—", elem_id="cosine")
                         gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "
                                     "horizontal stripe, head to feet (cosine of the stripe's features).",
                                     elem_id="parts-help")
@@ -689,7 +731,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 compare_btn.click(app.compare_view, [img_a, img_b, note_a, note_b], [*compare_out, note_a, note_b],
                                   api_visibility="private", **model, **raw)
                 # /compare for API clients, who get a one-line error instead of the notes (no button on the page)
-                gr.Button(visible=False).click(app.compare, [img_a, img_b], compare_out, api_name="compare",
+                api_numbers = [gr.Number(visible=False, precision=4) for _ in range(2)]
+                gr.Button(visible=False).click(app.compare, [img_a, img_b],
+                                               [api_numbers[0], verdict, api_numbers[1], parts], api_name="compare",
                                                **model, **raw)
                 for img, note in ((img_a, note_a), (img_b, note_b)):  # a new input: no verdict of the old ones
                     img.change(app.compare_input, img, [img, note, *compare_out], api_visibility="private",
@@ -715,8 +759,13 @@ def build_demo(settings: Settings) -> gr.Blocks:
                                                   visible=not settings.shared_gallery)
                             undo_btn = gr.Button("Undo adaptation", elem_id="undo-adapt-btn", size="sm",
                                                  visible=not settings.shared_gallery)
+                        gr.Markdown(f"*Adapt* re-estimates the model's statistics from your own crops: it needs at "
+                                    f"least {MIN_ADAPT_IMAGES} in your gallery.", elem_id="adapt-help",
+                                    visible=not settings.shared_gallery)
+                        adapt_note = gr.Markdown(elem_id="adapt-note", elem_classes="input-note")
                         query = image("Query", "query", 260)
-                        k = gr.Slider(1, 50, value=10, step=1, label="Top k")
+                        query_note = gr.Markdown(elem_id="query-note", elem_classes="input-note")
+                        k = gr.Slider(1, MAX_K, value=10, step=1, label="Top k")
                         rerank = gr.Checkbox(False, label=f"k-reciprocal re-ranking (galleries up to {RERANK_POOL:,})",
                                              elem_id="rerank")
                         search_btn = gr.Button("Search", variant="primary", elem_id="search-btn")
@@ -726,22 +775,33 @@ def build_demo(settings: Settings) -> gr.Blocks:
                         results = gr.Gallery(show_label=False, columns=5, height="auto", object_fit="contain",
                                              elem_id="results", buttons=[])
                         table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, label="Results", wrap=True,
-                                             column_widths=["16%", "42%", "22%", "20%"], elem_id="results-table")
+                                             column_widths=["16%", "42%", "22%", "20%"], elem_id="results-table",
+                                             max_height=4000)  # every row on the page, no inner scroll box
                 queries = [n for n in EXAMPLE_QUERIES if n in examples]
                 if queries:
                     gr.Examples([[examples[n]] for n in queries], [query], label="Example queries",
                                 elem_id="search-examples")
                 search_out = [results, table, summary]
-                add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model, **raw)
-                add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model)
+                # results of the gallery before an add are stale ("AP over 18 images" while it holds 58): they go
+                add_btn.click(app.add_to_gallery, files, gallery_status, api_name="add_to_gallery", **model, **raw
+                              ).success(no_results, None, search_out, api_visibility="private")
+                add_examples_btn.click(app.add_examples, None, gallery_status, api_visibility="private", **model
+                                       ).success(no_results, None, search_out, api_visibility="private")
                 clear_btn.click(app.clear_gallery, token, [gallery_status, *search_out], api_name="clear_gallery",
                                 **model)
-                search_btn.click(app.search, [query, k, rerank], search_out, api_name="search", **model, **raw)
-                adapt_btn.click(app.adapt_gallery, None, [gallery_status, *search_out], api_name="adapt_gallery",
-                                **model)
-                undo_btn.click(app.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model)
-                query.change(no_results, None, search_out,
-                             api_visibility="private")
+                search_btn.click(app.search_view, [query, k, rerank, query_note], [*search_out, query_note],
+                                 api_visibility="private", **model, **raw)
+                # /search and /adapt_gallery for API clients, who get a one-line error instead of the notes
+                gr.Button(visible=False).click(app.search, [query, k, rerank], search_out, api_name="search",
+                                               **model, **raw)
+                adapt_btn.click(app.adapt_view, None, [adapt_note, gallery_status, *search_out],
+                                api_visibility="private", **model)
+                gr.Button(visible=False).click(app.adapt_gallery, None, [gallery_status, *search_out],
+                                               api_name="adapt_gallery", **model)
+                undo_btn.click(app.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model
+                               ).success(lambda: "", None, adapt_note, api_visibility="private")
+                query.change(app.search_input, query, [query, query_note, *search_out], api_visibility="private",
+                             show_progress="hidden", **model, **raw)
                 demo.load(app.gallery_summary, None, gallery_status, api_visibility="private")
 
             with gr.Tab("Training curves"):

@@ -2,7 +2,7 @@
 
 The public API, what the app, train.py and notebooks stand on:
 - inference: `ReID` (load / embed / compare / compare_parts / gallery), `Comparison`, `resolve_weights`;
-- galleries: `Gallery` (one SQLite file), `AddReport`, `Match`, `GalleryError`, `ranking_ap`, `RERANK_POOL`;
+- galleries: `Gallery` (one SQLite file), `AddReport`, `Match`, `GalleryError`, `ranking_ap`, `RERANK_POOL`, `MAX_K`;
 - inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`; a server's
   shares: `ServerLimits`;
 - pictures: `parts_picture`, `framed`; files: `atomic_write` (temp file, then rename);
@@ -23,7 +23,7 @@ from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identi
 from .files import atomic_write
 from .gallery import Gallery, GalleryError, Match
 from .images import ImageError, load_image
-from .index import RERANK_POOL
+from .index import MAX_K, RERANK_POOL
 from .ingest import AddReport
 from .limits import Limits, ServerLimits
 from .metrics import market_rank, ranking_ap, verification
@@ -45,7 +45,7 @@ VIDEO = {"Footage": "footage", "FootageConfig": "footage", "IndexReport": "foota
          "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
          "VideoError": "frames", "VideoLimits": "frames", "probe_video": "frames"}
 
-__all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
+__all__ = ["MAX_K", "RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",

@@ -18,6 +18,7 @@ other folder every image below it.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .datasets import DatasetError, Record, detect_layout, load_dataset
 from .embed import list_images
@@ -129,6 +131,18 @@ class AdaptReport:
             s += (f"\n  round {r.round}: {r.clusters} clusters holding {r.clustered} crops, loss {r.loss:.3f}, "
                   f"{r.seconds:.0f} s")
         return s
+
+
+def round_done(done: Sequence[Round], total: int, started: float) -> str:
+    """One line after each self-training round: what it found, how long it took, and an estimate of what is left
+    (the rounds still to run at the mean time of those done; the first, with the trunk maps, started at `started`)
+    so a long run on busy cores says where it is."""
+    r, left = done[-1], total - len(done)
+    per_round = sum(d.seconds for d in done) / len(done)
+    line = (f"round {r.round}/{total} done: {r.clusters} clusters holding {r.clustered} crops, loss {r.loss:.3f}, "
+            f"{r.seconds / 60:.1f} min ({(time.time() - started) / 60:.1f} min in all)")
+    return line + (f"; about {left * per_round / 60:.1f} min left for {left} more round{'s' * (left != 1)}"
+                   if left else "")
 
 
 # --- the target crops ------------------------------------------------------------------------------------------
@@ -365,6 +379,7 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
     split = Split(model, cfg.train_stages)
     size = (model.cfg.height, model.cfg.width)
     maps, kept = [], []  # (N, C, h, w) fp16 for each crop, then for each mirror image; which crops they are
+    started = time.time()
     for x in pixel_batches(records, size, cfg.batch_size, "trunk", progress, kept):
         maps.append(torch.stack([split.trunk_map(x), split.trunk_map(x.flip(3))]).half().contiguous())
     if not maps:
@@ -414,6 +429,8 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             model.eval()
             rounds.append(Round(r + 1, k, len(keep), float(np.mean(losses)) if losses else float("nan"),
                                 time.time() - t0))
+            if progress:
+                tqdm.write(round_done(rounds, cfg.rounds, started), file=sys.stderr)
             if on_round is not None:
                 on_round(rounds[-1], model)
     finally:

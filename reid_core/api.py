@@ -61,6 +61,8 @@ class ReID:
         # flip-averaged embeddings score pairs a little differently: their own threshold and calibration where recorded
         recorded = Thresholds.from_extra(cfg.extra)
         self.threshold = recorded.pair_for(flip)  # of the raw probability (the Model tab's score histogram)
+        # the cosine cut for the same embeddings (flip-averaged ones have their own where recorded)
+        self.cos_threshold = recorded.flip_cos if flip and recorded.flip_cos is not None else recorded.cos
         self.calibration = recorded.calibration.for_flip(flip) if recorded.calibration else None
         # the batch -> embedding step (shared with the CLIs and evaluation), and what it is and why
         self.embedder, self.choice = choose_engine(self.model, engine, cache_dir, lambda: self.weights_id)
@@ -88,7 +90,8 @@ class ReID:
         cfg = self.model.cfg
         return {"backbone": cfg.backbone, "input": f"{cfg.height}x{cfg.width}", "embed_dim": self.model.embed_dim,
                 "engine": self.engine, "flip": FLIP_SAID[self.flip], "pair_threshold": self.threshold,
-                **{k: v for k, v in cfg.extra.items() if k != "pair_threshold"}}
+                "cos_threshold": self.cos_threshold,  # the cuts in use: the flip ones when flip is on
+                **{k: v for k, v in cfg.extra.items() if k not in ("pair_threshold", "cos_threshold")}}
 
     @cached_property
     def weights_id(self) -> str:

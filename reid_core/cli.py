@@ -215,11 +215,15 @@ def embed_args(m: argparse.ArgumentParser) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .datasets import Record
     from .embed import EmbeddingsHeader, embed_records, list_images, save_embeddings
+    from .images import skipped_line
     from .model import resolve_weights
 
-    files = list_images(args.folder)
+    skipped: list[str] = []
+    files = list_images(args.folder, skipped)
     output_file(args.out)
     reid = load(args)
+    for why in skipped:  # files that are not images: named, as `uploads` and `gallery add` name them
+        print(skipped_line(why), file=sys.stderr)
     t0 = time.perf_counter()
     emb, kept = embed_records(reid.embedding_step, [Record(str(p), 0, 0) for p in files], args.batch_size, args.threads,
                               skip_bad=True, screen=True)
@@ -228,7 +232,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     # what a gallery checks before taking these rows (a flipped embedding is another embedding)
     save_embeddings(args.out, emb, paths, EmbeddingsHeader(reid.embedding_id, reid.choice.name,
                                                            str(resolve_weights(args.weights))))
-    print(f"embedded {len(paths)} images ({len(files) - len(paths)} skipped) in {seconds:.1f} s "
+    print(f"embedded {len(paths)} images ({len(files) - len(paths) + len(skipped)} skipped) in {seconds:.1f} s "
           f"({len(paths) / max(seconds, 1e-9):.0f} img/s; {reid.engine}) -> {args.out}")
     return 0
 
@@ -261,22 +265,34 @@ def gallery_args(p: argparse.ArgumentParser) -> None:
 @verb("a search gallery in one SQLite file, the same file format as the app's", gallery_args)
 def cmd_gallery(args: argparse.Namespace) -> int:
     from .gallery import GalleryError
+    from .index import MAX_K
     from .limits import Limits
 
     path = Path(args.gallery)
     if args.action in ("query", "info", "clear") and not path.is_file():
         raise GalleryError(f"{path}: no gallery file (make one with `add` or `build`)")
+    if args.action == "query" and not 1 <= args.k <= MAX_K:  # the app's rule, in its words
+        raise ValueError(f"--k {args.k}: k must be a whole number from 1 to {MAX_K}")
+    if args.action == "add" and not any(Path(f).exists() for f in args.files):  # a typo: no empty gallery made
+        raise ValueError("; ".join(f"{f}: not found" for f in args.files[:5]) + (" ..." if len(args.files) > 5 else ""))
     if args.action == "build":
         return gallery_build(args)
     reid = load(args)
+    made = not path.exists()
     gallery = reid.gallery(path, Limits.from_env(os.environ) if args.action == "add" else None)
     if args.action == "add":
         report = gallery.add_files(args.files)
         if report.skipped or report.warnings:
             print(report.describe(), file=sys.stderr)
+        if made and not report.added:  # nothing added: no gallery file left behind
+            gallery.delete()
+            print(f"{path}: nothing added, so no gallery was made", file=sys.stderr)
+            return 1
         print(f"{path}: added {report.added}, skipped {len(report.skipped)}, {len(gallery)} in all")
         return 0 if report.added or not report.skipped else 1
     if args.action == "query":
+        if not len(gallery):
+            raise GalleryError(f"{path}: the gallery is empty (add images with `add` or `build`)")
         matches = gallery.search(reid.embed(args.image), args.k, rerank=args.rerank, exact=args.exact)
         for rank, m in enumerate(matches, start=1):
             print(f"{rank:3d}  {m.score:.4f}  {m.path or m.name}")
@@ -405,7 +421,7 @@ def uploads_args(p: argparse.ArgumentParser) -> None:
 
 @verb("what the app's gallery would take from these files and zips, and why not", uploads_args)
 def cmd_uploads(args: argparse.Namespace) -> int:
-    from .images import ImageError
+    from .images import ImageError, skipped_line
     from .limits import Limits
     from .screen import person_warning
     from .uploads import iter_uploads, read_image
@@ -424,7 +440,7 @@ def cmd_uploads(args: argparse.Namespace) -> int:
         if why := person_warning(img):  # taken, as the app takes it, with the app's warning
             print(f"warning: {name}: {why}", file=sys.stderr)
     for s in skipped:
-        print(f"skipped: {s}", file=sys.stderr)
+        print(skipped_line(s), file=sys.stderr)
     print(f"{ok} usable image(s), {len(skipped)} skipped")
     return 0 if ok and not skipped else 1 if ok else 2
 
@@ -532,16 +548,22 @@ def data_flags(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m reid_core", description=__doc__,
+    # `reid` once the package is installed (pyproject.toml's console script), else the module
+    prog = "reid" if Path(sys.argv[0]).name == "reid" else "python -m reid_core"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do (--help on each)")
     for name, v in VERBS.items():
-        v.args(sub.add_parser(name, help=v.help, description=v.help))
+        v.args(sub.add_parser(name, help=v.help.replace("%", "%%"), description=v.help))
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no verb: the list of verbs, not just "VERB required"
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     # the environment is read here, at the entry, and passed on as if given on the command line
     if hasattr(args, "weights") and not args.weights:
         args.weights = os.environ.get("REID_WEIGHTS") or None

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .datasets import IMAGE_EXTS, Record
 from .files import atomic_write
-from .images import read_pixels
+from .images import read_pixels, skipped_line, unusable
 from .model import ModelConfig, SiameseReID, WeightsError
 from .precision import autocast
 from .progress import progress_bar
@@ -166,7 +166,7 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
         for emb, idx, errors, warnings in progress_bar(results, total=-(-len(records) // batch_size), desc=desc,
                                                                      disable=not progress, unit="batch"):
             for e in errors:
-                tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
+                tqdm.write(skipped_line(e), file=sys.stderr)
             for w in warnings:
                 tqdm.write(f"warning: {w}", file=sys.stderr)
             if emb is not None:
@@ -179,12 +179,19 @@ def embed_records(embedder: Embedder, records: Sequence[Record], batch_size: int
     return np.concatenate(out).astype(np.float32, copy=False), np.concatenate(kept)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Every image file under `folder`, sorted; ValueError (one line) for a missing or image-less folder."""
+def list_images(folder: str | Path, skipped: list[str] | None = None) -> list[Path]:
+    """Every image file under `folder`, sorted; ValueError (one line) for a missing or image-less folder.
+    `skipped`: given, gets load_image's one line for every other visible file below (a .txt, an .avif), so the
+    caller can name what it leaves out; hidden files (.DS_Store) are left out silently, as in a zip."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    found = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = [p for p in found if p.suffix.lower() in IMAGE_EXTS]
+    if skipped is not None:
+        skipped += [why for p in found if p.suffix.lower() not in IMAGE_EXTS
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                    and (why := unusable(p))]
     if not files:
         raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))}) in it or below it")
     return files

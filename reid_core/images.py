@@ -39,6 +39,22 @@ class ImageError(ValueError):
     """An input that is not a usable image; the message says which and why in one line."""
 
 
+def skipped_line(reason: str | Exception) -> str:
+    """The one line every entry point (embed, uploads, gallery add; the app's Add and notes) gives an input it
+    leaves out: "skipped NAME: WHY", the reason being load_image's own words for that input."""
+    return f"skipped {reason}"
+
+
+def unusable(path: str | Path) -> str | None:
+    """Why load_image would refuse this file (its own one line), or None when it reads: for a file that a folder
+    listing would otherwise drop unnamed (a .txt, an .avif beside the crops)."""
+    try:
+        load_image(path)
+    except ImageError as e:
+        return str(e)
+    return None
+
+
 class PixelBudget:
     """Decoded pixels one request may spend: a zip of 20 6300x6300 PNGs is 2.6 MB but 794 M pixels, ~24 s of
     a worker; beyond the budget the rest of the request is refused instead of decoded."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 APPROX_KINDS = ("ivf",)
+MAX_K = 50  # a search shows at most this many matches: the app's slider, its API and `gallery query --k`
 RERANK_POOL = 1000  # k-reciprocal re-ranking runs over at most this many top candidates (the whole gallery below)
 TRAIN_POINTS_PER_CELL = 40  # k-means training sample per IVF cell: FAISS wants >= 39
 KMEANS_ITERATIONS = 10  # FAISS's default 25 costs 2.5x the training time for little recall on re-id data

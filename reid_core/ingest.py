@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, PixelBudget
+from .images import ImageError, PixelBudget, skipped_line
 from .limits import Limits
 from .screen import person_warning
 from .uploads import read_image
@@ -33,6 +33,9 @@ Row = tuple[str, str, bytes]  # (id: hash of the uploaded bytes, name, the store
 Turn = Callable[[], AbstractContextManager[Any]]  # one unit of model work waits its turn (the app's fair lane)
 
 
+ALREADY = ": already in the gallery"
+
+
 @dataclass
 class AddReport:
     added: int = 0
@@ -42,10 +45,20 @@ class AddReport:
     def describe(self, most: int = 50, escape: Callable[[str], str] = str) -> str:
         """Skips and warnings as Markdown lines, at most `most` of each (for the app and the CLI); `escape`
         makes the file names in them text, not markup, where a page renders them."""
-        lines = ([f"- skipped {escape(s)}" for s in self.skipped[:most]]
+        skipped = self.skipped_lines()
+        lines = ([f"- {skipped_line(escape(s))}" for s in skipped[:most]]
                  + [f"- warning {escape(w)}" for w in self.warnings[:most]])
-        more = len(self.skipped) + len(self.warnings) - len(lines)
+        more = len(skipped) + len(self.warnings) - len(lines)
         return "\n".join(lines + ([f"- … and {more} more"] if more > 0 else []))
+
+    def skipped_lines(self) -> list[str]:
+        """`skipped`, with files already in the gallery said in one line when there are several (adding the
+        example people twice listed 18 lines that all said the same)."""
+        dups = [s.removesuffix(ALREADY) for s in self.skipped if s.endswith(ALREADY)]
+        if len(dups) < 2:
+            return list(self.skipped)
+        shown = ", ".join(dups[:3]) + (", …" if len(dups) > 3 else "")
+        return [f"{len(dups)} files{ALREADY} ({shown})", *(s for s in self.skipped if not s.endswith(ALREADY))]
 
 
 def stored_picture(img: Image.Image) -> Image.Image:
@@ -100,7 +113,7 @@ def ingest(uploads: Iterable[tuple[str, bytes]], have: dict[str, str], room: int
         digest = upload_id(data)
         if digest in have:
             same = "" if have[digest] == name else f" (same picture as {have[digest]})"
-            report.skipped.append(f"{name}: already in the gallery{same}")
+            report.skipped.append(f"{name}{ALREADY}{same}")
             continue
         try:
             with turn():

@@ -176,7 +176,9 @@ def figures(df: pd.DataFrame) -> dict[str, go.Figure]:
 def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float | None = None,
                   ) -> dict[str, go.Figure]:
     """The Model tab's pictures, from the weights' recorded curves (evaluate.curve_data): the CMC curve, the pair
-    head's same/different score distributions on held-out pairs with the calibrated threshold, the ROC."""
+    head's same/different score distributions on held-out pairs with `threshold` (the cut for the embeddings the
+    curves were recorded with: plain ones), the ROC. The pair head's raw output is a score, not a probability,
+    and the figure calls it so, as the verdict does."""
     c = curves or {}
     empty = "not recorded: run python -m reid_core evaluate --record"
     cmc, roc, dist = go.Figure(), go.Figure(), go.Figure()
@@ -196,11 +198,11 @@ def model_figures(curves: Mapping[str, Sequence[float]] | None, threshold: float
         dist.update_layout(barmode="overlay")
         dist.update_yaxes(title="share of pairs (%)")
         if threshold is not None:
-            dist.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.2f}")
+            dist.add_vline(x=threshold, line_dash="dash", annotation_text=f"threshold {threshold:.3f}")
     if c.get("roc_fpr"):
         roc.add_trace(go.Scatter(x=c["roc_fpr"], y=c["roc_tpr"], mode="lines", name="pair head"))
         roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot"}))
         roc.update_yaxes(title="true positive rate")
     return {"cmc": styled(cmc, "CMC: rank-k accuracy", "rank k", empty),
-            "scores": styled(dist, "Same-person probability, held-out pairs", "probability", empty),
+            "scores": styled(dist, "Pair scores of held-out pairs", "pair score (plain embeddings)", empty),
             "roc": styled(roc, "ROC of the pair head, held-out pairs", "false positive rate", empty)}

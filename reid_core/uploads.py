@@ -122,7 +122,7 @@ def iter_uploads(paths: list[Path], skipped: list[str], limits: Limits, names: l
         if p.suffix.lower() == ".zip":
             items: Iterator[tuple[str, bytes]] = iter_zip(p, skipped, limits, label)
         elif not p.is_file():
-            skipped.append(f"{label}: file not found")
+            skipped.append(f"{names[k] if names else p}: file not found")  # as typed, folder and all
             continue
         elif why := too_big(label, p.stat().st_size, limits):
             skipped.append(why)

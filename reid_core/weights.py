@@ -60,7 +60,7 @@ def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, t
     the user opts in (allow_pickle / --allow-pickle); even then torch.load(weights_only=True) reads tensors only."""
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"{path}: weights file not found")
+        raise WeightsError(f"{path}: not found")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         if not allow_pickle:
             raise WeightsError(f"{path}: pickle-based weights are refused (a pickle can run code); convert them to "
@@ -84,6 +84,8 @@ def read_weights(path: str | Path, allow_pickle: bool = False) -> tuple[dict[str
     and garbage inside)."""
     path = Path(path)
     cfg_file = config_path(path)
+    if not path.exists():  # said first: "missing X.json beside it" sent people looking for the wrong file
+        raise WeightsError(f"{path}: not found")
     if not cfg_file.exists():
         raise WeightsError(f"{path}: missing {cfg_file.name} beside it (it says which backbone to build)")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
                 "--rounds", "1", "--epochs", "1", "--p", "4", "--k", "2", "--min-samples", "2", "--k1", "6",
                 "--eps", "0.7", "--evaluate")
     assert r.returncode == 0, r.stderr
+    assert re.search(r"^round 1/1 done: \d+ clusters holding \d+ crops, loss [\d.]+, [\d.]+ min", r.stderr, re.M)
     cfg = json.loads(out.with_suffix(".json").read_text())
     rec = cfg["extra"]["adapted"]
     assert rec["method"] == "self-train" and rec["target"] == "target" and rec["target_images"] == 20 * 2 * 2
@@ -223,3 +225,16 @@ def test_flip_embeddings_use_their_own_recorded_threshold(tiny_weights: Path, tm
     assert ReID.load(w, engine="fp32", flip=False).threshold == pytest.approx(0.3)
     flipped, plain = ReID.load(w, engine="fp32"), ReID.load(w, engine="fp32", flip=False)
     assert flipped.embedding_id == plain.embedding_id + "+flip"
+
+
+def test_each_round_says_where_the_run_is() -> None:
+    """Per-round progress with an estimate: the rounds left at the mean time of those done."""
+    import time
+
+    from reid_core.adapt import Round, round_done
+
+    done = [Round(1, 180, 5000, 1.234, 120.0), Round(2, 200, 5200, 1.1, 180.0)]
+    line = round_done(done, 4, time.time() - 330)
+    assert line.startswith("round 2/4 done: 200 clusters holding 5200 crops, loss 1.100, 3.0 min (5.5 min in all)")
+    assert line.endswith("; about 5.0 min left for 2 more rounds")
+    assert round_done(done, 2, time.time()).endswith("min in all)")  # the last round: nothing left to estimate

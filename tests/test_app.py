@@ -303,18 +303,23 @@ def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) 
     before = handlers.search(query, 3)[1]
     said, items, table, summary = handlers.adapt_gallery()
     assert items == [] and table.empty and summary == ""  # old results were scored by the other model
-    assert "Adapted to your gallery" in said and "24 of your crops" in said
+    assert said.startswith("Search uses a model adapted to your gallery") and "24 of your crops" in said
+    assert said.count("re-embedded") == 1  # the state once, not the re-embedding twice
     gallery = handlers.own_gallery()
     assert gallery.weights_id != base_id and handlers.reid.embedding_id == base_id
     after = handlers.search(query, 3)[1]
     assert after.iloc[0]["name"] == before.iloc[0]["name"] and after.iloc[0]["cosine"] == pytest.approx(1, abs=1e-4)
     assert not np.allclose(after["cosine"].to_numpy(float), before["cosine"].to_numpy(float))
-    assert "Already adapted" in handlers.adapt_gallery()[0]
+    assert handlers.adapt_gallery()[0].startswith("Search already uses a model adapted to your gallery")
     other = type("Request", (), {"session_hash": "another visitor"})()
     handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))), other)
     with pytest.raises(gr.Error, match="1 visitors hold adapted models"):
         handlers.adapt_gallery(other)
-    assert "Back to the shared model" in handlers.undo_adapt()[0]
+    said = handlers.undo_adapt()[0]
+    assert said.startswith("Search uses the shared model again") and said.count("re-embedded") == 1
+    said = handlers.undo_adapt()[0]  # pressed twice: the state, and no word of a re-embedding done before
+    assert said.startswith("Search uses the shared model (not adapted). Your private gallery: **24** images")
+    assert "re-embedded" not in said
     assert handlers.own_gallery().weights_id == base_id
     np.testing.assert_allclose(handlers.search(query, 3)[1]["cosine"].to_numpy(float),
                                before["cosine"].to_numpy(float), atol=1e-5)
@@ -349,5 +354,70 @@ def test_model_tab_shows_a_cosine_threshold_as_a_cosine(tmp_path: Path, settings
     cfg["extra"]["cos_threshold"] = 0.20431
     weights.with_suffix(".json").write_text(json.dumps(cfg))
     text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
-    assert "- **Cosine threshold**: 0.204\n" in text
-    assert f"- **Same-person threshold (pair head score)**: {PAIR_THRESHOLD:.3f}\n" in text
+    assert "- **Cosine threshold with test-time flip**: 0.204\n" in text  # no flip threshold recorded: the plain one
+    assert f"- **Same-person threshold (pair score) with test-time flip**: {PAIR_THRESHOLD:.3f}\n" in text
+
+
+def test_refused_adapt_is_a_note_beside_the_button(tmp_path: Path, settings: app.Settings) -> None:
+    """The Adapt button with too few crops: one line in its note, the status and Search's outputs untouched
+    (gr.skip: no error badge on them, no stale change), and the page says up front how many crops it needs."""
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    write_people(tmp_path / "crops", pids=range(1, 4), cams=range(1, 3))
+    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
+    note, *rest = handlers.adapt_view()
+    assert note == f"⚠️ Add at least {app.MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has 6): the " \
+                   "statistics come from them."
+    assert rest == [gr.skip()] * 4
+    demo = app.build_demo(app.Settings(settings.weights, tmp_path / "store2", tmp_path))
+    helps = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapt-help"]
+    assert helps and f"at least {app.MIN_ADAPT_IMAGES}" in helps[0]
+
+
+def test_unreadable_query_is_removed_with_a_note(tmp_path: Path, settings: app.Settings) -> None:
+    """Search's query, as Compare's inputs: an unreadable file is removed as it lands and its note says why; the
+    Search button with none says so in the note (kept while the input stays empty), the results emptied."""
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    bogus = tmp_path / "notes.jpg"
+    bogus.write_text("not a picture")
+    image, note, items, table, summary = handlers.search_input({"path": str(bogus), "orig_name": "notes.jpg"})
+    assert image is None and note.startswith("⚠️ notes.jpg: not a readable image")
+    assert items == [] and table.empty and summary == ""
+    *results, kept = handlers.search_view(None, 10, False, note)
+    assert kept == note and results[0] == [] and results[2] == ""  # the reason a file went stays
+    *_, said = handlers.search_view(None, 10, False, "")
+    assert said == "⚠️ Upload a query image."
+    good = tmp_path / "0001_c1.png"
+    person(1, 1, 0).save(good)
+    assert handlers.search_input(str(good))[:2] == (gr.skip(), "")
+
+
+def test_adding_the_examples_twice_says_so_in_one_line(tmp_path: Path, settings: app.Settings) -> None:
+    handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
+    handlers.add_examples()
+    said = handlers.add_examples()
+    n = len(list(app.EXAMPLES_DIR.glob("*.png")))
+    assert said.startswith("Added 0 images.")
+    assert [line for line in said.splitlines() if "already in the gallery" in line] == [
+        f"- skipped {n} files: already in the gallery (person-A_c1.png, person-A_c2.png, person-A_c3.png, …)"]
+
+
+def test_model_tab_speaks_of_scores_and_shows_the_cuts_in_use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              ) -> None:
+    """The shipped weights with test-time flip (the app's default): the list gives the flip cuts the verdict uses
+    (pair and cosine alike), the histogram of the recorded (plain) scores is called a pair score and drawn with
+    the plain cut."""
+    import json
+
+    weights = app.ROOT / "weights" / "model.safetensors"
+    extra = json.loads(weights.with_suffix(".json").read_text())["extra"]
+    monkeypatch.setenv("REID_ENGINE", "fp32")  # no ONNX export for this
+    handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path))
+    text = handlers.model_markdown()
+    flip_pair, flip_cos = extra["metrics"]["flip_pair_threshold"], extra["metrics"]["flip_cos_threshold"]
+    assert f"- **Same-person threshold (pair score) with test-time flip**: {flip_pair:.3f}\n" in text
+    assert f"- **Cosine threshold with test-time flip**: {flip_cos:.3f}\n" in text
+    assert handlers.reid.threshold == pytest.approx(flip_pair)
+    fig = handlers.model_figures()["scores"]
+    said = json.dumps(fig.to_plotly_json()["layout"])
+    assert "probability" not in said and "pair score" in said
+    assert f"threshold {extra['pair_threshold']:.3f}" in said

@@ -170,14 +170,23 @@ def header_cells_visible(page: sync_api.Page, selector: str, headers: list[str])
     assert all(left >= -1 and right >= -1 and cut <= 1 for _, left, right, cut in cells), cells
 
 
+def empty_scores(page: sync_api.Page) -> None:
+    """The score and cosine fields say nothing before a comparison (a "0" read like a result)."""
+    for field in ("#score :is(input, textarea)", "#cosine :is(input, textarea)"):
+        expect(page.locator(field)).to_have_value("")
+        expect(page.locator(field)).to_have_attribute("placeholder", "—")
+
+
 def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(page.locator("#img-a")).to_be_visible()
+    empty_scores(page)
     page.locator("#img-a input[type=file]").set_input_files(by_name("person-A_c1.png"))
     page.locator("#img-b input[type=file]").set_input_files(by_name("person-A_c2.png"))
     expect(page.locator("#img-b img")).to_be_visible()
     page.locator("#compare-btn").click()
     verdict = page.locator("#verdict textarea")
     expect(verdict).to_have_value(re.compile(r"^(Same person|Different people): pair score \d\.\d{3} [≥<] threshold "))
+    expect(page.locator("#score :is(input, textarea)")).to_have_value(re.compile(r"^\d\.\d+$"))
     text = verdict.input_value()
     prob, threshold = (float(x) for x in re.findall(r"(\d\.\d{3})", text)[:2])
     assert text.startswith("Same person") == (prob >= threshold)
@@ -198,6 +207,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(note_a).to_contain_text("not_an_image.jpg: not a readable image")  # said beside its input, at once
     expect(page.locator("#img-a img")).to_have_count(0)  # and the file removed: no broken picture
     expect(verdict).to_have_value("")  # new input: the old verdict is gone
+    empty_scores(page)  # and its numbers
     a, note = box(page, "#img-a"), box(page, "#note-a")
     assert a["x"] - 1 <= note["x"] and note["x"] + note["width"] <= a["x"] + a["width"] + 1, (a, note)  # its column
     assert 0 <= note["y"] - (a["y"] + a["height"]) < 40, (a, note)  # right under it
@@ -214,7 +224,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(note_a).to_have_text("")  # the input changed: its note goes
 
 
-def test_gallery_and_search(page: sync_api.Page) -> None:
+def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
     open_tab(page, "Search", "#gallery-files")
     expect(page.locator("#gallery-status")).to_contain_text("Your private gallery")
     assert "/" not in page.locator("#gallery-status").inner_text()  # no server path on the page
@@ -247,9 +257,51 @@ def test_gallery_and_search(page: sync_api.Page) -> None:
     assert grid["y"] + grid["height"] - bottom < 48, (grid, bottom)  # no empty area under the tiles
     expect(page.locator("#results button[aria-label*='Download']")).to_have_count(0)  # no icon over a tile
     header_cells_visible(page, "#results-table", app.RESULT_COLUMNS)
+    expect(page.locator("#results-table [role=grid]")).to_have_attribute("aria-rowcount", "11")  # header + 10
+    viewport = box(page, "#results-table .virtual-table-viewport")
+    assert page.evaluate("""() => { const v = document.querySelector('#results-table .virtual-table-viewport');
+                                    return v.scrollHeight <= v.clientHeight + 2; }"""), viewport
+    inner = page.evaluate("""() => [...document.querySelectorAll('#results-table *')]
+                             .filter(e => e.scrollHeight > e.clientHeight + 2 && e.clientHeight > 0
+                                          && getComputedStyle(e).overflowY !== 'visible').length""")
+    assert inner == 0  # all ten rows on the page, none in an inner scroll box
     no_overflow(page, "#results")
     labels_clear(page)
     shot(page, "search")
+
+    # Adapt with fewer crops than it needs: the page said how many; the refusal sits beside the button, and the
+    # status, summary, tiles and table stay as they were, with no error badge
+    expect(page.locator("#adapt-help")).to_contain_text(f"at least {app.MIN_ADAPT_IMAGES}")
+    if len(PEOPLE) < app.MIN_ADAPT_IMAGES:
+        summary = page.locator("#search-summary").inner_text()
+        page.locator("#adapt-btn").click()
+        expect(page.locator("#adapt-note")).to_contain_text(f"Add at least {app.MIN_ADAPT_IMAGES} crops")
+        expect(page.locator("#search-summary")).to_have_text(summary)
+        expect(tiles).to_have_count(10)
+        expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+        expect(page.locator(".toast-body")).to_have_count(0)
+        note, button = box(page, "#adapt-note"), box(page, "#adapt-btn")
+        assert 0 <= note["y"] - (button["y"] + button["height"]) < 160, (button, note)  # beside (under) its button
+
+    # the example people again: one line says they are all there already
+    page.locator("#add-examples-btn").click()
+    status = page.locator("#gallery-status")
+    expect(status).to_contain_text("Added 0 images")
+    expect(status).to_contain_text(f"{len(PEOPLE)} files: already in the gallery")
+    assert status.inner_text().count("already in the gallery") == 1
+
+    # an unreadable query: removed as it lands, its note stays (as Compare's inputs)
+    bogus = root / f"broken_query_{width(page)}.jpg"
+    bogus.write_text("this is not a picture")
+    page.locator("#query input[type=file]").set_input_files(str(bogus))
+    note = page.locator("#query-note")
+    expect(note).to_contain_text(f"{bogus.name}: not a readable image")
+    expect(page.locator("#query img")).to_have_count(0)
+    expect(page.locator("#search-summary")).to_have_text("")  # the results of the old query went with it
+    page.locator("#search-btn").click()
+    expect(note).to_contain_text(f"{bogus.name}: not a readable image")  # the reason stays
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    labels_clear(page)
 
 
 def test_training_curves(page: sync_api.Page, root: Path) -> None:
@@ -287,7 +339,9 @@ def test_model_tab(page: sync_api.Page) -> None:
     open_tab(page, "Model", "#model-info")
     info = page.locator("#model-info")
     expect(info).to_contain_text("Backbone")
-    expect(info).to_contain_text("Same-person threshold (pair head score)")
+    expect(info).to_contain_text("Same-person threshold (pair score) with test-time flip")
+    expect(page.locator("#model-scores")).to_contain_text("pair score")  # one vocabulary: a score, as the verdict says
+    expect(page.locator("#model-scores")).not_to_contain_text("probability")
     text = info.inner_text()
     assert "train_command" not in text and "mAP_official" not in text and "/" not in text.split("Weights")[1][:40]
     expect(page.locator("#model-roc .js-plotly-plot")).to_be_visible()

@@ -131,3 +131,134 @@ def test_each_verb_declares_its_flags_beside_its_handler() -> None:
         alone = argparse.ArgumentParser()
         v.args(alone)
         assert [a.dest for a in alone._actions] == [a.dest for a in sub[name]._actions], name
+
+
+def test_help_opens_for_the_tool_and_every_verb(capsys: pytest.CaptureFixture) -> None:
+    """`--help` and `-h` print the verbs, one line each (a `%` in a help once crashed argparse's formatting);
+    each verb's (and each gallery action's) help opens; no verb at all lists the verbs too, with status 2."""
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    for flag in ("--help", "-h"):
+        with pytest.raises(SystemExit) as done:
+            cli([flag])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and all(re.search(rf"^ {{4}}{v}\b", out, re.M) for v in verbs), out
+        assert "Platt scaling: 50 % is" in out
+    for words in [[v] for v in verbs] + [["gallery", a] for a in ("add", "build", "query", "info", "clear")]:
+        with pytest.raises(SystemExit) as done:
+            cli([*words, "--help"])
+        assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m reid_core " + words[0])
+    assert cli([]) == 2
+    err = capsys.readouterr().err
+    assert all(re.search(rf"^ {{4}}{v}\b", err, re.M) for v in verbs), err
+
+
+@pytest.mark.slow
+def test_help_runs_as_a_process() -> None:
+    """What a user types, in a fresh process: no traceback, the verbs listed."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "reid_core", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "calibrate" in r.stdout
+
+
+def test_embed_names_what_it_leaves_out(crops: tuple[Path, Path], tiny_weights: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    """A .txt and an .avif beside the crops: `embed` names both with the line `uploads` and `gallery add` give
+    (images.skipped_line over load_image's reason), and counts them as skipped."""
+    folder = crops[0].parent
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "photo.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(64))
+    (folder / ".DS_Store").write_bytes(b"\x00")  # hidden: left out silently, as in a zip
+    weights = ["--weights", str(tiny_weights)]
+    assert cli(["embed", str(folder), "--out", str(tmp_path / "e.safetensors"), *weights]) == 0
+    out, err = capsys.readouterr()
+    skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert "embedded 2 images (2 skipped)" in out
+    assert skipped == [f"skipped {folder / 'notes.txt'}: not a readable image (not an image file, or not JPEG, PNG, "
+                       "WebP, BMP, GIF or TIFF)",
+                       f"skipped {folder / 'photo.avif'}: AVIF images are not supported (use JPEG, PNG, WebP, BMP, "
+                       "GIF or TIFF)"]
+    assert cli(["uploads", str(folder / "photo.avif"), str(crops[1])]) == 1
+    assert capsys.readouterr().err.strip() == skipped[1].replace(str(folder / "photo.avif"), "photo.avif")
+    assert cli(["gallery", "add", "--gallery", str(tmp_path / "g.sqlite"), *weights, str(folder / "photo.avif"),
+                str(crops[1])]) == 0
+    assert "- skipped photo.avif: AVIF images are not supported" in capsys.readouterr().err
+
+
+def test_gallery_query_k_and_empty_gallery(crops: tuple[Path, Path], tiny_weights: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """The app's rule for k (a whole number from 1 to 50) and an emptied gallery: one line each, status 2."""
+    g = ["--gallery", str(tmp_path / "g.sqlite"), "--weights", str(tiny_weights)]
+    assert cli(["gallery", "add", *g, str(crops[1])]) == 0
+    capsys.readouterr()
+    query = ["gallery", "query", *g, "--image", str(crops[1])]
+    for k in ("0", "-3", "51"):
+        assert cli([*query, "--k", k]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: --k {k}: k must be a whole number from 1 to 50\n"
+    assert cli([*query, "--k", "50"]) == 0 and len(capsys.readouterr().out.splitlines()) == 1
+    assert cli(["gallery", "clear", *g]) == 0
+    capsys.readouterr()
+    assert cli(query) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: {tmp_path / 'g.sqlite'}: the gallery is empty (add images with `add` or " \
+                                "`build`)\n"
+
+
+def test_gallery_add_names_the_path_as_typed_and_leaves_no_file(tiny_weights: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """A missing folder (the shell passes `missing/*.jpg` on as typed): that path in the line, no gallery file;
+    an add that takes nothing leaves no file either."""
+    path = tmp_path / "g.sqlite"
+    typed = str(tmp_path / "missing" / "*.jpg")
+    assert cli(["gallery", "add", "--gallery", str(path), "--weights", str(tiny_weights), typed]) == 2
+    assert capsys.readouterr().err == f"error: {typed}: not found\n" and list(tmp_path.iterdir()) == []
+    bad = tmp_path / "notes.txt"
+    bad.write_text("text")
+    assert cli(["gallery", "add", "--gallery", str(path), "--weights", str(tiny_weights), str(bad), typed]) == 1
+    err = capsys.readouterr().err
+    assert f"- skipped {bad.name}: not a readable image" in err and f"- skipped {typed}: file not found" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_missing_weights_are_named_as_missing(crops: tuple[Path, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """Not "missing my_cameras.json beside it": the file the user named is not there."""
+    missing = tmp_path / "weights" / "my_cameras.safetensors"
+    assert cli(["compare", str(crops[0]), str(crops[1]), "--weights", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: not found\n"
+    assert cli(["calibrate", "--data", str(tmp_path), "--weights", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: not found\n"
+
+
+@pytest.mark.slow
+def test_the_package_installs_with_a_reid_command(tmp_path: Path) -> None:
+    """`pip install -e .` (README's commands) gives the console script `reid`, which runs from any folder. The
+    throwaway venv sees this interpreter's packages through a .pth, so nothing is downloaded but the build
+    backend (pip's build isolation; skipped when no index is reachable)."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    clone, venv = tmp_path / "clone", tmp_path / "venv"  # what the package is made of, as in the working tree
+    shutil.copytree(ROOT / "reid_core", clone / "reid_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "requirements.txt"):
+        shutil.copy(ROOT / name, clone / name)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    python = venv / "bin" / "python"
+    r = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e",
+                        str(clone)], capture_output=True, text=True, timeout=600)
+    if r.returncode and "setuptools" in r.stderr and "No module" in r.stderr:
+        pytest.skip("no setuptools to build with: " + r.stderr.strip().splitlines()[-1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    reid = venv / "bin" / "reid"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([str(reid), "--help"], cwd=elsewhere, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage: reid ") and "calibrate" in r.stdout, r.stderr
+    r = subprocess.run([str(reid), "uploads", "missing.jpg"], cwd=elsewhere, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "skipped missing.jpg: file not found" in r.stderr, r.stderr

@@ -102,3 +102,95 @@ def test_bench_scripts_run_as_written() -> None:
         missing = {f for f in mentioned.get(f"bench/{script.name}", set()) if f not in r.stdout}
         assert not missing, (script.name, missing)
 
+
+
+def readme_command_lines() -> list[str]:
+    """Each command line of README.md's bash blocks, as a reader pastes it (a line ending in \\ continued)."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return [line.strip() for b in blocks for line in b.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def shell_words(line: str) -> list[list[str]]:
+    """The commands of one line (split at && and ;), each as the shell's words, comments dropped."""
+    import shlex
+
+    lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lex.whitespace_split, lex.commenters = True, "#"
+    commands: list[list[str]] = [[]]
+    for word in lex:
+        if word in ("&&", ";"):
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    return commands
+
+
+def test_every_readme_command_runs_as_printed() -> None:
+    """No `[--flag]`, no `a|b` (the shell reads a pipe: `gallery info|clear` ran the terminal's `clear`), and each
+    command of ours parses with its own parser exactly as printed: what argparse would refuse fails here."""
+    sys.path.insert(0, str(ROOT))
+    import app
+    import train
+    from reid_core.cli import build_parser
+
+    parsers = {"-m reid_core": build_parser().parse_args, "train.py": train.build_parser().parse_args,
+               "app.py": app.parse_args}
+    lines = readme_command_lines()
+    checked = 0
+    for line in lines:
+        for words in shell_words(line):
+            where = f"README.md: {line}"
+            assert not any(w in ("|", "||", "&", ">", "<") or w.startswith("[") for w in words), where
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # REID_WEIGHTS=... before the program
+                words = words[1:]
+            if words[:1] == [".venv/bin/torchrun"]:
+                words = [".venv/bin/python", *words[words.index("train.py"):]]
+            if words[:1] == ["bash"]:
+                assert (ROOT / words[1]).is_file(), where
+            if words[:1] == [".venv/bin/pip"]:
+                files = [words[i + 1] for i, w in enumerate(words) if w == "-r"]
+                assert files and all((ROOT / f).is_file() for f in files), where
+            if words[:1] != [".venv/bin/python"]:
+                continue
+            program, rest = (" ".join(words[1:3]), words[3:]) if words[1] == "-m" else (words[1], words[2:])
+            try:
+                parsers[program](rest)
+            except SystemExit as e:
+                raise AssertionError(f"{where}: argparse refused it (status {e.code})") from None
+            checked += 1
+    assert checked >= 20, checked
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    """.ci/run's last line is README's command 2 (install, the package included, then the tests)."""
+    command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert command in readme_command_lines() and "-e ." in command
+    assert any(line.endswith(".venv/bin/python app.py") and "-e ." in line for line in readme_command_lines())
+
+
+def test_readme_quotes_the_thresholds_in_use() -> None:
+    """README's cuts are the shipped weights' own: the flip ones (what the app and CLI use by default) and the plain
+    ones, each read as ReID reads them (it quoted 0.19 while the app used 0.277)."""
+    import json
+
+    from reid_core.thresholds import Thresholds
+
+    text = (ROOT / "README.md").read_text()
+    t = Thresholds.from_extra(json.loads((ROOT / "weights" / "model.json").read_text())["extra"])
+    flip_cos = t.flip_cos if t.flip_cos is not None else t.cos
+    assert (f"with test-time flip on, the default of the app and the CLI, the shipped weights' pair-score cut is "
+            f"{t.pair_for(True):.3f} (cosine {flip_cos:.3f})") in " ".join(text.split())
+    assert f"it is {t.pair_for(False):.3f} (cosine {t.cos:.3f})" in " ".join(text.split())
+
+
+def test_readme_adaptation_time_names_machine_and_load() -> None:
+    """The adaptation time README quotes is BENCHMARKS' (§14.1, the default 4 rounds), with the machine and its
+    load beside it, and README says what a run prints after each round."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    bench = (ROOT / "BENCHMARKS.md").read_text()
+    minutes = re.search(r"\*\*self-train round 4 \(camera-aware, the default\)\*\* \| \*\*([\d.]+) min\*\*", bench)
+    assert minutes, "BENCHMARKS §14.1 lost its default row"
+    assert f"in {minutes.group(1)} minutes on a 2-core AMD EPYC with nothing else running" in text
+    assert "2 busy cores" in text and "about 6.2 min left for 2 more rounds" in text

@@ -43,9 +43,10 @@ def test_embed_cli_skips_corrupt_images(embedded: Path, tiny_weights: Path, peop
     out = embedded.with_name("again.safetensors")  # run again to see its messages
     assert embed_main([str(people_folder), "--out", str(out), "--weights", str(tiny_weights), "--threads", "1"]) == 0
     printed = capsys.readouterr()
-    warnings = [line for line in printed.err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "broken.jpg" in warnings[0] and warnings[0].endswith("skipped")
-    assert "embedded 12 images (1 skipped)" in printed.out
+    skipped = sorted(line for line in printed.err.splitlines() if line.startswith("skipped "))
+    assert [line.split(":")[0] for line in skipped] == [f"skipped {people_folder / n}" for n in ("broken.jpg",
+                                                                                              "notes.txt")]
+    assert "embedded 12 images (2 skipped)" in printed.out  # the .txt named and counted too, as `uploads` does
     assert load_embeddings(out)[1] == paths
 
 
