@@ -41,7 +41,7 @@ from .pictures import framed, parts_picture
 from .screen import person_warning
 from .uploads import read_image
 
-VIDEO = {"Footage": "footage", "FootageConfig": "footage", "IndexReport": "footage", "TrackletGallery": "store",
+VIDEO = {"Footage": "footage", "FootageConfig": "config", "IndexReport": "footage", "TrackletGallery": "store",
          "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
          "VideoError": "frames", "VideoLimits": "frames", "probe_video": "frames"}
 

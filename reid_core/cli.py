@@ -508,7 +508,7 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
 def video_args(p: argparse.ArgumentParser) -> None:
     from .video.commands import add_args
 
-    add_args(p, model_flags)
+    add_args(p, model_flags, setting_flags)
 
 
 @verb("footage: index videos (each one a camera) into a gallery, search them with a crop, people across cameras",

@@ -19,8 +19,10 @@ ACTIONS = {"index": "detect, track and index videos (each one a camera) into a g
            "people": "group every tracklet into people across cameras; --annotate draws them on the video"}
 
 
-def add_args(p: argparse.ArgumentParser, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
-    from .footage import FootageConfig
+def add_args(p: argparse.ArgumentParser, model_flags: Callable[[argparse.ArgumentParser], None],
+             setting_flags: Callable[..., None]) -> None:
+    """The `video` verb's actions and flags (model_flags and setting_flags: the CLI's own, passed in)."""
+    from .config import FootageConfig
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
     acts = {name: sub.add_parser(name, help=text, description=text) for name, text in ACTIONS.items()}
@@ -31,19 +33,13 @@ def add_args(p: argparse.ArgumentParser, model_flags: Callable[[argparse.Argumen
     i.add_argument("videos", nargs="+", help="video files (.mp4, .avi, ...) or folders of frames, one per camera")
     i.add_argument("--camera", action="append", help="a camera name per video, in order (default: file names)")
     i.add_argument("--detector", help="a person detector .onnx (YOLOX / YOLOv8 style; default: the offline SSDLite)")
-    defaults = FootageConfig()
-    for f in fields(FootageConfig):
-        if f.name in ("people_threshold",):
-            continue
-        i.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                       default=getattr(defaults, f.name), help=f"(default: {getattr(defaults, f.name)})")
+    setting_flags(i, FootageConfig)
     s = acts["search"]
     s.add_argument("crop", help="an image of the person (a crop)")
     s.add_argument("--k", type=int, default=10, help="how many tracklets, best first (1..50; default 10)")
     s.add_argument("--thumbnails", help="folder for the hits' thumbnails (default: <gallery>.thumbs/)")
     q = acts["people"]
-    q.add_argument("--threshold", type=float, default=defaults.people_threshold,
-                   help=f"average cosine at which tracklets are one person (default {defaults.people_threshold})")
+    setting_flags(q, FootageConfig, ("people",))
     q.add_argument("--annotate", help="write the video with boxes and global ids here (.mp4; with several cameras a "
                                       "folder, one <camera>.mp4 each)")
 
@@ -53,7 +49,8 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> 
 
     from ..gallery import GalleryError
     from ..limits import Limits
-    from .footage import Footage, FootageConfig
+    from .config import FootageConfig
+    from .footage import Footage
     from .frames import VideoLimits
 
     path = Path(args.gallery)
@@ -94,7 +91,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> 
             who = "" if h.person is None else f"  person {h.person}"
             print(f"{rank:3d}  {h.score:.4f}  {h.camera}  {h.start_s:7.2f}-{h.end_s:7.2f} s  {thumb}{who}")
         return 0
-    people = footage.people(args.threshold)
+    people = footage.people()
     if not people:
         raise GalleryError(f"{path}: the gallery holds no tracklets")
     for p in people:

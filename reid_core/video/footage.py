@@ -25,6 +25,7 @@ import numpy as np
 
 from ..images import ImageLike
 from ..ingest import Turn
+from .config import FootageConfig
 from .detector import Detector, load_detector
 from .frames import VideoLimits, probe, read_frames
 from .store import Person, TrackletGallery, TrackletMatch, file_digest
@@ -32,18 +33,6 @@ from .tracker import ByteTrackConfig, ByteTracker
 from .tracklets import Tracklet, TrackletBuilder, embed_tracklets, join_fragments
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-
-
-@dataclass
-class FootageConfig:
-    """How footage is cut into tracklets and grouped (the CLI's `video` flags)."""
-
-    crops: int = 8  # crops kept per tracklet, spread over its time
-    sample_every_s: float = 0.2  # at most one candidate crop per track this often
-    min_frames: int = 8  # shorter tracks are dropped (a false detection rarely lasts)
-    detect_every: int = 1  # run the detector on every n-th frame (the tracker predicts between)
-    join_threshold: float = 0.6  # cosine at which two fragments of one video are one person
-    people_threshold: float = 0.5  # average cosine at which tracklets across cameras are one person
 
 
 @dataclass
