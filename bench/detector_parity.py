@@ -130,13 +130,12 @@ def main() -> None:
         counts_tf, counts = sum(r[0] for r in rows), sum(r[1] for r in rows)
         print(f"| {name} | {np.abs(boxes - tf_raw).max():.2e} | {np.abs(scores - tf_raw_scores).max():.2e} | "
               f"{counts_tf} / {counts} | {max(r[2] for r in rows):.2e} | {max(r[3] for r in rows):.2e} |")
-    if args.write_reference:
-        Path(args.write_reference).write_text(json.dumps({
-            "what": "TensorFlow's detections (score >= 0.1; x1, y1, x2, y2 in [0, 1]) of the pedestrian-detection-"
-                    "ssdlite 0.2 graph on MOT15 frames resized to 300x300 (cv2.INTER_AREA); made by "
-                    "bench/detector_parity.py --write-reference", "tensorflow": str(ref["tf"]), "frames": reference,
-        }, indent=1) + "\n")
-
+    if args.write_reference:  # one frame a line
+        head = {"what": "TensorFlow's detections (score >= 0.1; x1, y1, x2, y2 in [0, 1]) of the pedestrian-detection-"
+                        "ssdlite 0.2 graph on MOT15 frames resized to 300x300 (cv2.INTER_AREA); made by "
+                        "bench/detector_parity.py --write-reference", "tensorflow": str(ref["tf"])}
+        lines = ",\n".join(json.dumps(f) for f in reference)
+        Path(args.write_reference).write_text(json.dumps(head)[:-1] + ', "frames": [\n' + lines + "\n]}\n")
 
 if __name__ == "__main__":
     main()
