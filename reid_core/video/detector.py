@@ -103,6 +103,9 @@ class SSDLiteDetector:
             self.path, self.record = cached_onnx(cache_dir, graph)
         except GraphError as e:
             raise DetectorError(str(e)) from None
+        except OSError as e:
+            raise DetectorError(f"{cache_dir}: cannot keep the detector's ONNX export there "
+                                f"({e.strerror or type(e).__name__})") from None
         self.session = _session(self.path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.cfg = SSDLiteConfig(**json.loads(meta[META_KEY]))

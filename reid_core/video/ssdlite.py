@@ -406,6 +406,7 @@ def cached_onnx(cache_dir: str | Path, graph: str | Path | None = None) -> tuple
             return path, record
     except (OSError, ValueError, TypeError):  # none yet, or torn: export again
         pass
+    folder.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, before a minute of building
     box, score = export_onnx(build_ssdlite(graph), path)
     record = ExportRecord(key, digest, box, score, _versions())
     atomic_write_text(record_file, json.dumps(asdict(record), indent=2))
