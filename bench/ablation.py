@@ -23,11 +23,11 @@ from recipe_sweep import held_out_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.convert import convert  # noqa: E402
-from reid_core.datasets import combine, load_dataset  # noqa: E402
-from reid_core.evaluate import EvalOptions, evaluate, subset_eval  # noqa: E402
-from reid_core.pretrained import lite_package_file  # noqa: E402
-from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
+from reid_core.data.datasets import combine, load_dataset  # noqa: E402
+from reid_core.evaluation.evaluate import EvalOptions, evaluate, subset_eval  # noqa: E402
+from reid_core.model.convert import convert  # noqa: E402
+from reid_core.model.pretrained import lite_package_file  # noqa: E402
+from reid_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 # (name, the row it changes, what changed, config overrides): the fixes in turn, then the backbones and the
 # data, each against the last fix's row.

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.datasets import load_dataset, parse_market_name  # noqa: E402
-from reid_core.evaluate import format_figures  # noqa: E402
-from reid_core.trainer import TrainConfig, Trainer  # noqa: E402
+from reid_core.data.datasets import load_dataset, parse_market_name  # noqa: E402
+from reid_core.evaluation.evaluate import format_figures  # noqa: E402
+from reid_core.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 RUNS = {
     "seed_bce": {"loss": "bce"},

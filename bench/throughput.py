@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.datasets import Record  # noqa: E402
+from reid_core.data.datasets import Record  # noqa: E402
 from reid_core.embed import Embedder, TorchEmbedder, embed_records, thread_pool  # noqa: E402
 from reid_core.export import OnnxEmbedder, export_onnx  # noqa: E402
-from reid_core.model import load_model  # noqa: E402
-from reid_core.precision import cpu_has_bf16  # noqa: E402
+from reid_core.model.network import load_model  # noqa: E402
+from reid_core.model.precision import cpu_has_bf16  # noqa: E402
 
 
 class ForcedBf16(TorchEmbedder):

@@ -15,15 +15,15 @@ The public API, what the app, train.py and notebooks stand on:
 
 from .adapt import AdaptConfig, AdaptReport
 from .api import Comparison, ReID
-from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
-from .files import atomic_write
-from .gallery import Gallery, GalleryError, Match
-from .images import ImageError, load_image
-from .index import RERANK_POOL
-from .ingest import AddReport
-from .limits import Limits, ServerLimits
-from .metrics import market_rank, ranking_ap, verification
-from .model import (
+from .base.files import atomic_write
+from .data.datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
+from .data.images import ImageError, load_image
+from .data.limits import Limits, ServerLimits
+from .data.person_check import person_warning
+from .data.uploads import read_image
+from .evaluation.metrics import market_rank, ranking_ap, verification
+from .figures.crop_pictures import framed, parts_picture
+from .model.network import (
     WEIGHTS_HELP,
     ModelConfig,
     SiameseReID,
@@ -33,9 +33,9 @@ from .model import (
     resolve_weights,
     save_model,
 )
-from .pictures import framed, parts_picture
-from .screen import person_warning
-from .uploads import read_image
+from .search.gallery import Gallery, GalleryError, Match
+from .search.index import RERANK_POOL
+from .search.ingest import AddReport
 
 __all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
@@ -51,7 +51,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """Trainer/TrainConfig on first use: the app and the inference API never need the training loop."""
     if name in ("Trainer", "TrainConfig"):
-        from . import trainer
+        from .train import trainer
 
         return getattr(trainer, name)
     if name == "setting_flags":  # a dataclass's settings as argparse flags (train.py's parser)

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
+from .base.files import atomic_write_text
 from .embed import Embedder, OnnxEmbedder, TorchEmbedder, row_cosine
-from .errors import WeightsError
 from .export import PARITY_COSINE, ParityError, export_onnx, parity_batch
-from .files import atomic_write_text
-from .model import SiameseReID
-from .precision import cpu_has_bf16
-from .weights import weights_hash
+from .model.errors import WeightsError
+from .model.network import SiameseReID
+from .model.precision import cpu_has_bf16
+from .model.weights import weights_hash
 
 ENGINES = ("auto", "onnx", "fp32", "torch", "bf16")  # the one list: --engine's choices, ReID's engine=
 ENGINE_HELP = ("auto (default; $REID_ENGINE): ONNX Runtime fp32 on a CPU where the cached export of these weights "

@@ -36,7 +36,7 @@ def flags(words: list[str]) -> set[str]:
 
 def test_the_docs_show_commands() -> None:
     programs = {p for p, _, _ in documented()}
-    for doc in DOCS:  # the module-style commands of before (python -m reid_core.evaluate) are gone
+    for doc in DOCS:  # the module-style commands of before (python -m reid_core.evaluation.evaluate) are gone
         assert not re.search(r"python -m reid_core\.\w", doc.read_text()), doc.name
     assert {"-m reid_core", "train.py"} <= programs and len([p for p in programs if p.startswith("bench/")]) >= 6
 

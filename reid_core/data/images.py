@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as F
 
 from .datasets import Record
 from .limits import Limits
-from .screen import person_warning
+from .person_check import person_warning
 
 ImageLike = str | Path | bytes | Image.Image | np.ndarray
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG covers cameras' MPO files. Nothing else is opened:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.flag_fields import setting
 from .errors import WeightsError
 from .pretrained import cached_hub_file, hub_unreachable, offline_imagenet_file
-from .settings import setting
 from .weights import (
     DEFAULT_WEIGHTS,
     WEIGHTS_HELP,

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..base.progress import progress_bar
 from .datasets import Record
 from .images import eval_pixels, load_image
-from .progress import progress_bar
 
 ERASE_SCALE = (0.02, 0.33)  # torchvision RandomErasing's defaults, as train_transform uses them
 ERASE_RATIO = (0.3, 3.3)

@@ -24,15 +24,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
-from . import distributed, losses
-from .datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
-from .device_crops import DeviceBatches, DeviceCrops, decode_all
-from .distributed import RankShare, World, gather_cat, gather_rows
-from .embed import TorchEmbedder
-from .evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
-from .files import atomic_save_file, atomic_write_text
-from .images import ImageDataset, PairDataset, train_transform
-from .model import (
+from ..base.files import atomic_save_file, atomic_write_text
+from ..base.flag_fields import setting
+from ..base.progress import progress_bar
+from ..data.datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
+from ..data.device_crops import DeviceBatches, DeviceCrops, decode_all
+from ..data.images import ImageDataset, PairDataset, train_transform
+from ..data.samplers import PairSampler, PKSampler
+from ..embed import TorchEmbedder
+from ..evaluation.evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
+from ..model.network import (
     Architecture,
     ModelConfig,
     SiameseReID,
@@ -42,10 +43,9 @@ from .model import (
     read_state_dict,
     save_model,
 )
-from .precision import autocast
-from .progress import progress_bar
-from .samplers import PairSampler, PKSampler
-from .settings import setting
+from ..model.precision import autocast
+from . import distributed, losses
+from .distributed import RankShare, World, gather_cat, gather_rows
 
 LOG_COLUMNS = ["epoch", "step", "lr", "loss", "loss_id", "loss_tri", "loss_pair", "train_acc", "train_pair_acc",
                "rank1", "rank5", "mAP", "mINP", "pair_auc", "pair_accuracy", "cos_accuracy", "images_per_s",
