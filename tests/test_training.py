@@ -154,7 +154,7 @@ def test_in_batch_pairs_are_balanced_and_labelled_by_identity() -> None:
 def test_train_transform_keeps_size_and_type_flips_and_erases() -> None:
     from PIL import Image
 
-    from reid_core.data.images import train_transform
+    from reid_core.data.augment import train_transform
 
     img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (128, 1, 3)))  # left dark
     mean = (0.5, 0.25, 0.75)

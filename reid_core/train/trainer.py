@@ -27,9 +27,9 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from ..base.files import atomic_save_file, atomic_write_text
 from ..base.flag_fields import setting
 from ..base.progress import progress_bar
+from ..data.augment import ImageDataset, PairDataset, train_transform
 from ..data.datasets import LAYOUTS, Record, ReIDData, combine, load_dataset, relabel
 from ..data.device_crops import DeviceBatches, DeviceCrops, decode_all
-from ..data.images import ImageDataset, PairDataset, train_transform
 from ..data.samplers import PairSampler, PKSampler
 from ..embed import TorchEmbedder
 from ..evaluation.evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
