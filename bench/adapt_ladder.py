@@ -28,7 +28,8 @@ from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records  # n
 from reid_core.data.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
 from reid_core.evaluation.evaluate import EvalOptions, evaluate  # noqa: E402
-from reid_core.model.network import SiameseReID, load_model, resolve_weights  # noqa: E402
+from reid_core.model.network import SiameseReID, load_model
+from reid_core.model.weights import resolve_weights
 
 CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR, else a temporary folder)
 

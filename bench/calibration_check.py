@@ -20,7 +20,8 @@ from reid_core.data.datasets import load_dataset  # noqa: E402
 from reid_core.embed import Mirrored, TorchEmbedder, flip_average  # noqa: E402
 from reid_core.evaluation.evaluate import extract, pair_logits, subset_eval, verification_pairs  # noqa: E402
 from reid_core.evaluation.thresholds import Thresholds, balanced_accuracy, brier, log_loss, sigmoid  # noqa: E402
-from reid_core.model.network import config_path, load_model  # noqa: E402
+from reid_core.model.network import load_model
+from reid_core.model.weights import config_path
 
 
 def main() -> None:

@@ -23,16 +23,9 @@ from .data.person_check import person_warning
 from .data.uploads import read_image
 from .evaluation.metrics import market_rank, ranking_ap, verification
 from .figures.crop_pictures import framed, parts_picture
-from .model.network import (
-    WEIGHTS_HELP,
-    ModelConfig,
-    SiameseReID,
-    WeightsError,
-    create_model,
-    load_model,
-    resolve_weights,
-    save_model,
-)
+from .model.errors import WeightsError
+from .model.network import ModelConfig, SiameseReID, create_model, load_model, save_model
+from .model.weights import WEIGHTS_HELP, resolve_weights
 from .search.gallery import Gallery, GalleryError, Match
 from .search.index import RERANK_POOL
 from .search.ingest import AddReport

@@ -26,7 +26,8 @@ from .data.limits import Limits
 from .embed import Embedder, Flipped
 from .engines import EngineChoice, choose_engine
 from .evaluation.thresholds import Thresholds
-from .model.network import SiameseReID, load_model, resolve_weights, weights_hash
+from .model.network import SiameseReID, load_model
+from .model.weights import resolve_weights, weights_hash
 from .search.gallery import Gallery
 
 STRIPES, SHIFT = 6, 1  # compare_parts: horizontal stripes, as PCB cuts a person (head, shoulders, chest, waist, legs,

@@ -122,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures, record, stored_metrics, subset_eval
     from .evaluation.thresholds import Thresholds
-    from .model.network import resolve_weights
+    from .model.weights import resolve_weights
 
     if args.json:
         output_file(args.json, made_here=False)
@@ -177,7 +177,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, calibrate, calibration_records, record
     from .evaluation.thresholds import Thresholds
-    from .model.network import resolve_weights
+    from .model.weights import resolve_weights
 
     reid = load(args)
     data = load_dataset(args.data, args.layout)
@@ -215,7 +215,7 @@ def embed_args(m: argparse.ArgumentParser) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from .data.datasets import Record
     from .embed import EmbeddingsHeader, embed_records, list_images, save_embeddings
-    from .model.network import resolve_weights
+    from .model.weights import resolve_weights
 
     files = list_images(args.folder)
     output_file(args.out)
@@ -321,7 +321,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptConfig, provenance
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures
-    from .model.network import resolve_weights, save_model
+    from .model.network import save_model
+    from .model.weights import resolve_weights
 
     out = output_file(args.out)
     if Path(args.out).suffix != ".safetensors":
@@ -371,7 +372,8 @@ def export_args(x: argparse.ArgumentParser) -> None:
 @verb("export the embedding path to ONNX (uint8 pixels in, unit embeddings out), checked against torch", export_args)
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import PARITY_IMAGES, export_onnx
-    from .model.network import load_model, resolve_weights
+    from .model.network import load_model
+    from .model.weights import resolve_weights
 
     model = load_model(resolve_weights(args.weights), "cpu", args.allow_pickle)
     cos = export_onnx(model, args.out, args.opset)  # ParityError (a one-line ValueError), and no file, when off
@@ -491,7 +493,7 @@ def setting_flags(ap: argparse.ArgumentParser, cls: type, titles: Sequence[str] 
 
 def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = True) -> None:
     from .engines import ENGINE_HELP, ENGINES
-    from .model.network import WEIGHTS_HELP
+    from .model.weights import WEIGHTS_HELP
 
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "

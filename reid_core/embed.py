@@ -29,7 +29,8 @@ from .base.files import atomic_write
 from .base.progress import progress_bar
 from .data.datasets import IMAGE_EXTS, Record
 from .data.images import read_pixels
-from .model.network import ModelConfig, SiameseReID, WeightsError
+from .model.errors import WeightsError
+from .model.network import ModelConfig, SiameseReID
 from .model.precision import autocast
 
 CONFIG_KEY = "reid_config"

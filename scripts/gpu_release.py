@@ -94,7 +94,8 @@ def salvage(args: argparse.Namespace) -> None:
     """model.safetensors from a run's last checkpoint, for a run that the lease's time limit cut short."""
     from safetensors import safe_open
 
-    from reid_core.model.network import ModelConfig, create_model, read_state_dict, save_model
+    from reid_core.model.network import ModelConfig, create_model, save_model
+    from reid_core.model.weights import read_state_dict
 
     ckpt = Path(args.run) / "last.safetensors"
     with safe_open(str(ckpt), "pt") as f:

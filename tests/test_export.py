@@ -31,7 +31,8 @@ from reid_core.export import (  # noqa: E402
     parity,
     parity_batch,
 )
-from reid_core.model.network import ModelConfig, WeightsError, create_model, load_model, save_model  # noqa: E402
+from reid_core.model.errors import WeightsError
+from reid_core.model.network import ModelConfig, create_model, load_model, save_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from reid_core.model.network import ModelConfig, WeightsError, create_model, load_model, save_model
+from reid_core.model.errors import WeightsError
+from reid_core.model.network import ModelConfig, create_model, load_model, save_model
 
 
 @pytest.mark.parametrize("backbone,dim", [("resnet18", 512), ("efficientnet_lite0", 1280)])

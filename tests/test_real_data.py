@@ -13,7 +13,8 @@ import pytest
 
 from reid_core.data.datasets import ReIDData, load_dataset
 from reid_core.evaluation.evaluate import EvalOptions, evaluate, subset_eval
-from reid_core.model.network import DEFAULT_WEIGHTS, ModelConfig, create_model, load_model
+from reid_core.model.network import ModelConfig, create_model, load_model
+from reid_core.model.weights import DEFAULT_WEIGHTS
 from reid_core.train.trainer import TrainConfig, Trainer
 
 DATA = os.environ.get("REID_DATA", "")

@@ -115,7 +115,7 @@ def test_progress_bar_counts_the_real_steps(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_resume_without_checkpoint_is_an_error(market_big: Path, tmp_path: Path) -> None:
-    from reid_core.model.network import WeightsError
+    from reid_core.model.errors import WeightsError
 
     with pytest.raises(WeightsError, match="no checkpoint"):
         Trainer(tiny(market_big, tmp_path, name="none", resume=True))
@@ -173,7 +173,7 @@ def test_resume_takes_the_runs_own_config(market_big: Path, tmp_path: Path) -> N
     """--resume reads runs/<name>/config.json; flags that would change the trained model are refused by name,
     while --epochs (and the other RESUMABLE ones) may change."""
     import train
-    from reid_core.model.network import WeightsError
+    from reid_core.model.errors import WeightsError
 
     Trainer(tiny(market_big, tmp_path, name="r", epochs=1)).fit()
     base = ["--data", str(market_big), "--out", str(tmp_path), "--name", "r", "--resume"]

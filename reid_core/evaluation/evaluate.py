@@ -22,7 +22,8 @@ from safetensors.numpy import save_file
 from ..base.files import atomic_write, atomic_write_text
 from ..data.datasets import Record, ReIDData
 from ..embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
-from ..model.network import SiameseReID, config_path, weights_hash
+from ..model.network import SiameseReID
+from ..model.weights import config_path, weights_hash
 from .metrics import (
     RankResult,
     VerificationResult,

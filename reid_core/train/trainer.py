@@ -33,17 +33,10 @@ from ..data.device_crops import DeviceBatches, DeviceCrops, decode_all
 from ..data.samplers import PairSampler, PKSampler
 from ..embed import TorchEmbedder
 from ..evaluation.evaluate import EvalReport, extract, format_figures, record, score, stored_metrics, subset_eval
-from ..model.network import (
-    Architecture,
-    ModelConfig,
-    SiameseReID,
-    WeightsError,
-    create_model,
-    normalisation,
-    read_state_dict,
-    save_model,
-)
+from ..model.errors import WeightsError
+from ..model.network import Architecture, ModelConfig, SiameseReID, create_model, normalisation, save_model
 from ..model.precision import autocast
+from ..model.weights import read_state_dict
 from . import distributed, losses
 from .distributed import RankShare, World, gather_cat, gather_rows
 
