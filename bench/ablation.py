@@ -27,7 +27,8 @@ from reid_core.data.datasets import combine, load_dataset  # noqa: E402
 from reid_core.evaluation.evaluate import EvalOptions, evaluate, subset_eval  # noqa: E402
 from reid_core.model.convert import convert  # noqa: E402
 from reid_core.model.pretrained import lite_package_file  # noqa: E402
-from reid_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer  # noqa: E402
 
 # (name, the row it changes, what changed, config overrides): the fixes in turn, then the backbones and the
 # data, each against the last fix's row.

@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
 from reid_core.evaluation.evaluate import evaluate, format_figures, subset_eval  # noqa: E402
-from reid_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

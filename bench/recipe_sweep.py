@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from
 
 from reid_core.data.datasets import load_dataset, parse_market_name  # noqa: E402
 from reid_core.evaluation.evaluate import format_figures  # noqa: E402
-from reid_core.train.trainer import TrainConfig, Trainer  # noqa: E402
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer  # noqa: E402
 
 RUNS = {
     "seed_bce": {"loss": "bce"},

@@ -43,10 +43,14 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     """Trainer/TrainConfig on first use: the app and the inference API never need the training loop."""
-    if name in ("Trainer", "TrainConfig"):
-        from .train import trainer
+    if name == "Trainer":
+        from .train.trainer import Trainer
 
-        return getattr(trainer, name)
+        return Trainer
+    if name == "TrainConfig":
+        from .train.config import TrainConfig
+
+        return TrainConfig
     if name == "setting_flags":  # a dataclass's settings as argparse flags (train.py's parser)
         from .cli import setting_flags
 

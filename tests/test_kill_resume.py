@@ -20,7 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from reid_core.figures import plots
-from reid_core.train.trainer import TrainConfig, Trainer
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3

@@ -15,7 +15,8 @@ from reid_core.data.datasets import ReIDData, load_dataset
 from reid_core.evaluation.evaluate import EvalOptions, evaluate, subset_eval
 from reid_core.model.network import ModelConfig, create_model, load_model
 from reid_core.model.weights import DEFAULT_WEIGHTS
-from reid_core.train.trainer import TrainConfig, Trainer
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer
 
 DATA = os.environ.get("REID_DATA", "")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DATA and Path(DATA).is_dir()),

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import person
 
-from reid_core.train.trainer import LOG_COLUMNS, TrainConfig, Trainer
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import LOG_COLUMNS, Trainer
 
 
 def tiny(market_big: Path, tmp_path: Path, **kw) -> TrainConfig:
