@@ -8,7 +8,7 @@
   parity with torch fp32 on this device, else a one-line error: it changes the numbers (Market Rank-1 moved by
   0.38, BENCHMARKS §13).
 
-Nothing is timed at load (speed is measured in bench/eval_engines.py, BENCHMARKS.md). The ONNX export is cached
+Nothing is timed at load (speed is measured in bench/engine_speed.py, BENCHMARKS.md). The ONNX export is cached
 in `cache_dir` under the hash of the weights: `<hash>.onnx` beside `<hash>.json`, the record of its parity check
 (least cosine with torch fp32 over the seeded parity batch, and the onnxruntime and torch versions that checked
 it). The first load of new weights (or another onnxruntime) exports and checks once; later loads only read the

@@ -174,7 +174,8 @@ def test_the_checkers_see_violations(tmp_path: Path) -> None:
         (lib / f).write_text("")
     bad = lib / "data" / "images.py"
     bad.write_text("from .limits import Limits\nfrom ..api import ReID\nfrom reid_core.search.gallery import Gallery\n"
-                   "import reid_core.model.network\ndef f():\n    from .. import engines\n    from ..data import limits\n")
+                   "import reid_core.model.network\n"
+                   "def f():\n    from .. import engines\n    from ..data import limits\n")
     assert imports_of(bad, lib) == {"data.limits", "api", "search.gallery", "model.network", "engines"}
     app = tmp_path / "app.py"  # a submodule taken through the root is a module, not a name of the public API
     app.write_text("from reid_core import ReID, plots\nfrom reid_core.figures import plots as p\n")
