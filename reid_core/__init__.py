@@ -10,7 +10,7 @@ The public API, what the app, train.py and notebooks stand on:
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
 - adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`);
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`.
-`plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
+`figures.plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
 """
 
 from .adapt import AdaptConfig, AdaptReport
