@@ -14,6 +14,6 @@ def ask(doc: str, questions: dict[str, Question]) -> None:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="question", required=True, metavar="QUESTION")
     for name, (flags, _, help) in questions.items():
-        flags(sub.add_parser(name, help=help, description=help))
+        flags(sub.add_parser(name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     args = ap.parse_args()
     questions[args.question][1](args)
