@@ -2,7 +2,7 @@
 --shared-gallery), watch training curves, inspect the model.
 
     python app.py --host 127.0.0.1 --port 7860 [--weights W] [--data-dir D] [--runs-dir R] [--share]
-                  [--allow-pickle] [--max-upload-mb N --max-gallery N --concurrency N ...: see reid_core/limits.py]
+                  [--allow-pickle] [--max-upload-mb N --max-gallery N --concurrency N ...: see reid_core/data/limits.py]
 
 Weights come from --weights, else $REID_WEIGHTS, else weights/model.safetensors. A missing or bad weights
 file does not stop the app: the Model tab and every model-backed output say what is wrong. `demo` is built
@@ -52,11 +52,11 @@ from reid_core import (
     parse_identity,
     parts_picture,
     person_warning,
-    plots,
     ranking_ap,
     read_image,
     resolve_weights,
 )
+from reid_core.figures import plots
 from space import params
 from space.fair import Busy, FairLane
 from space.params import ParamError, text

@@ -25,10 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records  # noqa: E402
-from reid_core.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
+from reid_core.data.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
-from reid_core.evaluate import EvalOptions, evaluate  # noqa: E402
-from reid_core.model import SiameseReID, load_model, resolve_weights  # noqa: E402
+from reid_core.evaluation.evaluate import EvalOptions, evaluate  # noqa: E402
+from reid_core.model.network import SiameseReID, load_model
+from reid_core.model.weights import resolve_weights
 
 CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR, else a temporary folder)
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid_core.datasets import load_dataset  # noqa: E402
+from reid_core.data.datasets import load_dataset  # noqa: E402
 from reid_core.embed import Mirrored, TorchEmbedder, flip_average  # noqa: E402
-from reid_core.evaluate import extract, pair_logits, subset_eval, verification_pairs  # noqa: E402
-from reid_core.model import config_path, load_model  # noqa: E402
-from reid_core.thresholds import Thresholds, balanced_accuracy, brier, log_loss, sigmoid  # noqa: E402
+from reid_core.evaluation.evaluate import extract, pair_logits, subset_eval, verification_pairs  # noqa: E402
+from reid_core.evaluation.thresholds import Thresholds, balanced_accuracy, brier, log_loss, sigmoid  # noqa: E402
+from reid_core.model.network import load_model
+from reid_core.model.weights import config_path
 
 
 def main() -> None:

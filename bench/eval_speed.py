@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.datasets import load_dataset  # noqa: E402
-from reid_core.metrics import cosine_distance, market_rank  # noqa: E402
+from reid_core.data.datasets import load_dataset  # noqa: E402
+from reid_core.evaluation.metrics import cosine_distance, market_rank  # noqa: E402
 
 
 def main() -> None:

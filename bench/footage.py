@@ -46,7 +46,8 @@ def main() -> None:
     cfg = FootageConfig(detect_every=args.detect_every)
     print(f"engine {reid.engine}; flip {'on' if args.flip else 'off'}; detect every {cfg.detect_every} frame(s)")
     print("| sequence | frames | decode | detect | track | crops | embed + join | end to end (frames/s) | tracks -> "
-          "tracklets -> joined | MOTA / IDF1 tracklets | MOTA / IDF1 joined |\n|---|---|---|---|---|---|---|---|---|---|---|")
+          "tracklets -> joined | MOTA / IDF1 tracklets | MOTA / IDF1 joined |")
+    print("|---" * 11 + "|")
     for seq in SEQUENCES:
         video = Path(args.mot) / seq / f"{seq}.mp4"
         t0 = time.perf_counter()

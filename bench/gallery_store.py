@@ -1,4 +1,4 @@
-"""The gallery file (reid_core.gallery) measured: add and search latency, what an extreme strip costs, and the
+"""The gallery file (reid_core.search.gallery) measured: add and search latency, what an extreme strip costs, and the
 person screen's statistics on real crops.
 
     python bench/gallery_store.py [--weights weights/model.safetensors] [--images 500] [--data MARKET_DIR]
@@ -29,9 +29,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
 from reid_core import ReID  # noqa: E402
-from reid_core.images import ImageError  # noqa: E402
-from reid_core.screen import NOISE_CORR, UNIFORM_STD, grey_stats  # noqa: E402
-from reid_core.uploads import read_image  # noqa: E402
+from reid_core.data.images import ImageError  # noqa: E402
+from reid_core.data.person_check import NOISE_CORR, UNIFORM_STD, grey_stats  # noqa: E402
+from reid_core.data.uploads import read_image  # noqa: E402
 
 
 def crop(k: int) -> bytes:

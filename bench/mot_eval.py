@@ -50,7 +50,6 @@ def track(per_frame: list[np.ndarray], config: ByteTrackConfig) -> tuple[np.ndar
 def detect(video: Path, spec: str | None) -> tuple[list[np.ndarray], dict]:
     """Per-frame detections of the video by the detector, with decode and detect milliseconds a frame."""
     from reid_core.video.detector import load_detector
-
     from reid_core.video.frames import read_frames
 
     detector = load_detector(spec)

@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reid_core import ReID, load_dataset, market_rank  # noqa: E402
-from reid_core.evaluate import extract  # noqa: E402
-from reid_core.metrics import cosine_distance  # noqa: E402
+from reid_core.evaluation.evaluate import extract  # noqa: E402
+from reid_core.evaluation.metrics import cosine_distance  # noqa: E402
 
 
 def multi_query(qf: np.ndarray, q_ids: np.ndarray, gf: np.ndarray, g_ids: np.ndarray) -> np.ndarray:

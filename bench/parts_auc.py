@@ -33,7 +33,7 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
 from reid_core import ReID  # noqa: E402
-from reid_core.datasets import Record, load_market  # noqa: E402
+from reid_core.data.datasets import Record, load_market  # noqa: E402
 
 
 def cross_camera_pairs(records: list[Record], n: int, seed: int) -> tuple[list[tuple[Path, Path]], list[int]]:

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a fresh clone as written
 
-from reid_core.index import TRAIN_POINTS_PER_CELL, GalleryIndex, recall_at_k  # noqa: E402
-from reid_core.synthetic import clustered  # noqa: E402
+from reid_core.search.index import TRAIN_POINTS_PER_CELL, GalleryIndex, recall_at_k  # noqa: E402
+from reid_core.search.synthetic import clustered  # noqa: E402
 
 
 def median_ms(fn, queries: np.ndarray) -> float:

@@ -12,34 +12,27 @@ The public API, what the app, train.py and notebooks stand on:
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`;
 - footage (imported on first use, reid_core.video): `Footage`, `FootageConfig`, `IndexReport`, `TrackletGallery`,
   `TrackletMatch`, `Person`, `Detector`, `load_detector`, `VideoError`, `VideoLimits`, `probe_video`.
-`plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
+`figures.plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
 """
 
 import importlib
 
 from .adapt import AdaptConfig, AdaptReport
 from .api import Comparison, ReID
-from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
-from .files import atomic_write
-from .gallery import Gallery, GalleryError, Match
-from .images import ImageError, load_image
-from .index import MAX_K, RERANK_POOL
-from .ingest import AddReport
-from .limits import Limits, ServerLimits
-from .metrics import market_rank, ranking_ap, verification
-from .model import (
-    WEIGHTS_HELP,
-    ModelConfig,
-    SiameseReID,
-    WeightsError,
-    create_model,
-    load_model,
-    resolve_weights,
-    save_model,
-)
-from .pictures import framed, parts_picture
-from .screen import person_warning
-from .uploads import read_image
+from .base.files import atomic_write
+from .data.datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
+from .data.images import ImageError, load_image
+from .data.limits import Limits, ServerLimits
+from .data.person_check import person_warning
+from .data.uploads import read_image
+from .evaluation.metrics import market_rank, ranking_ap, verification
+from .figures.crop_pictures import framed, parts_picture
+from .model.errors import WeightsError
+from .model.network import ModelConfig, SiameseReID, create_model, load_model, save_model
+from .model.weights import WEIGHTS_HELP, resolve_weights
+from .search.gallery import Gallery, GalleryError, Match
+from .search.index import MAX_K, RERANK_POOL
+from .search.ingest import AddReport
 
 VIDEO = {"Footage": "footage", "FootageConfig": "config", "IndexReport": "footage", "TrackletGallery": "store",
          "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
@@ -52,7 +45,9 @@ __all__ = ["MAX_K", "RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport",
            "create_model", "framed",
            "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
            "parts_picture", "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags",
-           "verification", *VIDEO]
+           "verification",
+           "Footage", "FootageConfig", "IndexReport", "TrackletGallery", "TrackletMatch", "Person", "Detector",
+           "load_detector", "VideoError", "VideoLimits", "probe_video"]  # VIDEO's: loaded on first use
 __version__ = "0.1.0"
 
 
@@ -62,10 +57,14 @@ def __getattr__(name: str):
     if name in VIDEO:
         module = importlib.import_module(f".video.{VIDEO[name]}", __name__)
         return getattr(module, "probe" if name == "probe_video" else name)
-    if name in ("Trainer", "TrainConfig"):
-        from . import trainer
+    if name == "Trainer":
+        from .train.trainer import Trainer
 
-        return getattr(trainer, name)
+        return Trainer
+    if name == "TrainConfig":
+        from .train.config import TrainConfig
+
+        return TrainConfig
     if name == "setting_flags":  # a dataclass's settings as argparse flags (train.py's parser)
         from .cli import setting_flags
 

@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .datasets import DatasetError, Record, detect_layout, load_dataset
+from .base.flag_fields import setting
+from .base.progress import progress_bar
+from .data.datasets import DatasetError, Record, detect_layout, load_dataset
+from .data.images import read_pixels
+from .data.samplers import PKSampler
 from .embed import list_images
-from .images import read_pixels
-from .metrics import jaccard_distance
-from .model import SiameseReID
-from .progress import progress_bar
-from .samplers import PKSampler
-from .settings import setting
+from .evaluation.metrics import jaccard_distance
+from .model.network import SiameseReID
 
 METHODS = ("bn", "self-train")
 MAX_SELF_TRAIN = 15_000  # crops: the Jaccard step holds a few n x n float32 matrices (~3.6 GB at 15,000)
@@ -162,7 +162,7 @@ def target_records(folder: str | Path, layout: str = "auto") -> list[Record]:
         if not recs:
             raise DatasetError(f"{folder}: no training images to adapt on")
         return [Record(r.path, -1, r.camid) for r in recs]
-    from .datasets import parse_market_name
+    from .data.datasets import parse_market_name
 
     out = []
     for p in list_images(folder):

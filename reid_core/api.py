@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, target_records
+from .data.images import ImageLike, eval_pixels, load_image
+from .data.limits import Limits
 from .embed import Embedder, Flipped
 from .engines import EngineChoice, choose_engine
-from .gallery import Gallery
-from .images import ImageLike, eval_pixels, load_image
-from .limits import Limits
-from .model import SiameseReID, load_model, resolve_weights, weights_hash
-from .thresholds import Thresholds
+from .evaluation.thresholds import Thresholds
+from .model.network import SiameseReID, load_model
+from .model.weights import resolve_weights, weights_hash
+from .search.gallery import Gallery
 
 STRIPES, SHIFT = 6, 1  # compare_parts: horizontal stripes, as PCB cuts a person (head, shoulders, chest, waist, legs,
 # feet); each matched to the best of the other crop's stripes up to SHIFT away (detections sit a little higher or lower)

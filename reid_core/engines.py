@@ -8,7 +8,7 @@
   parity with torch fp32 on this device, else a one-line error: it changes the numbers (Market Rank-1 moved by
   0.38, BENCHMARKS §13).
 
-Nothing is timed at load (speed is measured in bench/eval_engines.py, BENCHMARKS.md). The ONNX export is cached
+Nothing is timed at load (speed is measured in bench/engine_speed.py, BENCHMARKS.md). The ONNX export is cached
 in `cache_dir` under the hash of the weights: `<hash>.onnx` beside `<hash>.json`, the record of its parity check
 (least cosine with torch fp32 over the seeded parity batch, and the onnxruntime and torch versions that checked
 it). The first load of new weights (or another onnxruntime) exports and checks once; later loads only read the
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
+from .base.files import atomic_write_text
 from .embed import Embedder, OnnxEmbedder, TorchEmbedder, row_cosine
-from .errors import WeightsError
 from .export import PARITY_COSINE, ParityError, export_onnx, parity_batch
-from .files import atomic_write_text
-from .model import SiameseReID
-from .precision import cpu_has_bf16
-from .weights import weights_hash
+from .model.errors import WeightsError
+from .model.network import SiameseReID
+from .model.precision import cpu_has_bf16
+from .model.weights import weights_hash
 
 ENGINES = ("auto", "onnx", "fp32", "torch", "bf16")  # the one list: --engine's choices, ReID's engine=
 ENGINE_HELP = ("auto (default; $REID_ENGINE): ONNX Runtime fp32 on a CPU where the cached export of these weights "

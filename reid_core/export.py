@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base.files import atomic_write
 from .embed import CONFIG_KEY, OnnxEmbedder, row_cosine
-from .errors import WeightsError
-from .files import atomic_write
-from .model import ModelConfig, SiameseReID
+from .model.errors import WeightsError
+from .model.network import ModelConfig, SiameseReID
 
 PARITY_COSINE = 0.999
 PARITY_IMAGES = 8  # the seeded batch every parity check embeds

@@ -1,6 +1,6 @@
 """The release model's GPU run (issue #33), in two steps on two machines.
 
-    python scripts/gpu_release.py pack --market ../shared/data/market1501 --cuhk03 ../shared/data/cuhk03 --out /tmp/pack 
+    python scripts/gpu_release.py pack --market ../shared/data/market1501 --cuhk03 ../shared/data/cuhk03 --out /tmp/pack
     (cd /tmp/pack && python -m zipfile -c ../pack.zip .) && mkdir -p .gpu && mv /tmp/pack.zip .gpu/
     python scripts/gpu_release.py train --pack .gpu --name lite0_joint --epochs 120 -- [train.py flags]
 
@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def pack(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
-    from reid_core.convert import convert
-    from reid_core.files import atomic_save_file
-    from reid_core.datasets import load_dataset
-    from reid_core.pretrained import lite_package_file
+    from reid_core.base.files import atomic_save_file
+    from reid_core.data.datasets import load_dataset
+    from reid_core.model.convert import convert
+    from reid_core.model.pretrained import lite_package_file
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +59,8 @@ def pack(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace, flags: list[str]) -> None:
     import train as train_script
-    from reid_core.datasets import Record, ReIDData, relabel
-    from reid_core.trainer import Trainer
+    from reid_core.data.datasets import Record, ReIDData, relabel
+    from reid_core.train.trainer import Trainer
 
     root = Path(args.pack)
     rows = json.loads((root / "manifest.json").read_text())
@@ -94,7 +94,8 @@ def salvage(args: argparse.Namespace) -> None:
     """model.safetensors from a run's last checkpoint, for a run that the lease's time limit cut short."""
     from safetensors import safe_open
 
-    from reid_core.model import ModelConfig, create_model, read_state_dict, save_model
+    from reid_core.model.network import ModelConfig, create_model, save_model
+    from reid_core.model.weights import read_state_dict
 
     ckpt = Path(args.run) / "last.safetensors"
     with safe_open(str(ckpt), "pt") as f:

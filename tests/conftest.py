@@ -93,7 +93,7 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised resnet18 at 64x32 with a 32-d embedding, saved as inference weights."""
     import torch
 
-    from reid_core.model import ModelConfig, create_model, save_model
+    from reid_core.model.network import ModelConfig, create_model, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
@@ -125,7 +125,7 @@ def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0) -> Path:
     function of cosine similarity, so "itself beats a different person" holds for the probability too."""
     import torch
 
-    from reid_core.model import ModelConfig, create_model, save_model
+    from reid_core.model.network import ModelConfig, create_model, save_model
 
     torch.manual_seed(seed)
     model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=embed_dim))
@@ -171,7 +171,7 @@ def rank1_at(epoch: int) -> float:
 
 def write_log(path: Path, epochs: int = 6, eval_every: int = 3) -> Path:
     """A log.csv as the trainer writes it: metric cells empty on epochs without evaluation."""
-    from reid_core.trainer import LOG_COLUMNS
+    from reid_core.train.trainer import LOG_COLUMNS
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:

@@ -26,7 +26,7 @@ def test_bn_statistics_undo_a_domain_shift(market: Path) -> None:
     """Crops of the shifted network embed like their source versions once BatchNorm has seen the new network,
     unlabeled, and not before: the measured gain of the first rung, on a shift it should undo."""
     from reid_core.adapt import adapt_bn, pixel_batches, target_records
-    from reid_core.model import ModelConfig, create_model
+    from reid_core.model.network import ModelConfig, create_model
 
     torch.manual_seed(0)
     model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32)).eval()
@@ -53,7 +53,7 @@ def test_bn_statistics_undo_a_domain_shift(market: Path) -> None:
 def test_the_split_model_is_the_model(backbone: str, last_stride: int, stages: int) -> None:
     """Self-training runs the top of the network on cached trunk maps: top(trunk(x)) must be the model."""
     from reid_core.adapt import Split
-    from reid_core.model import ModelConfig, create_model
+    from reid_core.model.network import ModelConfig, create_model
 
     torch.manual_seed(0)
     model = create_model(ModelConfig(backbone=backbone, height=64, width=32, last_stride=last_stride)).eval()
@@ -67,7 +67,7 @@ def test_the_split_model_is_the_model(backbone: str, last_stride: int, stages: i
 
 def test_jaccard_core_matches_the_reference_loop() -> None:
     """kreciprocal_jaccard (vectorised by column) against the reference's per-row loop (Zhong et al.'s code)."""
-    from reid_core.metrics import kreciprocal_jaccard
+    from reid_core.evaluation.metrics import kreciprocal_jaccard
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 8))[rng.integers(0, 10, 80)] + 0.4 * rng.normal(size=(80, 8))
@@ -100,7 +100,7 @@ def test_jaccard_core_matches_the_reference_loop() -> None:
 
 def test_target_folder_reads_no_labels(market: Path, people_folder: Path, tmp_path: Path) -> None:
     from reid_core.adapt import target_records
-    from reid_core.datasets import DatasetError
+    from reid_core.data.datasets import DatasetError
 
     recs = target_records(market)  # a dataset: its training images, pids dropped, cameras kept
     assert len(recs) == 8 * 3 * 2 and {r.pid for r in recs} == {-1} and {r.camid for r in recs} == {0, 1, 2}

@@ -18,10 +18,10 @@ from PIL import Image
 
 import app
 from reid_core import ReID, ServerLimits
-from reid_core.limits import Limits
-from reid_core.model import load_model
-from reid_core.pictures import BARS_WIDTH, DISPLAY_SIZE
-from reid_core.uploads import iter_uploads
+from reid_core.data.limits import Limits
+from reid_core.data.uploads import iter_uploads
+from reid_core.figures.crop_pictures import BARS_WIDTH, DISPLAY_SIZE
+from reid_core.model.network import load_model
 
 
 @pytest.fixture(scope="module")

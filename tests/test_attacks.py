@@ -22,8 +22,8 @@ from PIL import Image
 
 import app
 from reid_core import Gallery, GalleryError, ServerLimits
-from reid_core.images import load_image
-from reid_core.limits import Limits
+from reid_core.data.images import load_image
+from reid_core.data.limits import Limits
 from space.fair import Busy, FairLane
 from space.params import ParamError, text
 from space.sessions import Sessions

@@ -22,7 +22,7 @@ from gradio_client import Client, handle_file
 import app
 from reid_core import api
 from reid_core.cli import main as cli
-from reid_core.limits import Limits, ServerLimits
+from reid_core.data.limits import Limits, ServerLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = Limits(max_upload_mb=16, max_zip_mb=16, max_image_mb=4)  # small enough to test cheaply

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from reid_core.convert import LITE_VARIANTS, convert, imagenet_classifier
-from reid_core.model import ModelConfig, WeightsError, create_model
-from reid_core.pretrained import lite_package_file
+from reid_core.model.convert import LITE_VARIANTS, convert, imagenet_classifier
+from reid_core.model.errors import WeightsError
+from reid_core.model.network import ModelConfig, create_model
+from reid_core.model.pretrained import lite_package_file
 
 reference = pytest.importorskip("efficientnet_lite_pytorch")
 skdata = pytest.importorskip("skimage.data")

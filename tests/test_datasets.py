@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from conftest import person
 
-from reid_core.datasets import DatasetError, combine, cuhk03_camera, load_cuhk03_splits, load_dataset
+from reid_core.data.datasets import DatasetError, combine, cuhk03_camera, load_cuhk03_splits, load_dataset
 
 
 def make_cuhk03(folder: Path, n_ids: int = 10) -> Path:
@@ -228,7 +228,7 @@ def test_unknown_layout_name(market: Path) -> None:
 
 
 def test_parse_identity_keeps_text_ids_apart_from_dataset_ids() -> None:
-    from reid_core.datasets import NAMED_ID_BASE, parse_identity
+    from reid_core.data.datasets import NAMED_ID_BASE, parse_identity
 
     assert parse_identity("0001_c2s1_000151_01.jpg") == (1, 2) and parse_identity("-1_c3s1_1.jpg") == (-1, 3)
     a1, a2 = parse_identity("person-A_c1.png"), parse_identity("person-A_cam2.jpg")

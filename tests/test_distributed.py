@@ -11,7 +11,7 @@ import torch
 from conftest import free_port
 from safetensors.torch import load_file
 
-from reid_core.model import ModelConfig, create_model
+from reid_core.model.network import ModelConfig, create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,7 +36,7 @@ def flags(words: list[str]) -> set[str]:
 
 def test_the_docs_show_commands() -> None:
     programs = {p for p, _, _ in documented()}
-    for doc in DOCS:  # the module-style commands of before (python -m reid_core.evaluate) are gone
+    for doc in DOCS:  # the module-style commands of before (python -m reid_core.evaluation.evaluate) are gone
         assert not re.search(r"python -m reid_core\.\w", doc.read_text()), doc.name
     assert {"-m reid_core", "train.py"} <= programs and len([p for p in programs if p.startswith("bench/")]) >= 6
 
@@ -86,21 +86,46 @@ def test_bench_scripts_run_as_written() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     scripts = sorted(p for p in (ROOT / "bench").glob("*.py") if "__main__" in p.read_text())
     mentioned: dict[str, set[str]] = {}
+    subcommands: dict[tuple[str, str], set[str]] = {}  # (script, question) -> its flags
     for program, words, _ in documented():
         if program.startswith("bench/"):
-            mentioned.setdefault(program, set()).update(flags(words))
-    assert set(mentioned) <= {f"bench/{p.name}" for p in scripts}, "a documented bench script that does not exist"
+            if words and re.fullmatch(r"[a-z][a-z-]*", words[0]):
+                subcommands.setdefault((program, words[0]), set()).update(flags(words[1:]))
+            else:
+                mentioned.setdefault(program, set()).update(flags(words))
+    documented_scripts = set(mentioned) | {script for script, _ in subcommands}
+    assert documented_scripts <= {f"bench/{p.name}" for p in scripts}, "a documented bench script that does not exist"
 
-    def helps(script: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, f"bench/{script.name}", "--help"], cwd=ROOT, env=env,
+    def helps(script: Path | str, *sub: str) -> subprocess.CompletedProcess:
+        name = script if isinstance(script, str) else f"bench/{script.name}"
+        return subprocess.run([sys.executable, name, *sub, "--help"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
 
     with ThreadPoolExecutor(4) as pool:
         results = dict(zip(scripts, pool.map(helps, scripts), strict=True))
+        asked = sorted(subcommands)  # a script of several questions: each question's own --help
+        sub_results = dict(zip(asked, pool.map(lambda k: helps(k[0], k[1]), asked), strict=True))
     for script, r in results.items():
         assert r.returncode == 0 and "usage:" in r.stdout, (script.name, r.stderr[-2000:])
         missing = {f for f in mentioned.get(f"bench/{script.name}", set()) if f not in r.stdout}
         assert not missing, (script.name, missing)
+    for (script, sub), r in sub_results.items():
+        assert r.returncode == 0 and "usage:" in r.stdout, (script, sub, r.stderr[-2000:])
+        missing = {f for f in subcommands[script, sub] if f not in r.stdout}
+        assert not missing, (script, sub, missing)
+
+
+def test_every_bench_script_is_in_benchmarks_and_every_one_named_there_exists() -> None:
+    """One script per question, each quoted by the BENCHMARKS.md section whose figures it measured: a script no
+    section names is dead weight, a name with no script a command that fails (helpers without __main__ aside)."""
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    scripts = {p.name for p in (ROOT / "bench").glob("*.py") if "__main__" in p.read_text()}
+    named = set(re.findall(r"bench/(\w+\.py)", text))
+    run = {p.split("/")[1] for p, _, where in documented() if p.startswith("bench/") and where.startswith("BENCHMARKS")}
+    assert scripts == named == run, (scripts ^ named, scripts ^ run)
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:  # a superseded section points at a newer one
+        if "Superseded" in section.split("\n\n", 2)[1]:
+            assert re.search(r"Superseded by \[§(\d+)\]", section), section[:80]
 
 
 

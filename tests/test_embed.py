@@ -11,10 +11,10 @@ from conftest import person
 from PIL import Image
 from torchvision import transforms as T
 
-from reid_core.datasets import Record
+from reid_core.data.datasets import Record
+from reid_core.data.images import ImageError, eval_pixels, load_image
 from reid_core.embed import TorchEmbedder, embed_records, list_images
-from reid_core.images import ImageError, eval_pixels, load_image
-from reid_core.model import load_model
+from reid_core.model.network import load_model
 
 
 def reference(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
@@ -91,8 +91,8 @@ def test_evaluate_reports_flip_and_rerank_beside_and_reuses_embeddings(market: P
                                                                       tmp_path: Path) -> None:
     """Headline figures stay the plain ones; flip and re-ranked figures come beside them, and a kept
     embeddings file re-scores without embedding again (a model that would give other embeddings is ignored)."""
-    from reid_core.datasets import load_dataset
-    from reid_core.evaluate import EvalOptions, evaluate
+    from reid_core.data.datasets import load_dataset
+    from reid_core.evaluation.evaluate import EvalOptions, evaluate
 
     data = load_dataset(market)
     model = load_model(tiny_weights)

@@ -17,7 +17,7 @@ from reid_core import ReID, WeightsError, engines, export
 from reid_core.cli import main as cli
 from reid_core.embed import OnnxEmbedder, TorchEmbedder, load_embeddings
 from reid_core.engines import ENGINES, EngineChoice
-from reid_core.model import load_model
+from reid_core.model.network import load_model
 
 
 def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_load(tmp_path: Path,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import person
 
-from reid_core.thresholds import Calibration, Platt, Thresholds, check_calibration, log_loss, sigmoid
+from reid_core.evaluation.thresholds import Calibration, Platt, Thresholds, check_calibration, log_loss, sigmoid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_thresholds_read_old_and_new_weights_json() -> None:
 
 
 def test_record_writes_typed_thresholds_and_keeps_the_rest(tiny_weights: Path, tmp_path: Path) -> None:
-    from reid_core.evaluate import record
+    from reid_core.evaluation.evaluate import record
 
     w = tmp_path / "w.safetensors"
     shutil.copy(tiny_weights, w)
@@ -85,9 +85,9 @@ def test_record_writes_typed_thresholds_and_keeps_the_rest(tiny_weights: Path, t
 
 def test_evaluate_returns_a_typed_report_and_reranking_scores_the_pairs_once(
         market: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reid_core import evaluate as ev
-    from reid_core.datasets import load_dataset
-    from reid_core.model import load_model
+    from reid_core.data.datasets import load_dataset
+    from reid_core.evaluation import evaluate as ev
+    from reid_core.model.network import load_model
 
     data, model = load_dataset(market), load_model(tiny_weights)
     calls = []
@@ -117,7 +117,7 @@ def test_compare_is_calibrated_where_the_weights_record_it(tiny_weights: Path, t
     import torch
 
     from reid_core import ReID
-    from reid_core.evaluate import record
+    from reid_core.evaluation.evaluate import record
 
     w = tmp_path / "w.safetensors"
     shutil.copy(tiny_weights, w)
@@ -141,8 +141,8 @@ def test_compare_is_calibrated_where_the_weights_record_it(tiny_weights: Path, t
 def test_calibrate_verb_uses_training_identities_and_records(market: Path, tiny_weights: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     from reid_core.cli import main as cli
-    from reid_core.datasets import load_dataset
-    from reid_core.evaluate import calibration_records
+    from reid_core.data.datasets import load_dataset
+    from reid_core.evaluation.evaluate import calibration_records
 
     records = calibration_records(load_dataset(market).train, max_ids=5, per_id=4)
     assert len({r.pid for r in records}) == 5 and len(records) == 20

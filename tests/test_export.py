@@ -14,7 +14,7 @@ pytest.importorskip("onnxruntime")
 from reid_core import export  # noqa: E402
 from reid_core.api import ReID  # noqa: E402
 from reid_core.cli import main as cli  # noqa: E402
-from reid_core.datasets import Record  # noqa: E402
+from reid_core.data.datasets import Record  # noqa: E402
 from reid_core.embed import (  # noqa: E402
     Mirrored,
     OnnxEmbedder,
@@ -23,7 +23,7 @@ from reid_core.embed import (  # noqa: E402
     flip_average,
     load_embeddings,
 )
-from reid_core.evaluate import extract  # noqa: E402
+from reid_core.evaluation.evaluate import extract  # noqa: E402
 from reid_core.export import (  # noqa: E402
     PARITY_COSINE,
     ParityError,
@@ -31,7 +31,8 @@ from reid_core.export import (  # noqa: E402
     parity,
     parity_batch,
 )
-from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model  # noqa: E402
+from reid_core.model.errors import WeightsError
+from reid_core.model.network import ModelConfig, create_model, load_model, save_model
 
 
 @pytest.fixture(scope="module")

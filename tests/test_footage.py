@@ -54,7 +54,8 @@ def test_a_tracklets_own_crop_finds_it_first(indexed):
 @pytest.mark.slow
 def test_cli_index_search_people_and_annotate(tmp_path, capsys):
     gallery = tmp_path / "g.sqlite"
-    assert cli(["video", "index", str(CAMPUS), "--gallery", str(gallery), "--camera", "campus", "--engine", "fp32"]) == 0
+    index = ["video", "index", str(CAMPUS), "--gallery", str(gallery), "--camera", "campus", "--engine", "fp32"]
+    assert cli(index) == 0
     out = capsys.readouterr().out
     assert "camera campus, 71 frames" in out
     frame = next(iter(read_frames(CAMPUS)))

@@ -1,4 +1,4 @@
-"""The gallery file (reid_core.gallery): every change all-or-nothing under kill -9, concurrent clients, other
+"""The gallery file (reid_core.search.gallery): every change all-or-nothing under kill -9, concurrent clients, other
 weights, hostile zips and odd images named one by one, private galleries per browser session."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from PIL import Image
 
 import app
 from reid_core import ReID
-from reid_core.gallery import Gallery, GalleryError
-from reid_core.images import ImageError, load_image
-from reid_core.limits import Limits
-from reid_core.screen import person_warning
-from reid_core.uploads import iter_uploads, read_image
+from reid_core.data.images import ImageError, load_image
+from reid_core.data.limits import Limits
+from reid_core.data.person_check import person_warning
+from reid_core.data.uploads import iter_uploads, read_image
+from reid_core.search.gallery import Gallery, GalleryError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reid_core.index import RERANK_POOL, GalleryIndex, recall_at_k
-from reid_core.synthetic import clustered
+from reid_core.search.index import RERANK_POOL, GalleryIndex, recall_at_k
+from reid_core.search.synthetic import clustered
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def test_approx_settings_are_checked() -> None:
 
 
 def test_rerank(clustered_data: tuple[np.ndarray, np.ndarray]) -> None:
-    from reid_core.metrics import cosine_distance, rerank
+    from reid_core.evaluation.metrics import cosine_distance, rerank
 
     gallery, queries = clustered_data[0][:200], clustered_data[1][:1]
     g = GalleryIndex()

@@ -19,8 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from reid_core import plots
-from reid_core.trainer import TrainConfig, Trainer
+from reid_core.figures import plots
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 3
@@ -44,7 +45,7 @@ def command(cfg: TrainConfig, resume: bool) -> list[str]:
 # Run as `python -c`: train.py whose second checkpoint write stops half-way with a SIGKILL, a torn write on demand
 TORN_WRITE = """
 import os, signal, sys, runpy
-import reid_core.files as files
+import reid_core.base.files as files
 from safetensors.torch import save
 calls = []
 def torn(tensors, path, metadata=None):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from reid_core import losses
+from reid_core.train import losses
 
 
 def test_batch_hard_triplet_by_hand() -> None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from reid_core.metrics import best_threshold, cosine_distance, market_rank, rerank, verification
+from reid_core.evaluation.metrics import best_threshold, cosine_distance, market_rank, rerank, verification
 
 
 def reference_market(dist, q_pids, g_pids, q_cams, g_cams):

@@ -11,7 +11,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from reid_core.model import ModelConfig, WeightsError, create_model, load_model, save_model
+from reid_core.model.errors import WeightsError
+from reid_core.model.network import ModelConfig, create_model, load_model, save_model
 
 
 @pytest.mark.parametrize("backbone,dim", [("resnet18", 512), ("efficientnet_lite0", 1280)])
@@ -175,7 +176,7 @@ def test_fine_tune_from_a_reid_model(tmp_path: Path) -> None:
 
 def test_the_weights_lookup_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """$REID_WEIGHTS is the entry points' to read (cli.main, app.Settings.resolve), then passed in."""
-    from reid_core.weights import DEFAULT_WEIGHTS, resolve_weights
+    from reid_core.model.weights import DEFAULT_WEIGHTS, resolve_weights
 
     monkeypatch.setenv("REID_WEIGHTS", "elsewhere.safetensors")
     assert resolve_weights() == DEFAULT_WEIGHTS

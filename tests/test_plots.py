@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import rank1_at, write_log
 
-from reid_core import plots
+from reid_core.figures import plots
 
 
 @pytest.fixture

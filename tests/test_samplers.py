@@ -3,8 +3,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from reid_core.datasets import Record
-from reid_core.samplers import PairSampler, PKSampler
+from reid_core.data.datasets import Record
+from reid_core.data.samplers import PairSampler, PKSampler
 
 
 def records(n_ids: int = 10, per_id: int = 6, cams: int = 3, single_cam_ids: int = 2) -> list[Record]:

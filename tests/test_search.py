@@ -12,7 +12,7 @@ import pytest
 from reid_core import ReID
 from reid_core.cli import main as cli
 from reid_core.embed import load_embeddings
-from reid_core.index import GalleryIndex
+from reid_core.search.index import GalleryIndex
 
 
 def embed_main(argv: list[str]) -> int:

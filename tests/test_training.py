@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import person
 
-from reid_core.trainer import LOG_COLUMNS, TrainConfig, Trainer
+from reid_core.train.config import TrainConfig
+from reid_core.train.trainer import LOG_COLUMNS, Trainer
 
 
 def tiny(market_big: Path, tmp_path: Path, **kw) -> TrainConfig:
@@ -43,7 +44,7 @@ def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
     assert header == LOG_COLUMNS
     rows = read_log(cfg)
     assert rows[0]["rank1"] == "" and 0.0 <= float(rows[1]["rank1"]) <= 1.0  # eval only when it ran
-    from reid_core.trainer import lr_at
+    from reid_core.train.trainer import lr_at
 
     for e, row in enumerate(rows, start=1):  # the logged numbers are the ones training used
         assert float(row["lr"]) == pytest.approx(lr_at(cfg, e - 1e-9), rel=1e-4)
@@ -54,7 +55,7 @@ def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
     assert int(rows[1]["step"]) == 2 * int(rows[0]["step"]) > 0
     assert float(rows[1]["mAP"]) > 0 and 0 <= float(rows[1]["pair_auc"]) <= 1
     # the last evaluation's thresholds and calibration are recorded with the weights, by evaluate.record
-    from reid_core.thresholds import Thresholds
+    from reid_core.evaluation.thresholds import Thresholds
 
     extra = json.loads((cfg.run_dir / "model.json").read_text())["extra"]
     recorded = Thresholds.from_extra(extra)
@@ -91,7 +92,7 @@ def test_resume_matches_unbroken_run(market_big: Path, tmp_path: Path, loss: str
 def test_progress_bar_counts_the_real_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The epoch's bar ends full: its total is the steps the epoch runs (1 here, as one identity holds most
     images), not the --max-steps-per-epoch cap or an upper bound of the sampler (it showed 1/2)."""
-    import reid_core.trainer as trainer
+    import reid_core.train.trainer as trainer
 
     root = tmp_path / "uneven"
     for d in ("bounding_box_train", "query", "bounding_box_test"):
@@ -115,14 +116,14 @@ def test_progress_bar_counts_the_real_steps(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_resume_without_checkpoint_is_an_error(market_big: Path, tmp_path: Path) -> None:
-    from reid_core.model import WeightsError
+    from reid_core.model.errors import WeightsError
 
     with pytest.raises(WeightsError, match="no checkpoint"):
         Trainer(tiny(market_big, tmp_path, name="none", resume=True))
 
 
 def test_lr_schedule_warms_up_then_steps_or_follows_a_cosine() -> None:
-    from reid_core.trainer import lr_at
+    from reid_core.train.trainer import lr_at
 
     step = TrainConfig(lr=1e-3, warmup_epochs=10, milestones=[40, 70], gamma=0.1, epochs=120)
     assert lr_at(step, 0) == pytest.approx(1e-5) and lr_at(step, 5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
@@ -135,7 +136,7 @@ def test_lr_schedule_warms_up_then_steps_or_follows_a_cosine() -> None:
 
 
 def test_in_batch_pairs_are_balanced_and_labelled_by_identity() -> None:
-    from reid_core.losses import in_batch_pairs
+    from reid_core.train.losses import in_batch_pairs
 
     torch.manual_seed(0)
     pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
@@ -154,7 +155,7 @@ def test_in_batch_pairs_are_balanced_and_labelled_by_identity() -> None:
 def test_train_transform_keeps_size_and_type_flips_and_erases() -> None:
     from PIL import Image
 
-    from reid_core.images import train_transform
+    from reid_core.data.augment import train_transform
 
     img = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (128, 1, 3)))  # left dark
     mean = (0.5, 0.25, 0.75)
@@ -173,7 +174,7 @@ def test_resume_takes_the_runs_own_config(market_big: Path, tmp_path: Path) -> N
     """--resume reads runs/<name>/config.json; flags that would change the trained model are refused by name,
     while --epochs (and the other RESUMABLE ones) may change."""
     import train
-    from reid_core.model import WeightsError
+    from reid_core.model.errors import WeightsError
 
     Trainer(tiny(market_big, tmp_path, name="r", epochs=1)).fit()
     base = ["--data", str(market_big), "--out", str(tmp_path), "--name", "r", "--resume"]

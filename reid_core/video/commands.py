@@ -47,8 +47,8 @@ def add_args(p: argparse.ArgumentParser, model_flags: Callable[[argparse.Argumen
 def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], Any]) -> int:
     from tqdm import tqdm
 
-    from ..gallery import GalleryError
-    from ..limits import Limits
+    from ..data.limits import Limits
+    from ..search.gallery import GalleryError
     from .config import FootageConfig
     from .footage import Footage
     from .frames import VideoLimits

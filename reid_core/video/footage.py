@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..images import ImageLike
-from ..ingest import Turn
+from ..data.images import ImageLike
+from ..search.ingest import Turn
 from .config import FootageConfig
 from .detector import Detector, load_detector
 from .frames import VideoLimits, probe, read_frames

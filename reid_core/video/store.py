@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..gallery import STAGING, Gallery, GalleryError, unit_rows
-from ..images import load_image
+from ..data.images import load_image
+from ..search.gallery import STAGING, Gallery, GalleryError, unit_rows
 from .people import cluster_people
 from .tracklets import Tracklet, unit
 
@@ -109,7 +109,7 @@ class TrackletGallery(Gallery):
         try:
             conn = sqlite3.connect(path, timeout=60)
             try:
-                from ..gallery import SCHEMA as IMAGES
+                from ..search.gallery import SCHEMA as IMAGES
 
                 conn.executescript(IMAGES + SCHEMA)
             finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..settings import setting
+from ..base.flag_fields import setting
 
 _DIM = 8  # x1, y1, x2, y2, vx1, vy1, vx2, vy2
 _F = np.eye(_DIM) + np.eye(_DIM, k=4)  # one frame of constant velocity

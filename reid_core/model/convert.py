@@ -15,8 +15,8 @@ from __future__ import annotations
 import timm
 import torch
 
-from .files import atomic_save_file
-from .model import ModelConfig, SiameseReID
+from ..base.files import atomic_save_file
+from .network import ModelConfig, SiameseReID
 from .pretrained import LITE_VARIANTS as LITE_VARIANTS
 from .weights import load_backbone_weights, map_in_order, read_torch_weights
 

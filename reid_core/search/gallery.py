@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .datasets import parse_identity
-from .images import ImageError, load_image
+from ..data.datasets import parse_identity
+from ..data.images import ImageError, load_image
+from ..data.limits import Limits
+from ..data.uploads import count_uploads, iter_uploads
 from .index import RERANK_POOL, GalleryIndex
 from .ingest import AddReport, Embed, Turn, ingest
-from .limits import Limits
-from .uploads import count_uploads, iter_uploads
 
 FORMAT_VERSION = 1
 COLUMNS = "id, name, pid, camid, picture, path, embedding"

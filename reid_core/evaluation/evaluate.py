@@ -19,9 +19,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .datasets import Record, ReIDData
-from .embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
-from .files import atomic_write, atomic_write_text
+from ..base.files import atomic_write, atomic_write_text
+from ..data.datasets import Record, ReIDData
+from ..embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
+from ..model.network import SiameseReID
+from ..model.weights import config_path, weights_hash
 from .metrics import (
     RankResult,
     VerificationResult,
@@ -31,7 +33,6 @@ from .metrics import (
     rerank,
     verification,
 )
-from .model import SiameseReID, config_path, weights_hash
 from .thresholds import Calibration, CalibrationCheck, Thresholds, check_calibration, sigmoid
 
 

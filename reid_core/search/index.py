@@ -175,7 +175,7 @@ class GalleryIndex:
     def _rerank(self, q: np.ndarray, rows: list[int], k: int) -> tuple[np.ndarray, list[int]]:
         """k-reciprocal re-ranking (Zhong et al. 2017, k1=20, k2=6, lambda=0.3) of one query's candidates;
         the score becomes 1 - the re-ranked distance, so it still sorts best first."""
-        from .metrics import cosine_distance, rerank
+        from ..evaluation.metrics import cosine_distance, rerank
 
         g = self._emb[rows]
         dist = rerank(cosine_distance(q[None], g), np.zeros((1, 1), np.float32), cosine_distance(g, g))[0]

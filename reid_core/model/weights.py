@@ -18,11 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from ..base.files import atomic_save_file, atomic_write_text
 from .errors import WeightsError
-from .files import atomic_save_file, atomic_write_text
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar")
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "model.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "model.safetensors"
 WEIGHTS_HELP = "model .safetensors, with its .json beside (default: $REID_WEIGHTS, else weights/model.safetensors)"
 
 

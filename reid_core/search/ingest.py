@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .images import ImageError, PixelBudget, skipped_line
-from .limits import Limits
-from .screen import person_warning
-from .uploads import read_image
+from ..data.images import ImageError, PixelBudget, skipped_line
+from ..data.limits import Limits
+from ..data.person_check import person_warning
+from ..data.uploads import read_image
 
 STORE_SIZE = (128, 256)  # (w, h): stored pictures are at most this big, enough for any re-id input size
 DECODE_SIZE = (2 * STORE_SIZE[0], 2 * STORE_SIZE[1])  # a JPEG is decoded at the smallest scale at least this big

@@ -1,0 +1,1 @@
+"""Training: the config, the loop (logs, checkpoints, resume), the losses and the torchrun helpers."""
