@@ -149,6 +149,22 @@ def test_other_weights_are_reembedded_or_refused(tmp_path: Path, reid: ReID) -> 
     assert len(reid.gallery(listed.path)) == 2
 
 
+def test_the_stored_width_follows_reembedding_and_clearing(tmp_path: Path, reid: ReID) -> None:
+    """A gallery re-embedded for weights of another width, or emptied, takes the adds of the weights now open
+    (it kept the old width once, and refused every later add: "holds 512-d embeddings, not 64-d")."""
+    wide = ReID.load(make_tiny_weights(tmp_path / "w2" / "model.safetensors", embed_dim=64, seed=1), "cpu")
+    g = reid.gallery(tmp_path / "g.sqlite")
+    g.add(crops(4))
+    moved = wide.gallery(g.path)  # re-embedded at 64-d, then added to at 64-d
+    assert moved.add(crops(2, start=20)).added == 2 and moved.embeddings().shape == (6, 64)
+    assert moved.clear() == 6
+    back = reid.gallery(g.path)  # emptied, then opened by the other weights: their width is taken
+    assert back.add(crops(2, start=30)).added == 2 and back.embeddings().shape == (2, reid.model.embed_dim) != (2, 64)
+    assert back.remove([m["id"] for m in back.entries()]) == 2
+    again = wide.gallery(g.path)  # emptied by removing every row: the same
+    assert again.add(crops(2, start=40)).added == 2 and again.embeddings().shape == (2, 64)
+
+
 def test_unreadable_gallery_file_is_refused_not_reset(tmp_path: Path, reid: ReID) -> None:
     bad = tmp_path / "gallery.sqlite"
     bad.write_bytes(b"not a database" * 100)
