@@ -1,6 +1,6 @@
 """The release model's GPU run (issue #33), in two steps on two machines.
 
-    python scripts/gpu_release.py pack --market ../shared/data/market1501 --cuhk03 ../shared/data/cuhk03 --out /tmp/pack 
+    python scripts/gpu_release.py pack --market ../shared/data/market1501 --cuhk03 ../shared/data/cuhk03 --out /tmp/pack
     (cd /tmp/pack && python -m zipfile -c ../pack.zip .) && mkdir -p .gpu && mv /tmp/pack.zip .gpu/
     python scripts/gpu_release.py train --pack .gpu --name lite0_joint --epochs 120 -- [train.py flags]
 
