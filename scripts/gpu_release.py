@@ -29,8 +29,8 @@ def pack(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
     from reid_core.convert import convert
-    from reid_core.files import atomic_save_file
     from reid_core.datasets import load_dataset
+    from reid_core.files import atomic_save_file
     from reid_core.pretrained import lite_package_file
 
     out = Path(args.out)
