@@ -33,9 +33,9 @@ def test_erase_fills_the_box_and_nothing_else():
     boxes = torch.tensor([[0, 0, 5, 4], [10, 3, 0, 0], [31, 15, 1, 1], [2, 2, 20, 10], [0, 0, 32, 16], [5, 1, 3, 2]])
     fill = torch.tensor([124, 116, 104], dtype=torch.uint8).view(1, 3, 1, 1)
     y = erase(x, boxes, fill)
-    for i, (t, l, h, w) in enumerate(boxes.tolist()):
+    for i, (t, left, h, w) in enumerate(boxes.tolist()):
         ref = x[i].clone()
-        ref[:, t:t + h, l:l + w] = fill[0]
+        ref[:, t:t + h, left:left + w] = fill[0]
         assert torch.equal(y[i], ref)
 
 
