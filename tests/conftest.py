@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,40 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # no engine is forced: the tests run the production default ("auto", engines.py), whose ONNX export of each
-# tiny test model is made once and cached under its weights' hash
+# tiny test model is made once per run and cached under its key, in the run's own temporary home (below)
+
+REAL_HOME = Path.home()
+HOME_CACHES = {"HOME": "", "XDG_CACHE_HOME": ".cache", "HF_HOME": ".cache/huggingface", "TORCH_HOME": ".cache/torch",
+               "REID_CACHE_DIR": ".cache/reid", "MPLCONFIGDIR": ".config/matplotlib"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own empty home folder, before any test module is imported (huggingface_hub, timm and torch read
+    their cache paths at import): no test reads what an earlier run, or the user, left in the real home folder
+    (a stale ONNX export once answered for another model), and none writes there. Child processes inherit it."""
+    home = Path(tempfile.mkdtemp(prefix="reid-tests-home-"))
+    config.stash[HOME_KEY] = home
+    for var, sub in HOME_CACHES.items():
+        os.environ[var] = str(home / sub)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(HOME_KEY, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+HOME_KEY = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def temporary_home(request: pytest.FixtureRequest) -> Path:
+    """Every test runs with HOME and every cache path the code or its libraries use ($REID_CACHE_DIR, the
+    ONNX exports; the hub's, torch's) in the run's temporary home; a test that moved them fails here."""
+    home = request.config.stash[HOME_KEY]
+    for var, sub in HOME_CACHES.items():
+        assert os.environ.get(var) == str(home / sub), f"${var} points outside the run's temporary home"
+    return home
 
 
 # --- which tests are slow: `pytest -m "not slow"` is the quick run (BENCHMARKS.md says how long it takes) ------
