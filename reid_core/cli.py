@@ -150,9 +150,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights = resolve_weights(args.weights)
         scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no "
                  f"re-ranking; embedded by {reid.embedder.name})")
-        thresholds = report.thresholds
-        if (kept := Thresholds.from_extra(reid.model.cfg.extra).calibration) is not None:
-            thresholds.calibration = kept  # fitted on held-out identities on purpose: re-fit with `calibrate`
+        kept = Thresholds.from_extra(reid.model.cfg.extra)
+        thresholds = report.thresholds.over(kept)  # without --flip, the recorded flip thresholds stay
+        if kept.calibration is not None:
+            thresholds.calibration = kept.calibration  # fitted on held-out identities on purpose: `calibrate` re-fits
         path = record(weights, thresholds, stored_metrics(report, scope), report.plain.curves)
         print(f"recorded in {path}")
     return 0

@@ -160,3 +160,32 @@ def test_calibrate_verb_uses_training_identities_and_records(market: Path, tiny_
     assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
     kept = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"]).calibration
     assert kept == cal
+
+
+def test_calibration_records_keep_identity_0_and_drop_junk() -> None:
+    """A training split is relabelled 0..N-1: identity 0 is a real person (it was skipped once); -1 is junk."""
+    from reid_core.datasets import Record
+    from reid_core.evaluate import calibration_records
+
+    records = [Record(f"{pid}_{cam}.jpg", pid, cam) for pid in (-1, 0, 1, 2) for cam in (0, 1)]
+    got = calibration_records(records, max_ids=0, per_id=2)
+    assert sorted({r.pid for r in got}) == [0, 1, 2] and len(got) == 6
+
+
+def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, market: Path,
+                                                                tiny_weights: Path) -> None:
+    """`evaluate --record` without --flip measures no flip thresholds: it keeps the recorded ones (the app
+    embeds with flip by default) instead of erasing them; with --flip it replaces them."""
+    from reid_core.cli import main as cli
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    cfg = json.loads(tiny_weights.with_suffix(".json").read_text())
+    cfg.setdefault("extra", {}).update(Thresholds(0.3, 0.4, 0.61, 0.71).to_extra())
+    w.with_suffix(".json").write_text(json.dumps(cfg))
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
+    after = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
+    assert (after.flip_pair, after.flip_cos) == (0.61, 0.71) and (after.pair, after.cos) != (0.3, 0.4)
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record", "--flip"]) == 0
+    flipped = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
+    assert (flipped.flip_pair, flipped.flip_cos) != (0.61, 0.71) and flipped.flip_pair is not None
