@@ -38,6 +38,7 @@ from PIL import Image
 
 from reid_core import (
     RERANK_POOL,
+    THRESHOLDS_INHERITED,
     WEIGHTS_HELP,
     Gallery,
     GalleryError,
@@ -614,7 +615,8 @@ def adapted_markdown(a: dict[str, Any]) -> str:
     lines = [f"- **Adapted to**: `{a.get('target')}` ({f'{n:,}' if isinstance(n, int) else '?'} unlabeled crops, "
              f"{a.get('target_cameras') or 'unknown'} cameras)",
              f"- **Method**: {a.get('method')} ({float(a.get('seconds') or 0):.0f} s)",
-             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`"]
+             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`",
+             f"- **Thresholds and calibration**: {a.get('thresholds_from') or THRESHOLDS_INHERITED}"]
     src = a.get("source_metrics") or {}
     if {"rank1", "mAP"} <= set(src):
         lines.append(f"- **Source model on {src.get('evaluated_on', 'its test set')}**: Rank-1 "

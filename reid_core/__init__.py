@@ -13,7 +13,7 @@ The public API, what the app, train.py and notebooks stand on:
 `plots` (Plotly figures) is the one submodule the app imports besides this. See DESIGN.md for the modules.
 """
 
-from .adapt import AdaptConfig, AdaptReport
+from .adapt import THRESHOLDS_INHERITED, AdaptConfig, AdaptReport
 from .api import Comparison, ReID
 from .datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
 from .files import atomic_write
@@ -37,7 +37,7 @@ from .pictures import framed, parts_picture
 from .screen import person_warning
 from .uploads import read_image
 
-__all__ = ["RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
+__all__ = ["RERANK_POOL", "THRESHOLDS_INHERITED", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",

@@ -319,10 +319,11 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .adapt import AdaptConfig, provenance
+    from .adapt import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, AdaptConfig, provenance
     from .datasets import load_dataset
     from .evaluate import EvalOptions, evaluate, format_figures
     from .model import resolve_weights, save_model
+    from .thresholds import Thresholds
 
     out = output_file(args.out)
     if Path(args.out).suffix != ".safetensors":
@@ -335,9 +336,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     reid = load(args)
     source = str(resolve_weights(args.weights))
     figures: dict[str, Any] = {}
+    chosen: dict[str, Thresholds] = {}
 
     def measure(model: Any, when: str) -> None:
         r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, progress=False), model.embedder)
+        chosen[when] = r.thresholds
         m = r.figures()
         keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]
         figures[when] = {k: round(float(m[k]), 4) for k in keys}
@@ -350,7 +353,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if scored is not None:
         measure(adapted, "after")
     extra = {k: v for k, v in reid.model.cfg.extra.items() if k not in ("metrics", "curves", "adapted")}
-    record = provenance(cfg, report, source, args.data)
+    if "after" in chosen:  # labels to score with: the thresholds (and calibration) of these cameras' pairs
+        extra |= chosen["after"].over(Thresholds.from_extra(extra)).to_extra()
+    record = provenance(cfg, report, source, args.data,
+                        THRESHOLDS_CHOSEN if "after" in chosen else THRESHOLDS_INHERITED)
     if figures:
         record["figures"] = {**figures, "evaluated_on": f"{scored.name}: {len(scored.query)} queries x "
                              f"{len(scored.gallery)} gallery of {args.data} (labels used for scoring only)"}
