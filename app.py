@@ -323,7 +323,7 @@ class ReIDApp:
             raise user_error(str(e)) from e
 
     def compare(self, a: Any, b: Any, request: gr.Request | None = None) -> tuple[float, str, float, str]:
-        """(probability, verdict, cosine, parts picture) for two crops: the /compare endpoint, whose caller gets
+        """(pair score, verdict, cosine, parts picture) for two crops: the /compare endpoint, whose caller gets
         a one-line error for a missing or unusable image."""
         self.require_model()
         with self.work(request) as turn, turn():
@@ -333,18 +333,11 @@ class ReIDApp:
     def explained(self, ia: Image.Image, ib: Image.Image) -> tuple[float, str, float, str]:
         """One backbone pass over both crops (ReID.compare_parts): the verdict and the stripe picture saying why."""
         c, parts = self.reid.compare_parts(ia, ib)
-        op = "≥" if c.same else "<"
-        if self.reid.calibration is not None:  # Platt-calibrated on held-out pairs: a probability, cut at 50 %
-            verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
-                       f"{c.threshold:.0%}")
-        else:  # the pair head's raw output is not a probability; say so rather than "19 % ... same person"
-            verdict = (f"{'Same person' if c.same else 'Different people'}: pair score {c.probability:.3f} {op} "
-                       f"threshold {c.threshold:.3f} (the score that best split same from different on held-out "
-                       "pairs; a score, not a probability)")
+        verdict = c.verdict  # the library's sentence: a probability only where the weights are calibrated
         doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
-        return round(c.probability, 4), verdict, round(c.cosine, 4), self.picture_file(parts_picture(ia, ib, parts))
+        return round(c.score, 4), verdict, round(c.cosine, 4), self.picture_file(parts_picture(ia, ib, parts))
 
     def compare_view(self, a: Any, b: Any, note_a: str = "", note_b: str = "", request: gr.Request | None = None,
                      ) -> tuple[Any, ...]:
@@ -675,7 +668,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                         verdict = gr.Textbox(label="Verdict", elem_id="verdict", interactive=False, lines=2)
                         with gr.Row():
                             prob = gr.Number(label="Same-person probability" if app.reid and app.reid.calibration
-                                             else "Same-person score (pair head)", precision=4, interactive=False,
+                                             else "Pair score (not a probability)", precision=4, interactive=False,
                                              min_width=120)
                             cos = gr.Number(label="Cosine similarity", precision=4, interactive=False, min_width=120)
                         gr.Markdown("**Which parts match**: each bar says how alike the two crops are in one "

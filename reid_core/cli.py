@@ -1,7 +1,7 @@
 """The command line: `python -m reid_core <verb>`. Each verb parses its flags, calls the library and prints;
 the library modules themselves parse nothing. Bad input ends in one line on stderr and exit status 2.
 
-    python -m reid_core compare A.jpg B.jpg                      # same-person probability, cosine, verdict
+    python -m reid_core compare A.jpg B.jpg                      # verdict, pair score, cosine
     python -m reid_core evaluate --data ../shared/data/market1501 [--rerank] [--flip] [--record]
     python -m reid_core calibrate --data ../shared/data/market1501 --record   # 50 % is the verdict (train ids)
     python -m reid_core embed DIR --out E.safetensors [--flip]   # a folder -> one embeddings file
@@ -83,15 +83,14 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     model_flags(p)
 
 
-@verb("the same-person probability, cosine and verdict of two images", compare_args)
+@verb("the verdict, pair score and cosine of two images", compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
     from .images import load_image
     from .screen import person_warning
 
     images = [(path, load_image(path)) for path in (args.a, args.b)]
     c = load(args).compare(images[0][1], images[1][1])
-    verdict = "same person" if c.same else "different people"
-    print(f"probability {c.probability:.4f}  cosine {c.cosine:.4f}  threshold {c.threshold:.4f}  {verdict}")
+    print(f"{c.verdict}; cosine {c.cosine:.4f}")
     doubts = [f"{path}: {why}" for path, img in images if (why := person_warning(img))]
     if doubts:  # the app's warning: a re-id network scores anything, a blank included
         print(f"warning: {'; '.join(doubts)}, so this verdict means little", file=sys.stderr)

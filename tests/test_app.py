@@ -61,7 +61,7 @@ def test_compare_endpoint(client: Client, workdir: Path, reid: ReID) -> None:
     assert cos_self == pytest.approx(1.0, abs=1e-3)
     assert cos_self > cos_diff and p_self > p_diff
     expected = reid.compare(a, b)  # the app returns the library's numbers, rounded to 4 places
-    assert p_diff == pytest.approx(expected.probability, abs=1e-3)
+    assert p_diff == pytest.approx(expected.score, abs=1e-3)
     assert cos_diff == pytest.approx(expected.cosine, abs=1e-3)
     assert verdict_self.startswith("Same person") and f"threshold {PAIR_THRESHOLD:.3f}" in verdict_self
     assert "a score, not a probability" in verdict_self  # these weights record no calibration
@@ -196,7 +196,7 @@ def test_compare_runs_the_backbone_once(settings: app.Settings, workdir: Path) -
     assert batches == [4 if reid.flip else 2]
     assert (note_a, note_b) == ("", "") and Path(parts).is_file()
     expected = reid.compare(a, b)  # the engine's embeddings: the same numbers
-    assert prob == pytest.approx(expected.probability, abs=1e-3) and cos == pytest.approx(expected.cosine, abs=1e-3)
+    assert prob == pytest.approx(expected.score, abs=1e-3) and cos == pytest.approx(expected.cosine, abs=1e-3)
     c, stripes = reid.compare_parts(a, a)
     assert stripes.shape == (6,) and stripes == pytest.approx(1.0, abs=1e-4) and c.cosine == pytest.approx(1, abs=1e-4)
 
