@@ -76,8 +76,11 @@ METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP
                  "rerank_rank1": "Rank-1 re-ranked", "rerank_mAP": "mAP re-ranked",
                  "pair_auc": "Pair head AUC (held-out pairs)",
                  "pair_accuracy": "Pair accuracy at the calibrated threshold (held-out pairs)"}
+# real Market-1501 test crops (examples/README.md): same person across cameras, and different people; the shipped
+# weights answer every pair right (tests/test_app.py), as examples/make_examples.py checked when it chose them
 EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "person-B_c1.png"),
-                 ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png")]
+                 ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png"),
+                 ("person-E_c1.png", "person-E_c3.png"), ("person-B_c2.png", "person-E_c2.png")]
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
 MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
@@ -679,7 +682,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
                     gr.Examples([[examples[a], examples[b]] for a, b in pairs], [img_a, img_b],
-                                label="Synthetic example pairs (drawn, not real people)", elem_id="compare-examples")
+                                label="Example pairs (real crops from Market-1501's test split)",
+                                elem_id="compare-examples")
                 compare_out = [prob, verdict, cos, parts]
                 compare_btn.click(app.compare_view, [img_a, img_b, note_a, note_b], [*compare_out, note_a, note_b],
                                   api_visibility="private", **model, **raw)

@@ -141,6 +141,26 @@ def test_example_people_and_unnamed_query(tmp_path: Path, settings: app.Settings
     assert "carries no id" in summary
 
 
+def test_shipped_weights_are_right_on_every_example_pair() -> None:
+    """The examples a visitor tries first are real crops of people the shipped weights never trained on, and
+    the shipped weights (test-time flip on, as the app runs them) give the right verdict on every example pair:
+    the same person across two cameras, or two different people (drawn figures were once called the same)."""
+    def identity(name: str) -> str:
+        return name.split("_c")[0]  # person-A of person-A_c1.png
+
+    pairs = app.EXAMPLE_PAIRS
+    same = [(a, b) for a, b in pairs if identity(a) == identity(b)]
+    assert len(same) >= 2 and len(pairs) - len(same) >= 2 and all(a != b for a, b in pairs)
+    assert all(a.split("_c")[1] != b.split("_c")[1] for a, b in same)  # across cameras
+    reid = ReID.load(engine="fp32")  # weights/model.safetensors
+    for a, b in pairs:
+        c = reid.compare(app.EXAMPLES_DIR / a, app.EXAMPLES_DIR / b)
+        assert c.same == (identity(a) == identity(b)), (a, b, c.verdict)
+    sources = (app.EXAMPLES_DIR / "sources.csv").read_text().splitlines()[1:]
+    assert len(sources) == len(list(app.EXAMPLES_DIR.glob("*.png"))) >= 12
+    assert all(",query/" in s or ",bounding_box_test/" in s for s in sources)  # the test split only
+
+
 def test_missing_weights_still_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REID_WEIGHTS", str(tmp_path / "nope.safetensors"))
     monkeypatch.setenv("REID_DATA_DIR", str(tmp_path / "store"))
