@@ -58,26 +58,8 @@ def temporary_home(request: pytest.FixtureRequest) -> Path:
     return home
 
 
-# --- which tests are slow: `pytest -m "not slow"` is the quick run (BENCHMARKS.md says how long it takes) ------
-SLOW_MODULES = {"test_real_data", "test_browser", "test_kill_resume", "test_distributed"}  # data, browser, processes
-SLOW_TESTS = {  # other tests that start processes (the CLI, torchrun, a killed worker) or a training run
-    "test_gallery.py::test_kill_9_at_random_moments", "test_gallery.py::test_concurrent_adds_searches_and_clears",
-    "test_adapt.py::test_adapt_cli_errors_are_one_line", "test_adapt.py::test_adapted_weights_load_everywhere",
-    "test_badinputs.py::test_cli_process_exit_code_and_one_line", "test_docs.py::test_bench_scripts_run_as_written",
-    # measured the slowest of the rest (2026-12-02, 2 shared cores): 80-250 s and 20-30 s each
-    "test_training.py::test_loss_decreases",
-    "test_engine.py::test_auto_engine_exports_once_checks_parity_and_matches_torch",
-    "test_engine.py::test_bf16_only_where_measured_faster_and_within_parity",
-    "test_export.py::test_onnx_engine_in_embed_cli",
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the slow tests here, in one place, rather than in each file."""
-    for item in items:
-        module = item.path.stem
-        if module in SLOW_MODULES or f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
+# --- slow tests (> ~10 s: real data, a browser, other processes, a training run) carry @pytest.mark.slow on the
+# test itself; `pytest -m "not slow"` is the quick run (BENCHMARKS.md section 20 says how long each run takes)
 
 
 def person(pid: int, cam: int, k: int, size: tuple[int, int] = (32, 64)) -> Image.Image:

@@ -117,6 +117,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> None:
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "missing", tmp_path / "empty"):
@@ -127,6 +128,7 @@ def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> No
     assert not (tmp_path / "a.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> None:
     """CLI bn + self-train on a synthetic network; the file records what was done and loads in the API, the
     ONNX engine and a gallery built by the source weights (re-embedded on the weights change)."""

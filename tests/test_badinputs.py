@@ -126,6 +126,7 @@ def test_image_through_cli(bad: Bad, name: str, capsys: pytest.CaptureFixture) -
         (2, True) if expected else (0, True)), (out, err)
 
 
+@pytest.mark.slow
 def test_cli_process_exit_code_and_one_line(bad: Bad) -> None:
     path, _ = bad.images["text.jpg"]
     r = subprocess.run([sys.executable, "-m", "reid_core", "compare", str(path), str(bad.good), "--weights",
