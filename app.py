@@ -39,6 +39,7 @@ from PIL import Image
 from reid_core import (
     MAX_K,
     RERANK_POOL,
+    THRESHOLDS_INHERITED,
     WEIGHTS_HELP,
     Gallery,
     GalleryError,
@@ -77,8 +78,11 @@ METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP
                  "rerank_rank1": "Rank-1 re-ranked", "rerank_mAP": "mAP re-ranked",
                  "pair_auc": "Pair head AUC (held-out pairs)",
                  "pair_accuracy": "Pair accuracy at the calibrated threshold (held-out pairs)"}
+# real Market-1501 test crops (examples/README.md): same person across cameras, and different people; the shipped
+# weights answer every pair right (tests/test_app.py), as examples/make_examples.py checked when it chose them
 EXAMPLE_PAIRS = [("person-A_c1.png", "person-A_c2.png"), ("person-A_c1.png", "person-B_c1.png"),
-                 ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png")]
+                 ("person-D_c3.png", "person-D_c2.png"), ("person-C_c1.png", "person-F_c3.png"),
+                 ("person-E_c1.png", "person-E_c3.png"), ("person-B_c2.png", "person-E_c2.png")]
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
 SHIPPED_LOG = "shipped weights (train_log.csv)"
 MIN_ADAPT_IMAGES = 20  # BatchNorm statistics from fewer crops than this are noise
@@ -323,7 +327,7 @@ class ReIDApp:
             raise user_error(str(e)) from e
 
     def compare(self, a: Any, b: Any, request: gr.Request | None = None) -> tuple[float, str, float, str]:
-        """(probability, verdict, cosine, parts picture) for two crops: the /compare endpoint, whose caller gets
+        """(pair score, verdict, cosine, parts picture) for two crops: the /compare endpoint, whose caller gets
         a one-line error for a missing or unusable image."""
         self.require_model()
         with self.work(request) as turn, turn():
@@ -333,18 +337,11 @@ class ReIDApp:
     def explained(self, ia: Image.Image, ib: Image.Image) -> tuple[float, str, float, str]:
         """One backbone pass over both crops (ReID.compare_parts): the verdict and the stripe picture saying why."""
         c, parts = self.reid.compare_parts(ia, ib)
-        op = "≥" if c.same else "<"
-        if self.reid.calibration is not None:  # Platt-calibrated on held-out pairs: a probability, cut at 50 %
-            verdict = (f"{'Same person' if c.same else 'Different people'}: probability {c.probability:.1%} {op} "
-                       f"{c.threshold:.0%}")
-        else:  # the pair head's raw output is not a probability; say so rather than "19 % ... same person"
-            verdict = (f"{'Same person' if c.same else 'Different people'}: pair score {c.probability:.3f} {op} "
-                       f"threshold {c.threshold:.3f} (the score that best split same from different on held-out "
-                       "pairs; a score, not a probability)")
+        verdict = c.verdict  # the library's sentence: a probability only where the weights are calibrated
         doubts = [f"{who} {why}" for who, img in (("Person A", ia), ("Person B", ib)) if (why := person_warning(img))]
         if doubts:
             verdict += ". Warning: " + "; ".join(doubts) + ", so this verdict means little."
-        return round(c.probability, 4), verdict, round(c.cosine, 4), self.picture_file(parts_picture(ia, ib, parts))
+        return round(c.score, 4), verdict, round(c.cosine, 4), self.picture_file(parts_picture(ia, ib, parts))
 
     def compare_view(self, a: Any, b: Any, note_a: str = "", note_b: str = "", request: gr.Request | None = None,
                      ) -> tuple[Any, ...]:
@@ -653,7 +650,8 @@ def adapted_markdown(a: dict[str, Any]) -> str:
     lines = [f"- **Adapted to**: `{a.get('target')}` ({f'{n:,}' if isinstance(n, int) else '?'} unlabeled crops, "
              f"{a.get('target_cameras') or 'unknown'} cameras)",
              f"- **Method**: {a.get('method')} ({float(a.get('seconds') or 0):.0f} s)",
-             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`"]
+             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`",
+             f"- **Thresholds and calibration**: {a.get('thresholds_from') or THRESHOLDS_INHERITED}"]
     src = a.get("source_metrics") or {}
     if {"rank1", "mAP"} <= set(src):
         lines.append(f"- **Source model on {src.get('evaluated_on', 'its test set')}**: Rank-1 "
@@ -714,7 +712,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                             # text fields, empty until a comparison: an empty gr.Number shows a 0, which reads as
                             # a result (the API's /compare gives numbers, through the hidden fields below)
                             prob = gr.Textbox(label="Same-person probability" if app.reid and app.reid.calibration
-                                              else "Same-person score (pair head)", interactive=False, max_lines=1,
+                                              else "Pair score (not a probability)", interactive=False, max_lines=1,
                                               min_width=120, placeholder="—", elem_id="score")
                             cos = gr.Textbox(label="Cosine similarity", interactive=False, max_lines=1, min_width=120,
                                              placeholder="—", elem_id="cosine")
@@ -726,7 +724,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 pairs = [(a, b) for a, b in EXAMPLE_PAIRS if a in examples and b in examples]
                 if pairs:
                     gr.Examples([[examples[a], examples[b]] for a, b in pairs], [img_a, img_b],
-                                label="Synthetic example pairs (drawn, not real people)", elem_id="compare-examples")
+                                label="Example pairs (real crops from Market-1501's test split)",
+                                elem_id="compare-examples")
                 compare_out = [prob, verdict, cos, parts]
                 compare_btn.click(app.compare_view, [img_a, img_b, note_a, note_b], [*compare_out, note_a, note_b],
                                   api_visibility="private", **model, **raw)

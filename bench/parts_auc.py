@@ -104,7 +104,7 @@ def main() -> None:
                 c, parts = reid.compare_parts(a, b, stripes=s, shift=shift)
                 scores[f"{s} stripes, shift {shift}: mean cosine"].append(float(parts.mean()))
                 scores[f"{s} stripes, shift {shift}: lowest stripe"].append(float(parts.min()))
-        scores["pair head probability"].append(c.probability)
+        scores["pair head probability"].append(c.score)
         scores["embedding cosine"].append(c.cosine)
     if args.time:
         timed(ReID.load(args.weights, device="cpu"), pairs[0], args.time)

@@ -1,74 +1,109 @@
-"""Draw synthetic pedestrian crops for the app's examples: no real people, no dataset licence.
+"""Pick the app's example people: real pedestrian crops from Market-1501's TEST split (query and
+bounding_box_test: identities the shipped weights never trained on), a few identities, each seen by three cameras.
 
-Each identity has fixed hair/skin/shirt/trouser colours (and maybe a bag); each camera changes the
-background, lighting and pose a little. Names say who and which camera (`person-A_c1.png`) so the app can
-mark right/wrong matches, with text ids that never equal a real dataset's numeric ids (a Market `0001_c1...`
-name would count real person 0001 as a match). Run: python examples/make_examples.py  (writes examples/people/)
+    python examples/make_examples.py [--data ../shared/data/market1501]   # rewrites examples/people/
+
+Names say who and which of the person's cameras (`person-A_c1.png`), with text ids that never equal a dataset's
+numeric ids, so the app can mark right and wrong matches; `examples/people/sources.csv` maps each to its Market
+file. Identities are drawn with a seeded generator; a draw is kept only when the shipped weights give the right
+verdict, by a clear margin, on every pair the app offers (app.EXAMPLE_PAIRS: same person across cameras, and
+different people): the first thing a visitor tries must be right. Source and terms: examples/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image
 
-SIZE = (80, 160)  # width, height: the 1:2 aspect of pedestrian crops
-PEOPLE = {  # pid: (hair, skin, shirt, trousers, bag)
-    1: ((40, 30, 20), (224, 180, 150), (200, 40, 40), (40, 50, 90), None),
-    2: ((20, 20, 20), (150, 105, 80), (40, 120, 200), (60, 60, 60), (120, 80, 30)),
-    3: ((180, 140, 60), (235, 200, 170), (250, 220, 60), (30, 30, 30), None),
-    4: ((90, 50, 30), (200, 150, 110), (40, 150, 70), (170, 150, 120), (30, 30, 30)),
-    5: ((60, 60, 60), (110, 75, 55), (240, 240, 240), (90, 30, 90), None),
-    6: ((130, 60, 20), (230, 190, 160), (230, 120, 30), (35, 80, 60), (150, 20, 20)),
-}
-BACKGROUNDS = {1: (175, 180, 170), 2: (120, 125, 135), 3: (200, 190, 160)}  # camera -> backdrop colour
-LIGHT = {1: 1.0, 2: 0.8, 3: 1.15}
+ROOT = Path(__file__).resolve().parent.parent
+PEOPLE, CAMERAS = 6, 3  # identities, and cameras each is seen by
+MARGIN = 0.05  # every example pair's score at least this far from the threshold, on the right side
 
 
-def draw_person(pid: int, cam: int, k: int = 0) -> Image.Image:
-    """One crop of identity `pid` as seen by camera `cam`; `k` varies the pose slightly."""
-    hair, skin, shirt, trousers, bag = PEOPLE[pid]
-    rng = np.random.default_rng([pid, cam, k])
-    w, h = SIZE
-    img = Image.new("RGB", SIZE, BACKGROUNDS[cam])
-    d = ImageDraw.Draw(img)
-    d.rectangle([0, int(h * 0.85), w, h], fill=tuple(int(c * 0.8) for c in BACKGROUNDS[cam]))  # floor
-    cx = w // 2 + int(rng.integers(-5, 6))
-    stride = int(rng.integers(2, 8))
-    d.ellipse([cx - 9, 8, cx + 9, 28], fill=skin)  # head
-    d.chord([cx - 10, 5, cx + 10, 25], 180, 360, fill=hair)  # hair
-    d.rounded_rectangle([cx - 16, 30, cx + 16, 84], radius=6, fill=shirt)  # torso
-    d.rectangle([cx - 22, 34, cx - 16, 78], fill=shirt)  # arms
-    d.rectangle([cx + 16, 34, cx + 22, 78], fill=shirt)
-    d.ellipse([cx - 23, 76, cx - 15, 84], fill=skin)  # hands
-    d.ellipse([cx + 15, 76, cx + 23, 84], fill=skin)
-    d.polygon([(cx - 15, 84), (cx - 1, 84), (cx - 3 - stride, 146), (cx - 14 - stride, 146)], fill=trousers)
-    d.polygon([(cx + 1, 84), (cx + 15, 84), (cx + 14 + stride, 146), (cx + 3 + stride, 146)], fill=trousers)
-    d.rectangle([cx - 16 - stride, 146, cx - 3 - stride, 152], fill=(25, 25, 25))  # shoes
-    d.rectangle([cx + 3 + stride, 146, cx + 16 + stride, 152], fill=(25, 25, 25))
-    if bag:
-        d.rounded_rectangle([cx + 12, 50, cx + 28, 74], radius=3, fill=bag)
-        d.line([cx + 14, 50, cx - 8, 30], fill=bag, width=2)
-    return ImageEnhance.Brightness(img).enhance(LIGHT[cam]).filter(ImageFilter.GaussianBlur(0.6))
+def example_name(slot: int, cam: int) -> str:
+    return f"person-{chr(ord('A') + slot)}_c{cam}.png"
 
 
-def example_name(pid: int, cam: int) -> str:
-    return f"person-{chr(ord('A') + pid - 1)}_c{cam}.png"
+def identity(name: str) -> str:
+    """`person-A` of `person-A_c1.png`: who an example shows."""
+    return name.split("_c")[0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def candidates(root: Path) -> dict[int, dict[int, list[Path]]]:
+    """Test identities (query ids; 0 distractors and -1 junk aside) -> camera -> their crops."""
+    sys.path.insert(0, str(ROOT))
+    from reid_core.data.datasets import parse_market_name
+
+    out: dict[int, dict[int, list[Path]]] = {}
+    for folder in ("query", "bounding_box_test"):
+        for p in sorted((root / folder).glob("*.jpg")):
+            parsed = parse_market_name(p.name)
+            if parsed and parsed[0] > 0:
+                out.setdefault(parsed[0], {}).setdefault(parsed[1], []).append(p)
+    return {pid: cams for pid, cams in out.items() if len(cams) >= CAMERAS}
+
+
+def draw(pool: dict[int, dict[int, list[Path]]], rng: np.random.Generator) -> dict[str, Path]:
+    """example name -> Market crop: PEOPLE identities, CAMERAS cameras each, one crop per camera."""
+    chosen = {}
+    for slot, pid in enumerate(rng.choice(sorted(pool), PEOPLE, replace=False)):
+        cams = sorted(rng.choice(sorted(pool[int(pid)]), CAMERAS, replace=False))
+        for k, cam in enumerate(cams, 1):
+            crops = pool[int(pid)][int(cam)]
+            chosen[example_name(slot, k)] = crops[int(rng.integers(len(crops)))]
+    return chosen
+
+
+def right_on_every_pair(chosen: dict[str, Path], pairs: list[tuple[str, str]]) -> bool:
+    from reid_core import ReID
+
+    reid = ReID.load(engine="fp32")  # the shipped weights, with test-time flip as the app runs them
+    for a, b in pairs:
+        c = reid.compare(Image.open(chosen[a]).convert("RGB"), Image.open(chosen[b]).convert("RGB"))
+        if c.same != (identity(a) == identity(b)) or abs(c.score - c.threshold) < MARGIN:
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "market1501"))
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "people"))
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    out = Path(args.out)
+    root, out = Path(args.data), Path(args.out)
+    if not (root / "query").is_dir():
+        print(f"{root}: no Market-1501 query/ folder here; pass --data", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from app import EXAMPLE_PAIRS
+
+    pool, rng = candidates(root), np.random.default_rng(args.seed)
+    for tries in range(1, 101):  # noqa: B007 - the draw kept is reported below
+        chosen = draw(pool, rng)
+        if right_on_every_pair(chosen, EXAMPLE_PAIRS):
+            break
+    else:
+        print("no draw of 100 gave the right verdict on every example pair", file=sys.stderr)
+        return 1
     out.mkdir(parents=True, exist_ok=True)
-    for pid in PEOPLE:
-        for cam in BACKGROUNDS:
-            draw_person(pid, cam).save(out / example_name(pid, cam), optimize=True)
-    print(f"wrote {len(PEOPLE) * len(BACKGROUNDS)} images to {out}")
+    for old in out.glob("*.png"):
+        old.unlink()
+    for name, src in chosen.items():
+        Image.open(src).convert("RGB").save(out / name, optimize=True)  # the crop as it is, in PNG
+    with open(out / "sources.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["example", "market1501_file"])
+        w.writerows((name, f"{src.parent.name}/{src.name}") for name, src in sorted(chosen.items()))
+    print(f"wrote {len(chosen)} crops of {PEOPLE} Market-1501 test identities to {out} (draw {tries} of the "
+          f"seeded generator; a draw with a wrong or marginal verdict on an example pair is skipped)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

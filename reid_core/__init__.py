@@ -17,7 +17,7 @@ The public API, what the app, train.py and notebooks stand on:
 
 import importlib
 
-from .adapt import AdaptConfig, AdaptReport
+from .adapt import THRESHOLDS_INHERITED, AdaptConfig, AdaptReport
 from .api import Comparison, ReID
 from .base.files import atomic_write
 from .data.datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
@@ -38,7 +38,7 @@ VIDEO = {"Footage": "footage", "FootageConfig": "config", "IndexReport": "footag
          "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
          "VideoError": "frames", "VideoLimits": "frames", "probe_video": "frames"}
 
-__all__ = ["MAX_K", "RERANK_POOL", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
+__all__ = ["MAX_K", "RERANK_POOL", "THRESHOLDS_INHERITED", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",

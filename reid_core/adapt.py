@@ -463,9 +463,19 @@ def adapt_model(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig,
     return model, AdaptReport(cfg.method, used, seen, cams, time.time() - t0, bn_seconds, rounds)
 
 
-def provenance(cfg: AdaptConfig, report: AdaptReport, source: str, target: str) -> dict[str, Any]:
-    """What model.json records of an adaptation (extra.adapted)."""
+THRESHOLDS_INHERITED = ("the source weights': chosen on the source cameras' held-out pairs, not on these cameras "
+                        "(adaptation reads no labels; `evaluate --record` on labelled crops of these cameras "
+                        "chooses them anew)")
+THRESHOLDS_CHOSEN = "chosen anew on the target's held-out pairs (labels used for scoring only)"
+
+
+def provenance(cfg: AdaptConfig, report: AdaptReport, source: str, target: str,
+               thresholds_from: str = THRESHOLDS_INHERITED) -> dict[str, Any]:
+    """What model.json records of an adaptation (extra.adapted), including where the decision thresholds and
+    the calibration came from: an adapted model scores pairs of the new cameras with the source's unless they
+    were chosen anew."""
     return {"source_weights": source, "target": Path(target).name, "target_images": report.images,
+            "thresholds_from": thresholds_from,
             "bn_images": report.bn_images,
             "target_cameras": report.cameras, "method": cfg.method, "settings": asdict(cfg),
             "seconds": round(report.seconds, 1), "rounds": [asdict(r) for r in report.rounds]}

@@ -2,7 +2,7 @@
 
     from reid_core import ReID
     reid = ReID.load("weights/model.safetensors")
-    r = reid.compare("a.jpg", "b.jpg")      # r.probability, r.cosine, r.same, r.threshold
+    r = reid.compare("a.jpg", "b.jpg")      # r.score, r.cosine, r.same, r.threshold; r.verdict in words
     r, parts = reid.compare_parts("a.jpg", "b.jpg")  # and the cosine of each horizontal stripe
     feats = reid.embed(["a.jpg", "b.jpg"])  # (2, D) L2-normalised numpy array
 """
@@ -36,12 +36,31 @@ FLIP_SAID = {True: "on: each embedding averages the crop's and its mirror image'
                    "for 2x the embedding time)", False: "off"}
 
 
+SCORE_MEANING = {  # the one sentence on what the pair score means, used by Comparison.verdict, the CLI and the app
+    True: "calibrated: the probability that both crops show the same person",
+    False: "a score, not a probability: these weights record no calibration (`python -m reid_core calibrate "
+           "--record`), so only its side of the threshold means something"}
+
+
 @dataclass
 class Comparison:
-    probability: float  # same-person probability: the pair head's, Platt-calibrated where the weights record it
+    """One pair's answer. `score` is the pair score: with calibrated weights (`calibrated`) the probability that
+    the two crops show the same person, cut at 0.5; without, the pair head's raw output, which is a score and
+    not a probability, cut at the threshold chosen on held-out pairs (SCORE_MEANING says it in words)."""
+
+    score: float  # the pair score (see the class docstring)
     cosine: float  # cosine similarity of the two embeddings
-    threshold: float  # the probability threshold: 0.5 when calibrated, else the raw one chosen on held-out pairs
-    same: bool  # probability >= threshold
+    threshold: float  # 0.5 when calibrated, else the raw score's threshold chosen on held-out pairs
+    same: bool  # score >= threshold
+    calibrated: bool = False  # whether score is a probability
+
+    @property
+    def verdict(self) -> str:
+        """The verdict in words, the same in the CLI and the app."""
+        said, op = ("Same person" if self.same else "Different people"), "≥" if self.same else "<"
+        if self.calibrated:
+            return f"{said}: probability {self.score:.1%} {op} {self.threshold:.0%} ({SCORE_MEANING[True]})"
+        return f"{said}: pair score {self.score:.3f} {op} threshold {self.threshold:.3f} ({SCORE_MEANING[False]})"
 
 
 class ReID:
@@ -157,7 +176,8 @@ class ReID:
             prob, t = self.calibration(logit.cpu().numpy()), 0.5
         else:
             prob, t = torch.sigmoid(logit).cpu().numpy(), self.threshold
-        return [Comparison(float(p), float(c), t, bool(p >= t)) for p, c in zip(prob, cos, strict=True)]
+        return [Comparison(float(p), float(c), t, bool(p >= t), self.calibration is not None)
+                for p, c in zip(prob, cos, strict=True)]
 
     def compare(self, a: ImageLike, b: ImageLike) -> Comparison:
         """Embed both images in one batch and score the pair."""

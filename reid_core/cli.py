@@ -1,7 +1,7 @@
 """The command line: `python -m reid_core <verb>`. Each verb parses its flags, calls the library and prints;
 the library modules themselves parse nothing. Bad input ends in one line on stderr and exit status 2.
 
-    python -m reid_core compare A.jpg B.jpg                      # same-person probability, cosine, verdict
+    python -m reid_core compare A.jpg B.jpg                      # verdict, pair score, cosine
     python -m reid_core evaluate --data ../shared/data/market1501 [--rerank] [--flip] [--record]
     python -m reid_core calibrate --data ../shared/data/market1501 --record   # 50 % is the verdict (train ids)
     python -m reid_core embed DIR --out E.safetensors [--flip]   # a folder -> one embeddings file
@@ -83,15 +83,14 @@ def compare_args(p: argparse.ArgumentParser) -> None:
     model_flags(p)
 
 
-@verb("the same-person probability, cosine and verdict of two images", compare_args)
+@verb("the verdict, pair score and cosine of two images", compare_args)
 def cmd_compare(args: argparse.Namespace) -> int:
     from .data.images import load_image
     from .data.person_check import person_warning
 
     images = [(path, load_image(path)) for path in (args.a, args.b)]
     c = load(args).compare(images[0][1], images[1][1])
-    verdict = "same person" if c.same else "different people"
-    print(f"probability {c.probability:.4f}  cosine {c.cosine:.4f}  threshold {c.threshold:.4f}  {verdict}")
+    print(f"{c.verdict}; cosine {c.cosine:.4f}")
     doubts = [f"{path}: {why}" for path, img in images if (why := person_warning(img))]
     if doubts:  # the app's warning: a re-id network scores anything, a blank included
         print(f"warning: {'; '.join(doubts)}, so this verdict means little", file=sys.stderr)
@@ -150,9 +149,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights = resolve_weights(args.weights)
         scope = (f"{data.name}: {len(query)} queries x {len(gallery)} gallery (headline: plain features, no "
                  f"re-ranking; embedded by {reid.embedder.name})")
-        thresholds = report.thresholds
-        if (kept := Thresholds.from_extra(reid.model.cfg.extra).calibration) is not None:
-            thresholds.calibration = kept  # fitted on held-out identities on purpose: re-fit with `calibrate`
+        kept = Thresholds.from_extra(reid.model.cfg.extra)
+        thresholds = report.thresholds.over(kept)  # without --flip, the recorded flip thresholds stay
+        if kept.calibration is not None:
+            thresholds.calibration = kept.calibration  # fitted on held-out identities on purpose: `calibrate` re-fits
         path = record(weights, thresholds, stored_metrics(report, scope), report.plain.curves)
         print(f"recorded in {path}")
     return 0
@@ -334,9 +334,10 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .adapt import AdaptConfig, provenance
+    from .adapt import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, AdaptConfig, provenance
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures
+    from .evaluation.thresholds import Thresholds
     from .model.network import save_model
     from .model.weights import resolve_weights
 
@@ -351,9 +352,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     reid = load(args)
     source = str(resolve_weights(args.weights))
     figures: dict[str, Any] = {}
+    chosen: dict[str, Thresholds] = {}
 
     def measure(model: Any, when: str) -> None:
         r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, progress=False), model.embedder)
+        chosen[when] = r.thresholds
         m = r.figures()
         keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]
         figures[when] = {k: round(float(m[k]), 4) for k in keys}
@@ -366,7 +369,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if scored is not None:
         measure(adapted, "after")
     extra = {k: v for k, v in reid.model.cfg.extra.items() if k not in ("metrics", "curves", "adapted")}
-    record = provenance(cfg, report, source, args.data)
+    if "after" in chosen:  # labels to score with: the thresholds (and calibration) of these cameras' pairs
+        extra |= chosen["after"].over(Thresholds.from_extra(extra)).to_extra()
+    record = provenance(cfg, report, source, args.data,
+                        THRESHOLDS_CHOSEN if "after" in chosen else THRESHOLDS_INHERITED)
     if figures:
         record["figures"] = {**figures, "evaluated_on": f"{scored.name}: {len(scored.query)} queries x "
                              f"{len(scored.gallery)} gallery of {args.data} (labels used for scoring only)"}

@@ -9,16 +9,21 @@
   0.38, BENCHMARKS §13).
 
 Nothing is timed at load (speed is measured in bench/engine_speed.py, BENCHMARKS.md). The ONNX export is cached
-in `cache_dir` under the hash of the weights: `<hash>.onnx` beside `<hash>.json`, the record of its parity check
-(least cosine with torch fp32 over the seeded parity batch, and the onnxruntime and torch versions that checked
-it). The first load of new weights (or another onnxruntime) exports and checks once; later loads only read the
-record and open the graph. An export that failed parity is recorded too, so it is not retried on every load.
+in `cache_dir` under a key that hashes everything the graph bakes in: the weights and the model config
+(weights_hash: tensors, backbone, input size, normalisation, last stride, embedding width), the opset and the
+exporter's versions (torch, onnx, onnxruntime). `<key>.onnx` sits beside `<key>.json`, the record of its parity
+check (least cosine with torch fp32 over the seeded parity batch). The first load of new weights (or of another
+config, or another exporter) exports and checks once; later loads only read the record and open the graph. An
+export that failed parity is recorded too, so it is not retried on every load. The folder is bounded
+(CACHE_BYTES): after each new export the least recently used exports go first.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +32,7 @@ import torch
 
 from .base.files import atomic_write_text
 from .embed import Embedder, OnnxEmbedder, TorchEmbedder, row_cosine
-from .export import PARITY_COSINE, ParityError, export_onnx, parity_batch
+from .export import OPSET, PARITY_COSINE, ParityError, export_onnx, parity_batch
 from .model.errors import WeightsError
 from .model.network import SiameseReID
 from .model.precision import cpu_has_bf16
@@ -42,6 +47,50 @@ ENGINE_HELP = ("auto (default; $REID_ENGINE): ONNX Runtime fp32 on a CPU where t
 def default_cache_dir() -> Path:
     """Where ONNX exports are kept unless the entry point names a folder ($REID_CACHE_DIR there)."""
     return Path.home() / ".cache" / "reid"
+
+
+CACHE_BYTES = 512 * 2**20  # the ONNX cache folder's budget: a ResNet-50 export is ~95 MB, the shipped model's 13.5 MB
+
+
+def exporter_versions() -> dict[str, str]:
+    """What makes and runs the graph, besides the model: another version may write another graph."""
+    import onnx
+    import onnxruntime
+
+    return {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
+
+
+def export_key(weights_id: str) -> str:
+    """The cache key of one export: the model's hash (weights_hash covers the tensors and the config) and the
+    exporter's versions."""
+    facts = json.dumps({"model": weights_id, **exporter_versions()}, sort_keys=True)
+    return hashlib.blake2b(facts.encode(), digest_size=16).hexdigest()
+
+
+def prune_cache(cache_dir: Path, keep: str, budget: int = CACHE_BYTES) -> list[str]:
+    """Delete the least recently used exports (graph and record together) until the folder fits `budget`
+    bytes; `keep` (the export just used) always stays. Returns the keys deleted."""
+    sizes: dict[str, int] = {}
+    used: dict[str, float] = {}
+    for p in cache_dir.glob("*.json"):
+        graph = p.with_suffix(".onnx")
+        try:
+            sizes[p.stem] = p.stat().st_size + (graph.stat().st_size if graph.exists() else 0)
+            used[p.stem] = p.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process
+            continue
+    total, gone = sum(sizes.values()), []
+    for key in sorted(used, key=used.get):
+        if total <= budget:
+            break
+        if key == keep:
+            continue
+        for suffix in (".onnx", ".json"):
+            (cache_dir / f"{key}{suffix}").unlink(missing_ok=True)
+        total -= sizes[key]
+        gone.append(key)
+    return gone
 
 
 def floor6(x: float) -> str:
@@ -72,28 +121,26 @@ class EngineChoice:
 class ExportRecord:
     """The parity check of one cached export, stored beside it as JSON."""
 
-    weights_id: str
+    key: str  # export_key: the model's hash and the exporter's versions
     parity: float  # least cosine with torch fp32 over the parity batch
-    onnxruntime: str
-    torch: str
 
     @property
     def passes(self) -> bool:
         return self.parity >= PARITY_COSINE
 
 
-def cached_export(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple[Path, ExportRecord]:
-    """(the ONNX file, its parity record): read from `cache_dir`, else exported and checked now, once. The file
-    exists only when the record passes. ImportError without onnxruntime; OSError for a folder that cannot be
+def cached_export(model: SiameseReID, weights_id: str, cache_dir: Path,
+                  budget: int = CACHE_BYTES) -> tuple[Path, ExportRecord]:
+    """(the ONNX file, its parity record): read from `cache_dir`, else exported and checked now, once, after
+    which the folder is pruned to `budget` bytes. The file exists only when the record passes. A use marks the
+    record as recently used (its mtime). ImportError without onnxruntime; OSError for a folder that cannot be
     written."""
-    import onnxruntime
-
-    path, record_file = cache_dir / f"{weights_id}.onnx", cache_dir / f"{weights_id}.json"
-    versions = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__.split("+")[0]}
+    key = export_key(weights_id)
+    path, record_file = cache_dir / f"{key}.onnx", cache_dir / f"{key}.json"
     try:
         record = ExportRecord(**json.loads(record_file.read_text()))
-        if {"onnxruntime": record.onnxruntime, "torch": record.torch} == versions and \
-                record.weights_id == weights_id and (path.exists() or not record.passes):
+        if record.key == key and (path.exists() or not record.passes):
+            os.utime(record_file)  # least recently used goes first
             return path, record
     except (OSError, ValueError, TypeError):  # none yet, or torn: export again
         pass
@@ -102,8 +149,9 @@ def cached_export(model: SiameseReID, weights_id: str, cache_dir: Path) -> tuple
     except ParityError as e:
         cosine = e.cosine
         path.unlink(missing_ok=True)
-    record = ExportRecord(weights_id, cosine, **versions)
+    record = ExportRecord(key, cosine)
     atomic_write_text(record_file, json.dumps(asdict(record), indent=2))
+    prune_cache(cache_dir, key, budget)
     return path, record
 
 

@@ -27,6 +27,7 @@ from .model.network import ModelConfig, SiameseReID
 
 PARITY_COSINE = 0.999
 PARITY_IMAGES = 8  # the seeded batch every parity check embeds
+OPSET = 17  # the ONNX opset written unless asked otherwise (the cached exports' too)
 
 
 class ParityError(WeightsError):
@@ -47,7 +48,7 @@ class _EmbedPath(nn.Module):
         return self.model.embed(x)
 
 
-def export_onnx(model: SiameseReID, path: str | Path, opset: int = 17) -> float:
+def export_onnx(model: SiameseReID, path: str | Path, opset: int = OPSET) -> float:
     """Write `path` atomically: input `images` (B, 3, H, W) uint8 RGB, output `embeddings` (B, D). Returns the
     least cosine with torch fp32 over the parity batch; ParityError (and no file) when it is below
     PARITY_COSINE."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,29 +22,44 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # no engine is forced: the tests run the production default ("auto", engines.py), whose ONNX export of each
-# tiny test model is made once and cached under its weights' hash
+# tiny test model is made once per run and cached under its key, in the run's own temporary home (below)
+
+REAL_HOME = Path.home()
+HOME_CACHES = {"HOME": "", "XDG_CACHE_HOME": ".cache", "HF_HOME": ".cache/huggingface", "TORCH_HOME": ".cache/torch",
+               "REID_CACHE_DIR": ".cache/reid", "MPLCONFIGDIR": ".config/matplotlib"}
 
 
-# --- which tests are slow: `pytest -m "not slow"` is the quick run (BENCHMARKS.md says how long it takes) ------
-SLOW_MODULES = {"test_real_data", "test_browser", "test_kill_resume", "test_distributed"}  # data, browser, processes
-SLOW_TESTS = {  # other tests that start processes (the CLI, torchrun, a killed worker) or a training run
-    "test_gallery.py::test_kill_9_at_random_moments", "test_gallery.py::test_concurrent_adds_searches_and_clears",
-    "test_adapt.py::test_adapt_cli_errors_are_one_line", "test_adapt.py::test_adapted_weights_load_everywhere",
-    "test_badinputs.py::test_cli_process_exit_code_and_one_line", "test_docs.py::test_bench_scripts_run_as_written",
-    # measured the slowest of the rest (2026-12-02, 2 shared cores): 80-250 s and 20-30 s each
-    "test_training.py::test_loss_decreases",
-    "test_engine.py::test_auto_engine_exports_once_checks_parity_and_matches_torch",
-    "test_engine.py::test_bf16_only_where_measured_faster_and_within_parity",
-    "test_export.py::test_onnx_engine_in_embed_cli",
-}
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own empty home folder, before any test module is imported (huggingface_hub, timm and torch read
+    their cache paths at import): no test reads what an earlier run, or the user, left in the real home folder
+    (a stale ONNX export once answered for another model), and none writes there. Child processes inherit it."""
+    home = Path(tempfile.mkdtemp(prefix="reid-tests-home-"))
+    config.stash[HOME_KEY] = home
+    for var, sub in HOME_CACHES.items():
+        os.environ[var] = str(home / sub)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the slow tests here, in one place, rather than in each file."""
-    for item in items:
-        module = item.path.stem
-        if module in SLOW_MODULES or f"{item.path.name}::{item.originalname}" in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(HOME_KEY, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+HOME_KEY = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def temporary_home(request: pytest.FixtureRequest) -> Path:
+    """Every test runs with HOME and every cache path the code or its libraries use ($REID_CACHE_DIR, the
+    ONNX exports; the hub's, torch's) in the run's temporary home; a test that moved them fails here."""
+    home = request.config.stash[HOME_KEY]
+    for var, sub in HOME_CACHES.items():
+        assert os.environ.get(var) == str(home / sub), f"${var} points outside the run's temporary home"
+    return home
+
+
+# --- slow tests (> ~10 s: real data, a browser, other processes, a training run) carry @pytest.mark.slow on the
+# test itself; `pytest -m "not slow"` is the quick run (BENCHMARKS.md section 20 says how long each run takes)
 
 
 def person(pid: int, cam: int, k: int, size: tuple[int, int] = (32, 64)) -> Image.Image:

@@ -118,6 +118,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> None:
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "missing", tmp_path / "empty"):
@@ -128,6 +129,7 @@ def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> No
     assert not (tmp_path / "a.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> None:
     """CLI bn + self-train on a synthetic network; the file records what was done and loads in the API, the
     ONNX engine and a gallery built by the source weights (re-embedded on the weights change)."""
@@ -147,6 +149,8 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
     assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
     assert "metrics" not in cfg["extra"]  # the source's figures are not this model's
+    assert rec["thresholds_from"].startswith("chosen anew on the target's held-out pairs")  # --evaluate: labels
+    assert cfg["extra"]["thresholds"]["flip_pair"] is not None
     base, adapted = ReID.load(tiny_weights, engine="fp32"), ReID.load(out, engine="fp32")
     assert base.weights_id != adapted.weights_id
     changed = [k for k, v in adapted.model.state_dict().items() if not torch.equal(v, base.model.state_dict()[k])]
@@ -162,6 +166,21 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     g2 = adapted.gallery(tmp_path / "g.sqlite")  # other weights: the stored rows are re-embedded
     after = g2.search(adapted.embed(crops[0]), k=1)[0]
     assert len(g2) == len(crops) and before.name == after.name and after.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_adapted_weights_say_their_thresholds_are_the_source_cameras(tmp_path: Path, tiny_weights: Path,
+                                                                     market: Path) -> None:
+    """Without labels the adapted weights keep the source's thresholds and calibration, and their JSON says
+    they were chosen on the source cameras, not these."""
+    from reid_core.cli import main as cli
+
+    out = tmp_path / "bn.safetensors"
+    assert cli(["adapt", "--data", str(market), "--out", str(out), "--weights", str(tiny_weights), "--engine",
+                "fp32", "--method", "bn"]) == 0
+    extra = json.loads(out.with_suffix(".json").read_text())["extra"]
+    source = json.loads(tiny_weights.with_suffix(".json").read_text())["extra"]
+    assert extra["adapted"]["thresholds_from"].startswith("the source weights': chosen on the source cameras'")
+    assert extra.get("pair_threshold") == source.get("pair_threshold")
 
 
 def test_bn_adapted_in_memory_leaves_the_source_alone(tiny_weights: Path, market: Path) -> None:

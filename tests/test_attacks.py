@@ -203,20 +203,38 @@ def test_fair_lane_serves_clients_in_turn() -> None:
 
 
 def test_another_visitor_is_served_during_a_hostile_add(running: tuple[str, app.ReIDApp], tmp_path: Path,
-                                                        workdir: Path) -> None:
+                                                        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hostile add is held after its first batch (between two turns of the fair lane) until the other
+    visitor's compare has been answered: answered during the add, or the test times out waiting. No sleeps."""
+    import reid_core.search.gallery as gallery_module
+
     url, _ = running
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for name, data in uploads(400, 5000):
             zf.writestr(name, data)
+    started, release, real = threading.Event(), threading.Event(), gallery_module.ingest
+
+    def held(uploads: Any, have: Any, room: Any, embed: Any, limits: Any, stage: Any, *rest: Any) -> Any:
+        def first_stage(*args: Any) -> None:
+            stage(*args)
+            if not started.is_set():  # the first batch is in: the add is under way, and holds no turn now
+                started.set()
+                release.wait(300)
+        return real(uploads, have, room, embed, limits, first_stage, *rest)
+
+    monkeypatch.setattr(gallery_module, "ingest", held)
     done: list[str] = []
     hostile = threading.Thread(target=lambda: done.append(visitor(url, "203.0.113.50").predict(
         [handle_file(archive)], api_name="/add_to_gallery")))
     hostile.start()
-    time.sleep(1.0)  # the add is under way
-    prob, *_ = visitor(url, "198.51.100.60").predict(handle_file(people(workdir)[0]),
-                                                     handle_file(people(workdir)[1]), api_name="/compare")
-    still_adding = hostile.is_alive()
+    assert started.wait(300), "the hostile add never began"
+    try:
+        prob, *_ = visitor(url, "198.51.100.60").predict(handle_file(people(workdir)[0]),
+                                                         handle_file(people(workdir)[1]), api_name="/compare")
+        still_adding = not release.is_set() and hostile.is_alive()
+    finally:
+        release.set()
     hostile.join()
     assert 0 <= prob <= 1 and still_adding and done[0].startswith("Added 400 images")
 

@@ -118,13 +118,15 @@ def test_image_through_cli(bad: Bad, name: str, capsys: pytest.CaptureFixture) -
     if expected:
         assert rc == 2 and re.fullmatch(f"error: \\S*{expected}.*\n", err), err
     else:
-        assert rc == 0 and re.fullmatch(r"probability 0\.\d{4} .* (same person|different people)\n", out), out
+        said = r"(Same person|Different people): pair score 0\.\d{3} .*; cosine -?[01]\.\d{4}\n"
+        assert rc == 0 and re.fullmatch(said, out), out
     rc = cli(["uploads", str(path)])
     out, err = capsys.readouterr()
     assert (rc, bool(re.search(f"skipped {expected}", err)) if expected else "1 usable image(s)" in out) == (
         (2, True) if expected else (0, True)), (out, err)
 
 
+@pytest.mark.slow
 def test_cli_process_exit_code_and_one_line(bad: Bad) -> None:
     path, _ = bad.images["text.jpg"]
     r = subprocess.run([sys.executable, "-m", "reid_core", "compare", str(path), str(bad.good), "--weights",

@@ -26,8 +26,7 @@ PEOPLE = sorted(app.EXAMPLES_DIR.glob("*.png"))
 TIMEOUT_MS = 60_000  # two busy CPU cores: model calls and first paints can be slow
 WIDTHS = (1280, 400)
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)"),
               pytest.mark.skipif(len(PEOPLE) < 6, reason="run examples/make_examples.py first")]
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -177,6 +176,7 @@ def empty_scores(page: sync_api.Page) -> None:
         expect(page.locator(field)).to_have_attribute("placeholder", "—")
 
 
+@pytest.mark.slow
 def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(page.locator("#img-a")).to_be_visible()
     empty_scores(page)
@@ -224,6 +224,7 @@ def test_compare(page: sync_api.Page, root: Path) -> None:
     expect(note_a).to_have_text("")  # the input changed: its note goes
 
 
+@pytest.mark.slow
 def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
     open_tab(page, "Search", "#gallery-files")
     expect(page.locator("#gallery-status")).to_contain_text("Your private gallery")
@@ -304,6 +305,7 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
     labels_clear(page)
 
 
+@pytest.mark.slow
 def test_training_curves(page: sync_api.Page, root: Path) -> None:
     open_tab(page, "Training curves", "#curves-status")
     expect(page.locator("#curves-status")).to_contain_text("Showing 1 of 1 log(s).")
@@ -335,6 +337,7 @@ def test_training_curves(page: sync_api.Page, root: Path) -> None:
     expect(page.locator("#auto-refresh input")).to_be_checked()
 
 
+@pytest.mark.slow
 def test_model_tab(page: sync_api.Page) -> None:
     open_tab(page, "Model", "#model-info")
     info = page.locator("#model-info")

@@ -45,7 +45,7 @@ def test_cli_warns_as_the_app_does(crops: tuple[Path, Path], tiny_weights: Path,
     weights = ["--weights", str(tiny_weights)]
     assert cli(["compare", str(blank), str(crop), *weights]) == 0
     out, err = capsys.readouterr()
-    assert out.startswith("probability ") and warnings(err) == [
+    assert out.startswith(("Same person: pair score ", "Different people: pair score ")) and warnings(err) == [
         f"warning: {blank}: {BLANK_WARNING}, so this verdict means little"]
     assert cli(["compare", str(crop), str(crop), *weights]) == 0
     assert warnings(capsys.readouterr().err) == []

@@ -39,6 +39,7 @@ def finish(run: tuple[subprocess.Popen, Path]) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["metric", "bce"])
 def test_two_processes_match_one(market_big: Path, tmp_path: Path, loss: str) -> None:
     runs = [start(market_big, tmp_path, "one", loss, 1), start(market_big, tmp_path, "two", loss, 2)]

@@ -12,6 +12,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "DESIGN.md", ROOT / "weights" / "README.md"]
 COMMAND = re.compile(r"python (-m reid_core|bench/[\w.]+\.py|train\.py)([^`\n]*)")
@@ -81,6 +83,7 @@ def test_train_commands_use_real_flags() -> None:
             assert flags(words) <= known, (where, flags(words) - known)
 
 
+@pytest.mark.slow
 def test_bench_scripts_run_as_written() -> None:
     """From the repository root, no PYTHONPATH: what a reader of BENCHMARKS.md types."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -200,7 +203,7 @@ def test_readme_quotes_the_thresholds_in_use() -> None:
     ones, each read as ReID reads them (it quoted 0.19 while the app used 0.277)."""
     import json
 
-    from reid_core.thresholds import Thresholds
+    from reid_core.evaluation.thresholds import Thresholds
 
     text = (ROOT / "README.md").read_text()
     t = Thresholds.from_extra(json.loads((ROOT / "weights" / "model.json").read_text())["extra"])

@@ -29,15 +29,17 @@ def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_loa
                                         "the cached export of these weights passed parity")
     assert export.PARITY_COSINE <= first.choice.parity <= 1.0 + 1e-6
     assert first.info["engine"] == first.engine == str(first.choice)
-    onnx_file, record_file = cache / f"{first.weights_id}.onnx", cache / f"{first.weights_id}.json"
+    key = engines.export_key(first.weights_id)
+    onnx_file, record_file = cache / f"{key}.onnx", cache / f"{key}.json"
     assert sorted(cache.iterdir()) == [record_file, onnx_file]
     record = json.loads(record_file.read_text())
-    assert record["weights_id"] == first.weights_id and record["parity"] == first.choice.parity
-    mtimes = [p.stat().st_mtime_ns for p in (onnx_file, record_file)]
+    assert record["key"] == key and record["parity"] == first.choice.parity
+    made = onnx_file.stat().st_mtime_ns
 
     again = ReID(load_model(tiny_weights), cache_dir=cache)  # ReID() has the same default as ReID.load
     assert again.choice == first.choice  # the same engine and the same parity figure, read from the record
-    assert [p.stat().st_mtime_ns for p in (onnx_file, record_file)] == mtimes  # nothing exported again
+    assert onnx_file.stat().st_mtime_ns == made  # nothing exported again (the record's mtime marks the use)
+    assert json.loads(record_file.read_text()) == record
     x = torch.stack([torch.from_numpy(np.array(person(p, 1, 0).resize((32, 64)))).permute(2, 0, 1)
                      for p in range(1, 5)])
     torch_emb = TorchEmbedder(again.model)(x)
@@ -132,6 +134,66 @@ def test_bf16_only_when_asked_for_and_within_parity(tiny_weights: Path, monkeypa
 
 def test_a_damaged_cached_export_is_made_again(tmp_path: Path, tiny_weights: Path) -> None:
     first = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
-    (tmp_path / f"{first.weights_id}.onnx").write_bytes(b"torn")
+    (tmp_path / f"{engines.export_key(first.weights_id)}.onnx").write_bytes(b"torn")
     again = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
     assert isinstance(again.embedder, OnnxEmbedder) and again.choice == first.choice
+
+
+def test_the_cache_key_covers_everything_the_graph_bakes_in(tmp_path: Path, tiny_weights: Path) -> None:
+    """The same tensors under another normalisation, input size or last stride are another graph: each gets its
+    own export, and each embeds as its own torch model does (they once shared the first one's cached graph)."""
+    from dataclasses import replace
+
+    from reid_core.model.network import create_model
+
+    base = load_model(tiny_weights)
+    variants = {"base": base.cfg, "mean": replace(base.cfg, mean=(0.2, 0.5, 0.8), std=(0.1, 0.3, 0.5)),
+                "size": replace(base.cfg, height=96, width=48), "stride": replace(base.cfg, last_stride=2)}
+    keys, x = set(), None
+    for name, cfg in variants.items():
+        model = create_model(cfg)
+        model.load_state_dict(base.state_dict())  # the very same tensors
+        reid = ReID(model.eval(), cache_dir=tmp_path)
+        assert isinstance(reid.embedder, OnnxEmbedder), name
+        keys.add(engines.export_key(reid.weights_id))
+        x = torch.randint(0, 256, (3, 3, cfg.height, cfg.width), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(3))
+        cos = (reid.embedder(x) * TorchEmbedder(reid.model)(x)).sum(1)
+        assert cos.min() >= export.PARITY_COSINE, name
+    assert len(keys) == len(variants) == len(list(tmp_path.glob("*.onnx")))
+    assert engines.export_key("a") != engines.export_key("b")
+
+
+def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path: Path, tiny_weights: Path) -> None:
+    """Three exports into a folder with room for two: the least recently used goes, the one just used stays
+    (adapting the same weights over and over once added an export each time, without end)."""
+    import os
+
+    from reid_core.model.network import create_model
+
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(create_model(load_model(tiny_weights).cfg).eval())
+    ids = [engines.weights_hash(m) for m in models]
+    engines.cached_export(models[0], ids[0], tmp_path)
+    one = sum(p.stat().st_size for p in tmp_path.iterdir())
+    engines.cached_export(models[1], ids[1], tmp_path, budget=int(2.5 * one))
+    os.utime(tmp_path / f"{engines.export_key(ids[0])}.json", (1, 1))  # the first made long ago, the second later
+    os.utime(tmp_path / f"{engines.export_key(ids[1])}.json", (2, 2))
+    engines.cached_export(models[0], ids[0], tmp_path, budget=int(2.5 * one))  # the first used again: now newest
+    engines.cached_export(models[2], ids[2], tmp_path, budget=int(2.5 * one))  # no room for three
+    left = {p.stem for p in tmp_path.glob("*.onnx")}
+    assert left == {engines.export_key(ids[0]), engines.export_key(ids[2])}
+    assert {p.stem for p in tmp_path.glob("*.json")} == left
+
+
+def test_the_suite_keeps_its_caches_out_of_the_home_folder(tiny_weights: Path, temporary_home: Path) -> None:
+    """An export made with the default cache folder lands in the run's temporary home, never the user's: one
+    run's leftovers once answered for another model in the next run."""
+    from conftest import REAL_HOME
+
+    assert not temporary_home.is_relative_to(REAL_HOME) and Path.home() == temporary_home
+    reid = ReID.load(tiny_weights, "cpu")  # no cache_dir: the library's default
+    made = temporary_home / ".cache" / "reid" / f"{engines.export_key(reid.weights_id)}.onnx"
+    assert engines.default_cache_dir().is_relative_to(temporary_home) and made.exists()

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import person
 
+from reid_core.api import SCORE_MEANING
+from reid_core.data.images import load_image
 from reid_core.evaluation.thresholds import Calibration, Platt, Thresholds, check_calibration, log_loss, sigmoid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,13 +131,38 @@ def test_compare_is_calibrated_where_the_weights_record_it(tiny_weights: Path, t
     e = raw.embed([a, b])
     with torch.no_grad():
         logit = float(raw.model.pair_logit(torch.from_numpy(e[:1]), torch.from_numpy(e[1:]))[0])
-    assert before.threshold == 0.3 and before.probability == pytest.approx(float(sigmoid(np.array(logit))), abs=1e-6)
+    assert before.threshold == 0.3 and before.score == pytest.approx(float(sigmoid(np.array(logit))), abs=1e-6)
     cal = Platt(2.0, -2.0 * logit + 0.5)  # this pair lands just above 50 %: sigmoid(0.5)
     record(w, Thresholds(0.3, 0.4, calibration=Calibration(cal, Platt(1.0, 0.0))))
     after = ReID.load(w, engine="fp32", flip=False).compare(a, b)
-    assert after.threshold == 0.5 and after.probability == pytest.approx(float(sigmoid(np.array(0.5))), abs=1e-5)
+    assert after.threshold == 0.5 and after.score == pytest.approx(float(sigmoid(np.array(0.5))), abs=1e-5)
     assert after.same and after.cosine == pytest.approx(before.cosine)
     assert ReID.load(w, engine="fp32", flip=False).info["pair_threshold"] == 0.3  # the raw cut, as the Model tab draws
+    # one meaning, said one way: a probability only when calibrated, and the library's sentence says which
+    assert (before.calibrated, after.calibrated) == (False, True)
+    assert before.verdict.endswith(f"({SCORE_MEANING[False]})") and "pair score" in before.verdict
+    assert after.verdict == f"Same person: probability 62.2% ≥ 50% ({SCORE_MEANING[True]})"
+
+
+def test_cli_api_and_app_say_the_verdict_in_one_sentence(tiny_weights: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """For uncalibrated weights the CLI once printed "probability 0.19" while the app said "a score, not a
+    probability": now both print Comparison.verdict, whose field is `score` in either case."""
+    import app
+    from reid_core import ReID
+    from reid_core.cli import main as cli
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    person(1, 0, 0).resize((64, 128)).save(a)
+    person(2, 1, 0).resize((64, 128)).save(b)
+    c = ReID.load(tiny_weights, engine="fp32").compare(a, b)
+    assert not c.calibrated and not hasattr(c, "probability")
+    assert cli(["compare", str(a), str(b), "--weights", str(tiny_weights), "--engine", "fp32"]) == 0
+    assert capsys.readouterr().out == f"{c.verdict}; cosine {c.cosine:.4f}\n"
+    handlers = app.ReIDApp(app.Settings(tiny_weights, tmp_path / "store", tmp_path))
+    score, verdict, cosine, _ = handlers.explained(*(load_image(p) for p in (a, b)))
+    assert verdict.startswith(c.verdict.split(" (")[0]) and SCORE_MEANING[False] in verdict
+    assert score == pytest.approx(c.score, abs=1e-3) and "probability 0." not in verdict
 
 
 def test_calibrate_verb_uses_training_identities_and_records(market: Path, tiny_weights: Path, tmp_path: Path,
@@ -160,3 +187,32 @@ def test_calibrate_verb_uses_training_identities_and_records(market: Path, tiny_
     assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
     kept = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"]).calibration
     assert kept == cal
+
+
+def test_calibration_records_keep_identity_0_and_drop_junk() -> None:
+    """A training split is relabelled 0..N-1: identity 0 is a real person (it was skipped once); -1 is junk."""
+    from reid_core.data.datasets import Record
+    from reid_core.evaluation.evaluate import calibration_records
+
+    records = [Record(f"{pid}_{cam}.jpg", pid, cam) for pid in (-1, 0, 1, 2) for cam in (0, 1)]
+    got = calibration_records(records, max_ids=0, per_id=2)
+    assert sorted({r.pid for r in got}) == [0, 1, 2] and len(got) == 6
+
+
+def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, market: Path,
+                                                                tiny_weights: Path) -> None:
+    """`evaluate --record` without --flip measures no flip thresholds: it keeps the recorded ones (the app
+    embeds with flip by default) instead of erasing them; with --flip it replaces them."""
+    from reid_core.cli import main as cli
+
+    w = tmp_path / "w.safetensors"
+    shutil.copy(tiny_weights, w)
+    cfg = json.loads(tiny_weights.with_suffix(".json").read_text())
+    cfg.setdefault("extra", {}).update(Thresholds(0.3, 0.4, 0.61, 0.71).to_extra())
+    w.with_suffix(".json").write_text(json.dumps(cfg))
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
+    after = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
+    assert (after.flip_pair, after.flip_cos) == (0.61, 0.71) and (after.pair, after.cos) != (0.3, 0.4)
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record", "--flip"]) == 0
+    flipped = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
+    assert (flipped.flip_pair, flipped.flip_cos) != (0.61, 0.71) and flipped.flip_pair is not None

@@ -55,6 +55,7 @@ def test_onnx_parity(onnx_file: Path, tiny_weights: Path) -> None:
     assert np.abs(ort(other) - ort(other.flip(0))[::-1]).max() < 1e-5  # per-image, not per-batch
 
 
+@pytest.mark.slow
 def test_onnx_engine_in_embed_cli(tmp_path: Path, tiny_weights: Path, people_folder: Path,
                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "cache"))

@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -82,6 +83,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
     return proc.returncode, err.decode()[-2000:]
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_reach_the_same_weights(market_big: Path, tmp_path: Path) -> None:
     reference = config(market_big, tmp_path, "unbroken")
     threads = torch.get_num_threads()

@@ -19,8 +19,7 @@ from reid_core.train.config import TrainConfig
 from reid_core.train.trainer import Trainer
 
 DATA = os.environ.get("REID_DATA", "")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DATA and Path(DATA).is_dir()),
-                                                   reason="set REID_DATA to a Market-1501 folder")]
+pytestmark = [pytest.mark.skipif(not (DATA and Path(DATA).is_dir()), reason="set REID_DATA to a Market-1501 folder")]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +45,7 @@ def imagenet_init(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
+@pytest.mark.slow
 def test_full_split_parses_to_the_standard_counts(market) -> None:
     assert (len(market.train), len(market.query), len(market.gallery)) == (12936, 3368, 15913)
     assert market.num_train_pids == 751 and len({r.pid for r in market.query}) == 750
@@ -65,6 +65,7 @@ def few_per_identity(records: list, ids: int, per_id: int, seed: int = 0) -> lis
     return out
 
 
+@pytest.mark.slow
 def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, imagenet_init, tmp_path: Path) -> None:
     """600 real images (200 identities x 3), about two minutes: the loss falls, the classifier learns, and
     pair decisions on 100 test identities the run never saw beat chance clearly and the ImageNet start.
@@ -93,6 +94,7 @@ def test_ci_sized_training_loss_falls_and_held_out_pairs_improve(market, imagene
     assert after["pair_auc"] > before["pair_auc"] + 0.05 and after["mAP"] > before["mAP"], (before, after)
 
 
+@pytest.mark.slow
 def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market, imagenet_init) -> None:
     """The shipped weights (trained by train.py on Market train) against the same network before training,
     on cross-camera pairs of 50 test identities neither has seen; threshold from half the identities."""
@@ -110,6 +112,7 @@ def test_training_beats_chance_and_the_untrained_model_on_held_out_pairs(market,
     assert after["pair_auc"] > 0.85 and after["mAP"] > 2 * before["mAP"]
 
 
+@pytest.mark.slow
 def test_person_screen_passes_market_crops() -> None:
     """The "does not look like a person crop" warning flags under 0.1 % of Market's real query + gallery
     crops (junk and distractor boxes included; a fixed quarter of them): it is for blanks and noise, not for

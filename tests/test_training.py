@@ -25,6 +25,7 @@ def read_log(cfg: TrainConfig) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["metric", "bce"])
 def test_loss_decreases(market_big: Path, tmp_path: Path, loss: str) -> None:
     cfg = tiny(market_big, tmp_path, loss=loss, name=loss, epochs=5)

@@ -266,7 +266,7 @@ def calibration_records(records: Sequence[Record], max_ids: int = 300, per_id: i
     their cameras: held-out identities to calibrate on (a dataset's training ones: never its test split)."""
     by_pid: dict[int, list[Record]] = {}
     for r in records:
-        if r.pid > 0:
+        if r.pid >= 0:  # 0 is a real identity in a training split (relabelled 0..N-1); -1 is junk
             by_pid.setdefault(r.pid, []).append(r)
     pids = [p for p in sorted(by_pid) if len({r.camid for r in by_pid[p]}) > 1]
     rng = np.random.default_rng(seed)

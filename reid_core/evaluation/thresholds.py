@@ -8,7 +8,7 @@ as a contradiction. Platt scaling (p = sigmoid(a * logit + b), fitted on held-ou
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,14 @@ class Thresholds:
 
     def pair_for(self, flip: bool) -> float:
         return self.flip_pair if flip and self.flip_pair is not None else self.pair
+
+    def over(self, kept: Thresholds) -> Thresholds:
+        """These thresholds, with what they lack taken from `kept` (what the weights recorded before): an
+        evaluation without flip measured no flip thresholds, and must not erase the ones flip (the app's
+        default) reads."""
+        return replace(self, flip_pair=kept.flip_pair if self.flip_pair is None else self.flip_pair,
+                       flip_cos=kept.flip_cos if self.flip_cos is None else self.flip_cos,
+                       calibration=self.calibration or kept.calibration)
 
     def to_extra(self) -> dict[str, Any]:
         """The entries of the weights' JSON "extra": `thresholds` (typed), and `pair_threshold` / `cos_threshold`

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,15 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def weights_hash(model: nn.Module) -> str:
-    """A hash of every weight and buffer (file format aside): how a gallery, an embeddings file and the ONNX
-    cache know which weights made them. Hashing reads every tensor (a fraction of a second for a ResNet-50):
-    callers compute it once, when needed (ReID.weights_id)."""
+    """A hash of every weight and buffer (file format aside) and of the config that shapes the embedding beside
+    them (backbone, input size, normalisation, last stride, embedding width; the free-form `extra` facts aside):
+    how a gallery, an embeddings file and the ONNX cache know which model made them. The same tensors under
+    another normalisation or input size embed differently, so they hash differently. Hashing reads every tensor
+    (a fraction of a second for a ResNet-50): callers compute it once, when needed (ReID.weights_id)."""
     h = hashlib.blake2b(digest_size=16)
+    cfg = getattr(model, "cfg", None)
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        h.update(json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, sort_keys=True).encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())

@@ -209,7 +209,9 @@ class Gallery:
                         continue  # another writer changed the rows while these were embedded: again
                     conn.executemany("UPDATE images SET embedding = ? WHERE seq = ?",
                                      [(e.tobytes(), r[0]) for e, r in zip(emb, rows, strict=True)])
-                    self._set(conn, weights=self.weights_id)
+                    # the stored width follows the new embeddings (0, none yet, for an empty gallery): a later
+                    # add of this model's embeddings must not be refused for the old model's width
+                    self._set(conn, weights=self.weights_id, dim=emb.shape[1] if rows else 0)
                     self._bump(conn)
                     if rows:
                         self.message = f"Gallery re-embedded for the current weights ({len(rows)} images)."
@@ -358,12 +360,15 @@ class Gallery:
         with self._writer, self._connect() as conn, self._transaction(conn, write=True):
             gone = sum(conn.execute("DELETE FROM images WHERE id = ?", (i,)).rowcount for i in ids)
             if gone:
+                if not conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]:
+                    self._set(conn, dim=0)  # emptied: no width held, as after clear()
                 self._bump(conn)
         return gone
 
     def clear(self) -> int:
         with self._writer, self._connect() as conn, self._transaction(conn, write=True):
             gone = conn.execute("DELETE FROM images").rowcount
+            self._set(conn, dim=0)  # an empty gallery holds no width: the next add sets it
             self._bump(conn)
         return gone
 
