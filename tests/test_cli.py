@@ -82,7 +82,7 @@ def test_every_option_has_help() -> None:
              for name, p in parsers(root, prog) for a in p._actions
              if not isinstance(a, argparse._HelpAction) and not a.help]
     assert found == []
-    assert len(list(parsers(build_parser(), "reid_core"))) == 1 + 10 + 5  # the walk reached every verb and action
+    assert len(list(parsers(build_parser(), "reid_core"))) == 1 + 11 + 5 + 3  # every verb, gallery and video action
 
 
 def test_train_help_shows_defaults() -> None:

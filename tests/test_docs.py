@@ -64,7 +64,7 @@ def test_reid_core_commands_use_real_verbs_and_flags() -> None:
         for verb in words[0].split("|"):
             assert verb in verbs, where
             parser, rest = verbs[verb], words[1:]
-            if verb == "gallery" and rest and not rest[0].startswith("-"):
+            if verb in ("gallery", "video") and rest and not rest[0].startswith("-"):
                 actions = parser._subparsers._group_actions[0].choices
                 assert set(rest[0].split("|")) <= set(actions), where
                 for action in rest[0].split("|"):

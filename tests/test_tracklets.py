@@ -162,3 +162,11 @@ def test_crops_pack_losslessly():
     imgs = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 10, 3), dtype=np.uint8)) for i in range(3)]
     back = unpack_pngs(pack_pngs(imgs))
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(imgs, back, strict=True))
+
+
+def test_slivers_are_never_chosen_and_a_track_of_slivers_gives_no_tracklet():
+    rgb = _scene()
+    assert crop_quality(rgb, np.array([0, 0, 22, 256.0]), np.zeros((0, 4)))[0] == 0.0  # cut by the frame's edge
+    b = TrackletBuilder("cam1", crops=4, sample_every_s=0.0, min_frames=2)
+    _feed(b, range(20), lambda f: [[0, 100, 20, 400, 3]])
+    assert b.finish() == []

@@ -88,6 +88,8 @@ def crop_quality(rgb: np.ndarray, box: np.ndarray, others: np.ndarray) -> tuple[
     img = Image.fromarray(patch)
     if img.height > CROP_SIZE[1] or img.width > CROP_SIZE[0]:
         img.thumbnail(CROP_SIZE)
+    if not 1.0 <= (y2 - y1) / (x2 - x1) <= 6.0:  # a sliver where the frame cuts a box, or a lying shape: no person
+        return 0.0, img
     edge = 3
     cut = box[0] < edge or box[1] < edge or box[2] > w_img - edge or box[3] > h_img - edge
     aspect = (y2 - y1) / max(x2 - x1, 1)
@@ -137,9 +139,9 @@ class TrackletBuilder:
 
 
 def choose_crops(cands: Sequence[Candidate], n: int) -> tuple[list[Image.Image], np.ndarray]:
-    """The best candidate of each of n equal stretches of the track's time (spread over time), unusable ones
-    (quality 0) left out unless nothing else is there."""
-    good = [c for c in cands if c.quality > 0] or list(cands)
+    """The best candidate of each of n equal stretches of the track's time (spread over time); unusable ones
+    (quality 0: slivers, blanks) never (a track with none usable gives no tracklet)."""
+    good = [c for c in cands if c.quality > 0]
     if not good:
         return [], np.zeros(0)
     bins = np.array_split(np.arange(len(good)), min(n, len(good)))
