@@ -13,6 +13,7 @@ from reid_core.video.tracklets import (
     TrackletBuilder,
     crop_quality,
     embed_tracklets,
+    in_domain_cut,
     join_fragments,
     unit,
 )
@@ -170,3 +171,11 @@ def test_slivers_are_never_chosen_and_a_track_of_slivers_gives_no_tracklet():
     b = TrackletBuilder("cam1", crops=4, sample_every_s=0.0, min_frames=2)
     _feed(b, range(20), lambda f: [[0, 100, 20, 400, 3]])
     assert b.finish() == []
+
+
+def test_the_cut_rises_to_the_most_alike_pair_known_to_be_two_people():
+    sim = np.array([[1.0, 0.7, 0.2], [0.7, 1.0, 0.9], [0.2, 0.9, 1.0]])
+    different = np.array([[False, True, False], [True, False, False], [False, False, False]])
+    assert in_domain_cut(sim, different, 0.6) == 0.7  # 0 and 1 were seen together: strangers reach 0.7 here
+    assert in_domain_cut(sim, different, 0.8) == 0.8
+    assert in_domain_cut(sim, np.zeros((3, 3), bool), 0.6) == 0.6

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .tracklets import in_domain_cut
+
 
 def cannot_link(cameras: Sequence[str], spans: np.ndarray) -> np.ndarray:
     """(n, n) bool: tracklets i and j are in one camera and their [start, end] spans overlap."""
@@ -27,7 +29,8 @@ def cannot_link(cameras: Sequence[str], spans: np.ndarray) -> np.ndarray:
 def cluster_people(embeddings: np.ndarray, cameras: Sequence[str], spans: np.ndarray, threshold: float,
                    ) -> np.ndarray:
     """A person label (0..P-1, by first appearance) for each tracklet. Two clusters merge, most alike first,
-    while their average cosine similarity is >= threshold and no pair across them is cannot-linked."""
+    while their average cosine similarity is >= the cut and no pair across them is cannot-linked; the cut is
+    `threshold` raised to the most alike cannot-linked pair (tracklets.in_domain_cut)."""
     n = len(embeddings)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -35,6 +38,7 @@ def cluster_people(embeddings: np.ndarray, cameras: Sequence[str], spans: np.nda
     total = emb @ emb.T  # sum of similarities between clusters (members' pairs)
     size = np.ones(n)
     blocked = cannot_link(cameras, np.asarray(spans, np.float64))
+    threshold = in_domain_cut(total, blocked, threshold)
     alive = np.ones(n, bool)
     label = np.arange(n)
     while True:

@@ -167,9 +167,22 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
+def in_domain_cut(sim: np.ndarray, different: np.ndarray, floor: float) -> float:
+    """The cosine at which two tracklets are taken for one person: `floor` (chosen on Market-1501's training
+    identities, BENCHMARKS §25.3), raised to the most alike pair known to be two people (`different`: seen at one
+    moment in one camera). Those pairs are free negatives from the footage itself: under a camera network the model
+    never saw, every cosine runs higher, and a cut that held on Market would merge strangers."""
+    known = sim[different]
+    return max(floor, float(known.max())) if known.size else floor
+
+
 def join_fragments(tracklets: Sequence[Tracklet], threshold: float, crops: int = 8) -> list[Tracklet]:
-    """Join one video's tracklets that are one person by appearance (cosine of embeddings >= threshold), most
-    alike first, never two groups that share a frame (one person is never in two boxes of one frame)."""
+    """Join one video's tracklets that are one person by appearance, most alike first, never two groups that
+    share a frame (one person is never in two boxes of one frame); the cut: in_domain_cut(threshold)."""
+    if len(tracklets) > 1:
+        emb = np.stack([t.embedding for t in tracklets])
+        seen_together = np.array([[a is not b and bool(a.frames & b.frames) for b in tracklets] for a in tracklets])
+        threshold = in_domain_cut(emb @ emb.T, seen_together, threshold)
     groups = [[t] for t in tracklets]
     while len(groups) > 1:
         emb = np.stack([_group_embedding(g) for g in groups])
