@@ -16,6 +16,10 @@ class FootageConfig:
     min_frames: int = setting(8, "tracks seen in fewer frames are dropped (a false detection rarely lasts)",
                               "tracklets")
     detect_every: int = setting(1, "run the detector on every n-th frame (the tracker predicts between)", "tracklets")
+    track_start: float = setting(0.6, "least detector score that starts a track (ByteTrack's activation threshold; "
+                                 "chosen for the offline SSDLite on TUD-Campus, BENCHMARKS §25.2)", "tracklets")
+    track_high: float = setting(0.3, "detections scoring at least this match tracks first; lower ones only keep "
+                                "tracks alive (ByteTrack's high-score threshold)", "tracklets")
     join_threshold: float = setting(0.6, "cosine at which two fragments of one video are one person", "tracklets")
     people_threshold: float = setting(0.5, "average cosine at which tracklets across cameras are one person",
                                       "people")

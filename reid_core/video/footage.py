@@ -68,7 +68,9 @@ def track_video(src: str | Path, camera: str, detector: Detector, cfg: FootageCo
     """One video's tracklets (not yet embedded), its frame count, the number of tracks, seconds per stage.
     `turn()`: held around each frame's detection (a server's fair lane: other visitors' work goes between)."""
     info = probe(src, limits)
-    tracker = ByteTracker(ByteTrackConfig(frame_rate=info.fps / cfg.detect_every))
+    tracker = ByteTracker(ByteTrackConfig(frame_rate=info.fps / cfg.detect_every,
+                                          track_activation_threshold=cfg.track_start,
+                                          high_conf_det_threshold=cfg.track_high))
     builder = TrackletBuilder(camera, cfg.crops, cfg.sample_every_s, cfg.min_frames)
     spent = {"decode": 0.0, "detect": 0.0, "track": 0.0, "crops": 0.0}
     n = 0
