@@ -19,6 +19,8 @@ import pytest
 from conftest import make_tiny_weights, serve, write_log
 
 import app
+from space.curves import SHIPPED_LOG
+from space.search import MIN_ADAPT_IMAGES, RESULT_COLUMNS
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -257,7 +259,7 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
         bottom = max(bottom, c["y"] + c["height"])
     assert grid["y"] + grid["height"] - bottom < 48, (grid, bottom)  # no empty area under the tiles
     expect(page.locator("#results button[aria-label*='Download']")).to_have_count(0)  # no icon over a tile
-    header_cells_visible(page, "#results-table", app.RESULT_COLUMNS)
+    header_cells_visible(page, "#results-table", RESULT_COLUMNS)
     expect(page.locator("#results-table [role=grid]")).to_have_attribute("aria-rowcount", "11")  # header + 10
     viewport = box(page, "#results-table .virtual-table-viewport")
     assert page.evaluate("""() => { const v = document.querySelector('#results-table .virtual-table-viewport');
@@ -272,11 +274,11 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
 
     # Adapt with fewer crops than it needs: the page said how many; the refusal sits beside the button, and the
     # status, summary, tiles and table stay as they were, with no error badge
-    expect(page.locator("#adapt-help")).to_contain_text(f"at least {app.MIN_ADAPT_IMAGES}")
-    if len(PEOPLE) < app.MIN_ADAPT_IMAGES:
+    expect(page.locator("#adapt-help")).to_contain_text(f"at least {MIN_ADAPT_IMAGES}")
+    if len(PEOPLE) < MIN_ADAPT_IMAGES:
         summary = page.locator("#search-summary").inner_text()
         page.locator("#adapt-btn").click()
-        expect(page.locator("#adapt-note")).to_contain_text(f"Add at least {app.MIN_ADAPT_IMAGES} crops")
+        expect(page.locator("#adapt-note")).to_contain_text(f"Add at least {MIN_ADAPT_IMAGES} crops")
         expect(page.locator("#search-summary")).to_have_text(summary)
         expect(tiles).to_have_count(10)
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)
@@ -316,13 +318,13 @@ def test_training_curves(page: sync_api.Page, root: Path) -> None:
     plot_areas_at_least(page, 150)
     labels_clear(page)
     page.locator("#runs input").click()
-    page.get_by_role("option", name=app.SHIPPED_LOG).click()  # the weights' own log is offered; and a second run
+    page.get_by_role("option", name=SHIPPED_LOG).click()  # the weights' own log is offered; and a second run
     page.keyboard.press("Escape")
     status = page.locator("#curves-status")
     expect(status).to_contain_text("Showing 2 of 2 log(s).")
     # trained without periodic evaluation: the figures recorded with the weights, as the Model tab states them
     expect(status).to_contain_text(re.compile(r"Shipped weights at epoch \d+: Rank-1 \d+\.\d %, mAP \d+\.\d %"))
-    expect(page.locator(".js-plotly-plot .legendtext", has_text=app.SHIPPED_LOG)).to_have_count(4)  # one a panel
+    expect(page.locator(".js-plotly-plot .legendtext", has_text=SHIPPED_LOG)).to_have_count(4)  # one a panel
     plot_titles_clear_of_modebar(page)
     plot_areas_at_least(page, 140)
     labels_clear(page)
