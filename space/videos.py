@@ -31,7 +31,7 @@ from reid_core import (
 
 from .host import Host
 from .params import ParamError, text
-from .requests import RAW, client_of, session_key, uploads, user_error
+from .requests import RAW, client_of, session_key, upload, uploads, user_error
 from .sessions import Sessions
 
 MAX_VIDEOS = 4  # clips per request
@@ -158,6 +158,10 @@ class Videos:
     def search(self, crop: Any, request: gr.Request | None = None) -> tuple[list[tuple[str, str]], str]:
         """The visitor's tracklets most like a crop of a person."""
         self.host.require_model()
+        try:
+            upload(crop)  # a parameter that is no upload is refused before anything else
+        except ParamError as e:
+            raise user_error(str(e)) from e
         with self.host.work(request) as turn, self._use(request) as gallery:
             if gallery is None or not gallery.tracklet_count():
                 return [], "No videos indexed yet: add some first."
