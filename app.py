@@ -66,21 +66,26 @@ class Settings:
 
 
 CSS = """
-#results .grid-wrap { min-height: 0 !important; max-height: none !important; overflow: visible !important; }
-#results .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important;
-                           grid-template-rows: none !important; grid-auto-rows: auto !important; }
-#results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex !important;
-                           flex-direction: column; }
-#results .thumbnail-item > img { aspect-ratio: 1 / 2; height: auto !important; }
-#results .caption-label { position: static !important; max-width: 100% !important; border: none !important;
-                          text-align: center; background: none !important; }
+:is(#results, #video-people, #video-seen) .grid-wrap {
+    min-height: 0 !important; max-height: none !important; overflow: visible !important; }
+:is(#results, #video-people, #video-seen) .grid-container {
+    grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; grid-template-rows: none !important;
+    grid-auto-rows: auto !important; }
+:is(#results, #video-people, #video-seen) .thumbnail-item {
+    aspect-ratio: auto !important; height: auto !important; display: flex !important; flex-direction: column; }
+:is(#results, #video-people, #video-seen) .thumbnail-item > img { aspect-ratio: 1 / 2; height: auto !important; }
+:is(#results, #video-people, #video-seen) .caption-label {
+    position: static !important; max-width: 100% !important; border: none !important; text-align: center;
+    background: none !important; }
+:is(#video-people, #video-seen) .caption-label { white-space: normal !important; overflow-wrap: anywhere; }
 #results-table table { font-size: var(--text-sm); }
 #log-file .wrap { min-height: 0 !important; padding-top: 34px !important; }
 .input-note p { color: var(--error-text-color, #b91c1c); }
-"""  # result tiles: as many columns as fit (3 on a phone, 5-6 on a desktop), each picture whole at the crop's 1:2
-# shape with its rank and score under it, the grid as tall as its tiles (Gradio's gallery is a fixed-height box
-# with captions over the pictures); the results table in smaller type, so every column fits a phone; the log
-# upload's prompt below its label (Gradio centres a 240 px prompt in the box, under the label)
+"""  # result tiles (Search's, and the Videos tab's people): as many columns as fit (3 on a phone, 5-6 on a desktop),
+# each picture whole at the crop's 1:2 shape with its rank and score (a video tile's camera and time, wrapped) under
+# it, the grid as tall as its tiles (Gradio's gallery is a fixed-height box with captions over the pictures); the
+# results table in smaller type, so every column fits a phone; the log upload's prompt below its label (Gradio
+# centres a 240 px prompt in the box, under the label)
 
 
 class ReIDApp:

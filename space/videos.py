@@ -53,6 +53,10 @@ def named(e: Exception, got: list[tuple[str, str]]) -> str:
     return said
 
 
+def people_count(n: int, bold: str = "") -> str:
+    return f"{bold}{n}{bold} {'person' if n == 1 else 'people'}"
+
+
 def span(t: TrackletMatch) -> str:
     return f"{t.start_s:.1f}–{t.end_s:.1f} s"
 
@@ -117,13 +121,13 @@ class Videos:
             with turn():
                 people = footage.people()
                 tiles = self._tiles(people, gallery)
-        lines = [f"**{text(r.camera)}**: {r.frames} frames, {r.tracklets} people tracked" for r in reports]
+        lines = [f"**{text(r.camera)}**: {r.frames} frames, {people_count(r.tracklets)} tracked" for r in reports]
         return tiles, self._summary(people, lines), [p.label for p in people]
 
     def _summary(self, people: list[Person], lines: list[str]) -> str:
         many = sum(len(p.cameras) > 1 for p in people)
-        head = (f"**{len(people)}** people found, **{many}** of them in more than one camera. Click a person to see "
-                "where else they appear." if people else "Nobody was found in these videos.")
+        head = (f"{people_count(len(people), '**')} found, **{many}** of them in more than one camera. Click a "
+                "person to see where else they appear." if people else "Nobody was found in these videos.")
         return "\n\n".join([head, *lines])
 
     def _tiles(self, people: list[Person], gallery: TrackletGallery) -> list[tuple[str, str]]:
@@ -178,12 +182,12 @@ def build_videos_tab(videos: Videos) -> None:
     """The tab's layout, inside the app's gr.Tabs."""
     model = videos.host.model_events
     with gr.Tab("Videos"):
-        gr.Markdown(f"Upload up to {MAX_VIDEOS} short clips, each one a camera (at most "
+        gr.Markdown(f"Upload up to {MAX_VIDEOS} short clips, each one a camera (MP4, MOV, AVI, MKV or WebM; at most "
                     f"{videos.limits.max_seconds:.0f} s, {videos.limits.max_bytes // 2**20} MB, 720p). People are "
                     "detected, tracked and matched across the clips; your videos stay private to this session.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
-                clips = gr.File(label="Videos (.mp4, .avi, .mov, .mkv, .webm)", file_count="multiple",
+                clips = gr.File(label="Videos, one a camera", file_count="multiple",  # formats: the text above
                                 elem_id="video-files", height=160)
                 find_btn = gr.Button("Find people", variant="primary", elem_id="find-people-btn")
                 crop = gr.Image(label="Look for a person (a crop)", type="filepath", image_mode=None, height=220,
@@ -191,11 +195,12 @@ def build_videos_tab(videos: Videos) -> None:
                 look_btn = gr.Button("Search the videos", elem_id="video-search-btn")
             with gr.Column(scale=2, min_width=280):
                 summary = gr.Markdown(elem_id="video-summary")
-                people = gr.Gallery(label="People", columns=6, height="auto", object_fit="contain",
-                                    elem_id="video-people", buttons=[])
+                # no labels over the first tiles: the summary and "where" say what each grid shows
+                people = gr.Gallery(label="People", show_label=False, columns=6, height="auto", object_fit="contain",
+                                    elem_id="video-people", buttons=[], allow_preview=False)  # a click selects
                 where = gr.Markdown(elem_id="video-where")
-                seen = gr.Gallery(label="Where this person appears", columns=6, height="auto", object_fit="contain",
-                                  elem_id="video-seen", buttons=[])
+                seen = gr.Gallery(label="Where this person appears", show_label=False, columns=6, height="auto",
+                                  object_fit="contain", elem_id="video-seen", buttons=[])
         labels = gr.State([])
         find_btn.click(videos.find_people, clips, [people, summary, labels], api_name="find_people",
                        **model, **RAW)

@@ -4,7 +4,7 @@ button, cut result tiles, the Model tab's squeezed table, plot titles under the 
 toolbars, table columns cut off, captions over the result pictures, legends squashing their plots).
 
 Needs the Debian chromium package (/usr/bin/chromium); skipped without it. With REID_SCREENSHOTS=1 it also
-saves docs/screenshots/{compare,search,curves,model}-{1280,400}.png (synthetic people only). It uses
+saves docs/screenshots/{compare,search,videos,curves,model}-{1280,400}.png (synthetic people only). It uses
 $REID_WEIGHTS when that file exists (real screenshots), else the tiny test model.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_weights, serve, write_log
+from conftest import box_detector, make_clip, make_tiny_weights, serve, write_log
 
 import app
 from space.curves import SHIPPED_LOG
@@ -48,7 +48,8 @@ def url(root: Path) -> Iterator[str]:
         weights = make_tiny_weights(root / "weights" / "model.safetensors")
         write_log(weights.with_name("train_log.csv"), epochs=8, eval_every=99)  # no evaluation, as the shipped
     write_log(root / "runs" / "demo_run" / "log.csv", epochs=12, eval_every=3)
-    with serve(app.Settings(weights, root / "store", root / "runs")) as (local_url, _):
+    with serve(app.Settings(weights, root / "store", root / "runs")) as (local_url, demo):
+        demo.reid_app.videos._detector = box_detector  # the synthetic clips' people, boxed at once
         yield local_url
 
 
@@ -305,6 +306,32 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
     expect(note).to_contain_text(f"{bogus.name}: not a readable image")  # the reason stays
     expect(page.get_by_text("Error", exact=True)).to_have_count(0)
     labels_clear(page)
+
+
+@pytest.mark.slow
+def test_videos(page: sync_api.Page, root: Path) -> None:
+    """Two clips of one (synthetic) person: Find people shows one tile seen in both cameras; a click on it says
+    where and when it appears, with a tile per appearance."""
+    open_tab(page, "Videos", "#video-files")
+    clips = [make_clip(root / f"{cam}_{width(page)}.mp4") for cam in ("hall", "door")]
+    page.locator("#video-files input[type=file]").set_input_files([str(c) for c in clips])
+    expect(page.locator("#video-files tr.file")).to_have_count(2)  # uploads finished
+    page.locator("#find-people-btn").click()
+    summary = page.locator("#video-summary")
+    expect(summary).to_contain_text("1 person found, 1 of them in more than one camera")
+    expect(summary).to_contain_text(f"hall_{width(page)}: 16 frames, 1 person tracked")
+    tiles = page.locator("#video-people img")
+    expect(tiles).to_have_count(1)
+    expect(page.locator("#video-people")).to_contain_text(f"door_{width(page)}, hall_{width(page)}")
+    assert "/" not in summary.inner_text()  # no server path on the page
+    tiles.first.click()
+    expect(page.locator("#video-where")).to_contain_text("appears 2 time(s)")
+    expect(page.locator("#video-seen img")).to_have_count(2)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    no_overflow(page, "#video-people")
+    no_overflow(page, "#video-seen")
+    labels_clear(page)
+    shot(page, "videos")
 
 
 @pytest.mark.slow

@@ -53,8 +53,8 @@ def test_people_are_found_across_clips_and_where_they_appear(weights: Path, clip
     tiles, summary, labels = tab.find_people([str(clips["camA"]), str(clips["camB"])],
                                              progress=lambda value, desc="", unit="": said.append(desc))
     assert {"Finding and following people", "Describing each person"} <= set(said)
-    assert "**camA**: 16 frames, 1 people tracked" in summary and "**camB**: 16 frames, 1 people tracked" in summary
-    assert summary.startswith("**1** people found, **1** of them in more than one camera")
+    assert "**camA**: 16 frames, 1 person tracked" in summary and "**camB**: 16 frames, 1 person tracked" in summary
+    assert summary.startswith("**1** person found, **1** of them in more than one camera")
     assert len(tiles) == len(labels) == 1 and re.fullmatch(rf"P{labels[0]} · camA, camB · 0\.\d–1\.5 s", tiles[0][1])
     assert Path(tiles[0][0]).is_file()
 
@@ -68,7 +68,7 @@ def test_people_are_found_across_clips_and_where_they_appear(weights: Path, clip
     assert len(found) == 2 and found[0][1].startswith("#1 ") and best.startswith("Best match: **cam")
 
     again, summary, _ = tab.find_people([str(clips["camA"])])  # the same clip again: nothing new, nothing lost
-    assert len(again) == 1 and "**1** people found" in summary
+    assert len(again) == 1 and "**1** person found" in summary
 
 
 def test_bad_videos_are_one_line_and_nothing_is_written(weights: Path, clips: dict[str, Path], tmp_path: Path,
@@ -124,7 +124,7 @@ def client(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def test_find_people_and_search_videos_endpoints(client: Client, clips: dict[str, Path], tmp_path: Path) -> None:
     tiles, summary = client.predict([handle_file(clips["camA"])], api_name="/find_people")
-    assert len(tiles) == 1 and "**camA**: 16 frames, 1 people tracked" in summary
+    assert len(tiles) == 1 and "**camA**: 16 frames, 1 person tracked" in summary
     crop = tmp_path / "crop.png"
     person(1, 1, 0).save(crop)
     found, best = client.predict(handle_file(crop), api_name="/search_videos")
