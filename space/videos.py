@@ -8,6 +8,7 @@ take turns in the fair lane, so one visitor's minute of footage never holds the 
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from reid_core import (
     FootageConfig,
     ImageError,
     Person,
-    ServerLimits,
     TrackletGallery,
     TrackletMatch,
     VideoError,
@@ -29,8 +29,9 @@ from reid_core import (
     probe_video,
 )
 
+from .host import Host
 from .params import ParamError, text
-from .requests import client_of, session_key, uploads, user_error
+from .requests import RAW, client_of, session_key, upload, uploads, user_error
 from .sessions import Sessions
 
 MAX_VIDEOS = 4  # clips per request
@@ -44,6 +45,18 @@ def camera_of(name: str) -> str:
     return (Path(name).stem or "camera")[:40]
 
 
+def named(e: Exception, got: list[tuple[str, str]]) -> str:
+    """A library error about an upload, naming the visitor's file, not the server's temporary path."""
+    said = str(e)
+    for path, name in got:
+        said = said.replace(path, name)
+    return said
+
+
+def people_count(n: int, bold: str = "") -> str:
+    return f"{bold}{n}{bold} {'person' if n == 1 else 'people'}"
+
+
 def span(t: TrackletMatch) -> str:
     return f"{t.start_s:.1f}–{t.end_s:.1f} s"
 
@@ -51,20 +64,25 @@ def span(t: TrackletMatch) -> str:
 class Videos:
     """The tab's handlers (layout: build_videos_tab)."""
 
-    def __init__(self, host: Any, folder: Path, server: ServerLimits, limits: VideoLimits = APP_VIDEO_LIMITS):
-        """`host`: the app (require_model(), work(request), picture_file, settings)."""
+    def __init__(self, host: Host, limits: VideoLimits = APP_VIDEO_LIMITS, detector: Detector | None = None):
+        """Each visitor's tracklets in a private gallery file under `data_dir/videos`, bounded as Search's are.
+        `detector`: None for the offline one, loaded on the first Find people."""
         self.host, self.limits = host, limits
-        reid = host.reid
+        reid, settings = host.reid, host.settings
         self.sessions = None if reid is None else Sessions(
-            folder, lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, host.settings.limits), server)
-        self._detector: Detector | None = None
+            settings.data_dir / "videos",
+            lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, settings.limits), settings.server)
+        self._detector = detector
         self._detector_lock = threading.Lock()
 
     def detector(self) -> Detector:
         """The offline detector, loaded once for every visitor (its ONNX export is made on first use)."""
         with self._detector_lock:
             if self._detector is None:
-                self._detector = load_detector(None)
+                try:
+                    self._detector = load_detector(None, cache_dir=os.environ.get("REID_CACHE_DIR"))
+                except (OSError, ValueError) as e:  # DetectorError is a ValueError
+                    raise user_error(f"The person detector is not available on this server: {e}") from e
             return self._detector
 
     def _use(self, request: gr.Request | None, create: bool = False) -> Any:
@@ -84,7 +102,7 @@ class Videos:
             try:
                 probe_video(path, self.limits, name=name)
             except VideoError as e:
-                raise user_error(str(e)) from e
+                raise user_error(named(e, got)) from e
         try:
             self.sessions.make_room_on_disk(session_key(request))
         except ValueError as e:
@@ -93,21 +111,23 @@ class Videos:
         def report(stage: str, done: int, total: int) -> None:
             progress((done, max(total, 1)), desc=STAGES.get(stage, stage), unit="frames" if "track" in stage else "")
 
+        detector = self.detector()
         with self.host.work(request) as turn, self._use(request, create=True) as gallery:
-            footage = Footage(reid, gallery, self.detector(), FootageConfig(), self.limits)
-            try:
+            footage = Footage(reid, gallery, detector, FootageConfig(), self.limits)
+            try:  # each clip is stored in one transaction: a clip that fails midway leaves nothing of itself
                 reports = footage.index([p for p, _ in got], [camera_of(n) for _, n in got], report, turn)
             except (VideoError, ImageError) as e:
-                raise user_error(str(e)) from e
-            people = footage.people()
-            tiles = self._tiles(people, gallery)
-        lines = [f"**{text(r.camera)}**: {r.frames} frames, {r.tracklets} people tracked" for r in reports]
+                raise user_error(named(e, got)) from e
+            with turn():
+                people = footage.people()
+                tiles = self._tiles(people, gallery)
+        lines = [f"**{text(r.camera)}**: {r.frames} frames, {people_count(r.tracklets)} tracked" for r in reports]
         return tiles, self._summary(people, lines), [p.label for p in people]
 
     def _summary(self, people: list[Person], lines: list[str]) -> str:
         many = sum(len(p.cameras) > 1 for p in people)
-        head = (f"**{len(people)}** people found, **{many}** of them in more than one camera. Click a person to see "
-                "where else they appear." if people else "Nobody was found in these videos.")
+        head = (f"{people_count(len(people), '**')} found, **{many}** of them in more than one camera. Click a "
+                "person to see where else they appear." if people else "Nobody was found in these videos.")
         return "\n\n".join([head, *lines])
 
     def _tiles(self, people: list[Person], gallery: TrackletGallery) -> list[tuple[str, str]]:
@@ -122,6 +142,7 @@ class Videos:
     def person(self, labels: Any, evt: gr.SelectData, request: gr.Request | None = None,
                ) -> tuple[list[tuple[str, str]], str]:
         """Where else the clicked person appears: each of their tracklets, camera and time."""
+        self.host.require_model()
         try:
             if not isinstance(labels, list) or not all(isinstance(x, int) for x in labels):
                 raise ParamError("no people listed: find people in your videos first")
@@ -141,6 +162,10 @@ class Videos:
     def search(self, crop: Any, request: gr.Request | None = None) -> tuple[list[tuple[str, str]], str]:
         """The visitor's tracklets most like a crop of a person."""
         self.host.require_model()
+        try:
+            upload(crop)  # a parameter that is no upload is refused before anything else
+        except ParamError as e:
+            raise user_error(str(e)) from e
         with self.host.work(request) as turn, self._use(request) as gallery:
             if gallery is None or not gallery.tracklet_count():
                 return [], "No videos indexed yet: add some first."
@@ -153,15 +178,16 @@ class Videos:
                        if hits else "No tracklets.")
 
 
-def build_videos_tab(videos: Videos, model: dict[str, Any]) -> None:
+def build_videos_tab(videos: Videos) -> None:
     """The tab's layout, inside the app's gr.Tabs."""
+    model = videos.host.model_events
     with gr.Tab("Videos"):
-        gr.Markdown(f"Upload up to {MAX_VIDEOS} short clips, each one a camera (at most "
+        gr.Markdown(f"Upload up to {MAX_VIDEOS} short clips, each one a camera (MP4, MOV, AVI, MKV or WebM; at most "
                     f"{videos.limits.max_seconds:.0f} s, {videos.limits.max_bytes // 2**20} MB, 720p). People are "
                     "detected, tracked and matched across the clips; your videos stay private to this session.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
-                clips = gr.File(label="Videos (.mp4, .avi, .mov, .mkv, .webm)", file_count="multiple",
+                clips = gr.File(label="Videos, one a camera", file_count="multiple",  # formats: the text above
                                 elem_id="video-files", height=160)
                 find_btn = gr.Button("Find people", variant="primary", elem_id="find-people-btn")
                 crop = gr.Image(label="Look for a person (a crop)", type="filepath", image_mode=None, height=220,
@@ -169,13 +195,14 @@ def build_videos_tab(videos: Videos, model: dict[str, Any]) -> None:
                 look_btn = gr.Button("Search the videos", elem_id="video-search-btn")
             with gr.Column(scale=2, min_width=280):
                 summary = gr.Markdown(elem_id="video-summary")
-                people = gr.Gallery(label="People", columns=6, height="auto", object_fit="contain",
-                                    elem_id="video-people", buttons=[])
+                # no labels over the first tiles: the summary and "where" say what each grid shows
+                people = gr.Gallery(label="People", show_label=False, columns=6, height="auto", object_fit="contain",
+                                    elem_id="video-people", buttons=[], allow_preview=False)  # a click selects
                 where = gr.Markdown(elem_id="video-where")
-                seen = gr.Gallery(label="Where this person appears", columns=6, height="auto", object_fit="contain",
-                                  elem_id="video-seen", buttons=[])
+                seen = gr.Gallery(label="Where this person appears", show_label=False, columns=6, height="auto",
+                                  object_fit="contain", elem_id="video-seen", buttons=[])
         labels = gr.State([])
         find_btn.click(videos.find_people, clips, [people, summary, labels], api_name="find_people",
-                       preprocess=False, **model)
+                       **model, **RAW)
         people.select(videos.person, labels, [seen, where], api_visibility="private", **model)
-        look_btn.click(videos.search, crop, [seen, where], api_name="search_videos", preprocess=False, **model)
+        look_btn.click(videos.search, crop, [seen, where], api_name="search_videos", **model, **RAW)

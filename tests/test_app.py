@@ -22,6 +22,10 @@ from reid_core.data.limits import Limits
 from reid_core.data.uploads import iter_uploads
 from reid_core.figures.crop_pictures import BARS_WIDTH, DISPLAY_SIZE
 from reid_core.model.network import load_model
+from space.compare import EXAMPLE_PAIRS
+from space.curves import SHIPPED_LOG
+from space.host import PictureFiles
+from space.search import MIN_ADAPT_IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -105,37 +109,37 @@ def test_bad_upload_gives_clear_error(client: Client, workdir: Path) -> None:
 def test_gallery_reloads_and_reembeds_for_new_weights(tmp_path: Path, workdir: Path) -> None:
     files = people(workdir)
     first = app.ReIDApp(app.Settings(workdir / "weights" / "model.safetensors", tmp_path / "store", tmp_path))
-    first.reid.batch_size = 4  # 6 images: two embedding batches
-    first.add_to_gallery([str(p) for p in files])
-    gallery = first.own_gallery()
+    first.host.reid.batch_size = 4  # 6 images: two embedding batches
+    first.search.add_to_gallery([str(p) for p in files])
+    gallery = first.search.own_gallery()
     rows = gallery.entries()
     assert [m["name"] for m in rows] == [p.name for p in files]
     pictures = [gallery.picture(r["id"]) for r in rows]
-    np.testing.assert_allclose(gallery.embeddings(), first.reid.embed(pictures), atol=1e-5)
-    again = app.ReIDApp(first.settings).own_gallery()  # a restart
+    np.testing.assert_allclose(gallery.embeddings(), first.host.reid.embed(pictures), atol=1e-5)
+    again = app.ReIDApp(first.settings).search.own_gallery()  # a restart
     assert len(again) == len(files) and again.message == ""
     np.testing.assert_allclose(again.embeddings(), gallery.embeddings(), atol=1e-6)
 
     other = make_tiny_weights(tmp_path / "w2" / "model.safetensors", embed_dim=64, seed=1)
     moved = app.ReIDApp(app.Settings(other, tmp_path / "store", tmp_path))
-    assert moved.own_gallery().embeddings().shape == (len(files), 64)
-    assert "re-embedded" in moved.gallery_summary()
-    _, table, _ = moved.search(str(files[3]), 1)
+    assert moved.search.own_gallery().embeddings().shape == (len(files), 64)
+    assert "re-embedded" in moved.search.gallery_summary()
+    _, table, _ = moved.search.search(str(files[3]), 1)
     assert table.iloc[0]["name"] == files[3].name
 
-    moved.clear_gallery()
-    assert len(app.ReIDApp(moved.settings).own_gallery()) == 0
-    _, table, summary = moved.search(str(files[0]), 3)
+    moved.search.clear_gallery()
+    assert len(app.ReIDApp(moved.settings).search.own_gallery()) == 0
+    _, table, summary = moved.search.search(str(files[0]), 3)
     assert table.empty and "gallery is empty" in summary
 
 
 def test_example_people_and_unnamed_query(tmp_path: Path, settings: app.Settings) -> None:
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
     n = len(list(app.EXAMPLES_DIR.glob("*.png")))
-    assert n >= 6 and handlers.add_examples().startswith(f"Added {n} images.")
+    assert n >= 6 and handlers.search.add_examples().startswith(f"Added {n} images.")
     query = tmp_path / "snapshot.png"  # no PPPP_cC id in the name: nothing to mark, no AP
     query.write_bytes((app.EXAMPLES_DIR / "person-B_c1.png").read_bytes())
-    items, table, summary = handlers.search(str(query), 3)
+    items, table, summary = handlers.search.search(str(query), 3)
     assert table.iloc[0]["name"] == "person-B_c1.png" and table.iloc[0]["cosine"] == pytest.approx(1, abs=1e-3)
     assert set(table["match"]) == {""} and items[0][1] == "#1 1.000"
     assert "carries no id" in summary
@@ -148,7 +152,7 @@ def test_shipped_weights_are_right_on_every_example_pair() -> None:
     def identity(name: str) -> str:
         return name.split("_c")[0]  # person-A of person-A_c1.png
 
-    pairs = app.EXAMPLE_PAIRS
+    pairs = EXAMPLE_PAIRS
     same = [(a, b) for a, b in pairs if identity(a) == identity(b)]
     assert len(same) >= 2 and len(pairs) - len(same) >= 2 and all(a != b for a, b in pairs)
     assert all(a.split("_c")[1] != b.split("_c")[1] for a, b in same)  # across cameras
@@ -169,10 +173,10 @@ def test_missing_weights_still_builds(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delitem(vars(app), "demo")
     assert isinstance(demo, gr.Blocks) and demo.reid_app.settings.data_dir == tmp_path / "store"
     handlers = demo.reid_app
-    assert handlers.reid is None and "nope.safetensors" in handlers.error
-    assert "No model loaded" in handlers.model_markdown()
+    assert handlers.host.reid is None and "nope.safetensors" in handlers.host.error
+    assert "No model loaded" in handlers.model.model_markdown()
     with pytest.raises(gr.Error, match="nope.safetensors"):
-        handlers.compare(__file__, __file__)
+        handlers.compare.compare(__file__, __file__)
 
 
 def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: app.Settings) -> None:
@@ -185,11 +189,11 @@ def test_zip_skips_unsafe_hidden_and_broken_entries(tmp_path: Path, settings: ap
         zf.writestr("__MACOSX/._good.png", b"resource fork")
         zf.writestr("readme.txt", "hello")
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
-    status = handlers.add_to_gallery([str(archive)])
+    status = handlers.search.add_to_gallery([str(archive)])
     assert status.startswith("Added 1 image.")
     assert "../escape.png: unsafe path" in status and "/abs.png: unsafe path" in status
     assert "readme.txt: not a readable image" in status and "_good.png" not in status
-    assert [m["name"] for m in handlers.own_gallery().entries()] == ["good.png"]
+    assert [m["name"] for m in handlers.search.own_gallery().entries()] == ["good.png"]
 
 
 def test_upload_file_cap(tmp_path: Path) -> None:
@@ -204,13 +208,13 @@ def test_compare_runs_the_backbone_once(settings: app.Settings, workdir: Path) -
     """One Compare is one backbone pass (both crops, and their mirror images with test-time flip, in one batch):
     the verdict's embeddings and the stripe picture come from the same feature maps."""
     handlers = app.ReIDApp(settings)
-    reid = handlers.reid
+    reid = handlers.host.reid
     stem = next(m for m in reid.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
     batches: list[int] = []
     hook = stem.register_forward_hook(lambda _m, args, _out: batches.append(args[0].shape[0]))
     a, b = people(workdir)[0], people(workdir)[-1]
     try:
-        prob, verdict, cos, parts, note_a, note_b = handlers.compare_view(str(a), str(b))
+        prob, verdict, cos, parts, note_a, note_b = handlers.compare.compare_view(str(a), str(b))
     finally:
         hook.remove()
     assert batches == [4 if reid.flip else 2]
@@ -229,29 +233,31 @@ def test_compare_notes_stay_by_their_input(settings: app.Settings, workdir: Path
     good, bogus = str(people(workdir)[0]), workdir / "notes.txt"
     bogus.write_text("not an image")
     with caplog.at_level(logging.INFO, logger="reid.app"):
-        out = handlers.compare_view(str(bogus), good)
+        out = handlers.compare.compare_view(str(bogus), good)
     assert out[:4] == (None, "", None, None) and out[5] == ""
     assert out[4].startswith("⚠️ notes.txt: not a readable image") and "\n" not in out[4]
     assert [r.message for r in caplog.records if r.name == "reid.app"][0].startswith("user error: notes.txt")
-    assert handlers.compare_view(None, good)[4] == "⚠️ Upload an image of Person A."
-    kept = handlers.compare_view(None, None, "⚠️ notes.txt: not a readable image", "")  # removed: its reason stays
+    assert handlers.compare.compare_view(None, good)[4] == "⚠️ Upload an image of Person A."
+    # removed: its reason stays
+    kept = handlers.compare.compare_view(None, None, "⚠️ notes.txt: not a readable image", "")
     assert kept[4:] == ("⚠️ notes.txt: not a readable image", "⚠️ Upload an image of Person B.")
-    image, note, *cleared = handlers.compare_input(str(bogus))  # on upload: the file goes, the reason shows
+    image, note, *cleared = handlers.compare.compare_input(str(bogus))  # on upload: the file goes, the reason shows
     assert image is None and note.startswith("⚠️ notes.txt: not a readable image") and cleared == [None, "", None, None]
-    assert handlers.compare_input(good) == (gr.skip(), "", None, "", None, None)  # a usable one: the note goes
-    assert handlers.compare_input(None) == (gr.skip(), gr.skip(), None, "", None, None)  # emptied: note left as is
+    assert handlers.compare.compare_input(good) == (gr.skip(), "", None, "", None, None)  # a usable one: the note goes
+    # emptied: the note left as is
+    assert handlers.compare.compare_input(None) == (gr.skip(), gr.skip(), None, "", None, None)
 
 
 def test_curves_handler(tmp_path: Path, settings: app.Settings) -> None:
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", settings.runs_dir))
-    assert handlers.run_choices() == ["demo_run"]
-    loss, acc, lr, ev, status = handlers.curves(["demo_run"], None)
+    assert handlers.curves.run_choices() == ["demo_run"]
+    loss, acc, lr, ev, status = handlers.curves.curves(["demo_run"], None)
     assert {t.name for t in loss.data} == {"loss", "loss_id", "loss_tri", "loss_pair"}
     assert list(ev.data[0].x) == [3, 6]
     assert status == "Showing 1 of 1 log(s)."
     bad = tmp_path / "bad.csv"
     bad.write_text("")
-    *figs, status = handlers.curves(["demo_run"], str(bad))
+    *figs, status = handlers.curves.curves(["demo_run"], str(bad))
     assert "Showing 1 of 2" in status and "bad.csv: empty file" in status
 
 
@@ -261,7 +267,7 @@ def test_shipped_log_shows_the_recorded_figures(tmp_path: Path, settings: app.Se
     weights = make_tiny_weights(tmp_path / "w" / "model.safetensors")  # metrics: rank1 0.5, mAP 0.25
     write_log(weights.with_name("train_log.csv"), epochs=5, eval_every=99)
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path / "runs"))
-    *_, ev, status = handlers.curves([app.SHIPPED_LOG], None)
+    *_, ev, status = handlers.curves.curves([SHIPPED_LOG], None)
     assert [(t.name, list(t.x), list(t.y)) for t in ev.data] == [("rank1", [5], [0.5]), ("mAP", [5], [0.25])]
     assert "Shipped weights at epoch 5: Rank-1 50.0 %, mAP 25.0 %, the figures recorded with them" in status
 
@@ -271,7 +277,7 @@ def test_output_pictures_are_whole_files_named_by_content(tmp_path: Path, settin
     """Gradio rewrote a cached PIL output in place on every request, truncating it under a concurrent reader;
     the app hands pictures over as files (named by content, written once, atomically), which Gradio copies
     into its cache atomically."""
-    files = app.PictureFiles()
+    files = PictureFiles()
     img = person(1, 1, 0)
     first = files(img)
     mtime = Path(first).stat().st_mtime_ns
@@ -302,7 +308,7 @@ def test_add_reports_progress_in_images(tmp_path: Path, settings: app.Settings, 
         for p in files[:4]:
             zf.write(p, p.name.replace(".png", "_copy.png"))
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
-    handlers.add_to_gallery([str(p) for p in files] + [str(archive)], None, progress)
+    handlers.search.add_to_gallery([str(p) for p in files] + [str(archive)], None, progress)
     total = len(files) + 4  # the zip's members are counted before any is read
     assert calls[0] == ((0, total), "images") and calls[-1] == ((total, total), "images")
     assert [c[0][0] for c in calls] == list(range(total + 1))
@@ -314,34 +320,34 @@ def test_adapt_to_this_gallery_and_back(tmp_path: Path, settings: app.Settings) 
     one line."""
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path,
                                         server=ServerLimits(max_adapted=1)))
-    base_id = handlers.reid.embedding_id
+    base_id = handlers.host.reid.embedding_id
     with pytest.raises(gr.Error, match="at least 20 crops"):
-        handlers.adapt_gallery()
+        handlers.search.adapt_gallery()
     write_people(tmp_path / "crops", pids=range(1, 13), cams=range(1, 3))
-    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
+    handlers.search.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
     query = str(next((tmp_path / "crops").glob("0001_c1*.png")))
-    before = handlers.search(query, 3)[1]
-    said, items, table, summary = handlers.adapt_gallery()
+    before = handlers.search.search(query, 3)[1]
+    said, items, table, summary = handlers.search.adapt_gallery()
     assert items == [] and table.empty and summary == ""  # old results were scored by the other model
     assert said.startswith("Search uses a model adapted to your gallery") and "24 of your crops" in said
     assert said.count("re-embedded") == 1  # the state once, not the re-embedding twice
-    gallery = handlers.own_gallery()
-    assert gallery.weights_id != base_id and handlers.reid.embedding_id == base_id
-    after = handlers.search(query, 3)[1]
+    gallery = handlers.search.own_gallery()
+    assert gallery.weights_id != base_id and handlers.host.reid.embedding_id == base_id
+    after = handlers.search.search(query, 3)[1]
     assert after.iloc[0]["name"] == before.iloc[0]["name"] and after.iloc[0]["cosine"] == pytest.approx(1, abs=1e-4)
     assert not np.allclose(after["cosine"].to_numpy(float), before["cosine"].to_numpy(float))
-    assert handlers.adapt_gallery()[0].startswith("Search already uses a model adapted to your gallery")
+    assert handlers.search.adapt_gallery()[0].startswith("Search already uses a model adapted to your gallery")
     other = type("Request", (), {"session_hash": "another visitor"})()
-    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))), other)
+    handlers.search.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))), other)
     with pytest.raises(gr.Error, match="1 visitors hold adapted models"):
-        handlers.adapt_gallery(other)
-    said = handlers.undo_adapt()[0]
+        handlers.search.adapt_gallery(other)
+    said = handlers.search.undo_adapt()[0]
     assert said.startswith("Search uses the shared model again") and said.count("re-embedded") == 1
-    said = handlers.undo_adapt()[0]  # pressed twice: the state, and no word of a re-embedding done before
+    said = handlers.search.undo_adapt()[0]  # pressed twice: the state, and no word of a re-embedding done before
     assert said.startswith("Search uses the shared model (not adapted). Your private gallery: **24** images")
     assert "re-embedded" not in said
-    assert handlers.own_gallery().weights_id == base_id
-    np.testing.assert_allclose(handlers.search(query, 3)[1]["cosine"].to_numpy(float),
+    assert handlers.search.own_gallery().weights_id == base_id
+    np.testing.assert_allclose(handlers.search.search(query, 3)[1]["cosine"].to_numpy(float),
                                before["cosine"].to_numpy(float), atol=1e-5)
 
 
@@ -357,7 +363,7 @@ def test_model_tab_says_what_the_weights_were_adapted_to(tmp_path: Path, setting
                                "figures": {"before": {"rank1": 0.1, "mAP": 0.05}, "after": {"rank1": 0.2, "mAP": 0.1},
                                            "evaluated_on": "its own split"}}
     weights.with_suffix(".json").write_text(json.dumps(cfg))
-    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
+    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model.model_markdown()
     assert "Adapted to a new camera network" in text and "`my_cameras` (1,234 unlabeled crops, 3 cameras)" in text
     assert "Rank-1 10.0 → 20.0 %" in text and "mAP 5.0 → 10.0 %" in text
     # no word of where its thresholds came from (a file written before they said): the source's, said so
@@ -375,7 +381,7 @@ def test_model_tab_shows_a_cosine_threshold_as_a_cosine(tmp_path: Path, settings
     cfg = json.loads(settings.weights.with_suffix(".json").read_text())
     cfg["extra"]["cos_threshold"] = 0.20431
     weights.with_suffix(".json").write_text(json.dumps(cfg))
-    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model_markdown()
+    text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model.model_markdown()
     assert "- **Cosine threshold with test-time flip**: 0.204\n" in text  # no flip threshold recorded: the plain one
     assert f"- **Same-person threshold (pair score) with test-time flip**: {PAIR_THRESHOLD:.3f}\n" in text
 
@@ -385,14 +391,14 @@ def test_refused_adapt_is_a_note_beside_the_button(tmp_path: Path, settings: app
     (gr.skip: no error badge on them, no stale change), and the page says up front how many crops it needs."""
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
     write_people(tmp_path / "crops", pids=range(1, 4), cams=range(1, 3))
-    handlers.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
-    note, *rest = handlers.adapt_view()
-    assert note == f"⚠️ Add at least {app.MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has 6): the " \
+    handlers.search.add_to_gallery(sorted(map(str, (tmp_path / "crops").glob("*.png"))))
+    note, *rest = handlers.search.adapt_view()
+    assert note == f"⚠️ Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has 6): the " \
                    "statistics come from them."
     assert rest == [gr.skip()] * 4
     demo = app.build_demo(app.Settings(settings.weights, tmp_path / "store2", tmp_path))
     helps = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "adapt-help"]
-    assert helps and f"at least {app.MIN_ADAPT_IMAGES}" in helps[0]
+    assert helps and f"at least {MIN_ADAPT_IMAGES}" in helps[0]
 
 
 def test_unreadable_query_is_removed_with_a_note(tmp_path: Path, settings: app.Settings) -> None:
@@ -401,22 +407,22 @@ def test_unreadable_query_is_removed_with_a_note(tmp_path: Path, settings: app.S
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
     bogus = tmp_path / "notes.jpg"
     bogus.write_text("not a picture")
-    image, note, items, table, summary = handlers.search_input({"path": str(bogus), "orig_name": "notes.jpg"})
+    image, note, items, table, summary = handlers.search.search_input({"path": str(bogus), "orig_name": "notes.jpg"})
     assert image is None and note.startswith("⚠️ notes.jpg: not a readable image")
     assert items == [] and table.empty and summary == ""
-    *results, kept = handlers.search_view(None, 10, False, note)
+    *results, kept = handlers.search.search_view(None, 10, False, note)
     assert kept == note and results[0] == [] and results[2] == ""  # the reason a file went stays
-    *_, said = handlers.search_view(None, 10, False, "")
+    *_, said = handlers.search.search_view(None, 10, False, "")
     assert said == "⚠️ Upload a query image."
     good = tmp_path / "0001_c1.png"
     person(1, 1, 0).save(good)
-    assert handlers.search_input(str(good))[:2] == (gr.skip(), "")
+    assert handlers.search.search_input(str(good))[:2] == (gr.skip(), "")
 
 
 def test_adding_the_examples_twice_says_so_in_one_line(tmp_path: Path, settings: app.Settings) -> None:
     handlers = app.ReIDApp(app.Settings(settings.weights, tmp_path / "store", tmp_path))
-    handlers.add_examples()
-    said = handlers.add_examples()
+    handlers.search.add_examples()
+    said = handlers.search.add_examples()
     n = len(list(app.EXAMPLES_DIR.glob("*.png")))
     assert said.startswith("Added 0 images.")
     assert [line for line in said.splitlines() if "already in the gallery" in line] == [
@@ -434,12 +440,12 @@ def test_model_tab_speaks_of_scores_and_shows_the_cuts_in_use(monkeypatch: pytes
     extra = json.loads(weights.with_suffix(".json").read_text())["extra"]
     monkeypatch.setenv("REID_ENGINE", "fp32")  # no ONNX export for this
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path))
-    text = handlers.model_markdown()
+    text = handlers.model.model_markdown()
     flip_pair, flip_cos = extra["metrics"]["flip_pair_threshold"], extra["metrics"]["flip_cos_threshold"]
     assert f"- **Same-person threshold (pair score) with test-time flip**: {flip_pair:.3f}\n" in text
     assert f"- **Cosine threshold with test-time flip**: {flip_cos:.3f}\n" in text
-    assert handlers.reid.threshold == pytest.approx(flip_pair)
-    fig = handlers.model_figures()["scores"]
+    assert handlers.host.reid.threshold == pytest.approx(flip_pair)
+    fig = handlers.model.model_figures()["scores"]
     said = json.dumps(fig.to_plotly_json()["layout"])
     assert "probability" not in said and "pair score" in said
     assert f"threshold {extra['pair_threshold']:.3f}" in said

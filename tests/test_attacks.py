@@ -24,6 +24,7 @@ import app
 from reid_core import Gallery, GalleryError, ServerLimits
 from reid_core.data.images import load_image
 from reid_core.data.limits import Limits
+from reid_core.figures import plots
 from space.fair import Busy, FairLane
 from space.params import ParamError, text
 from space.sessions import Sessions
@@ -63,15 +64,15 @@ def people(workdir: Path) -> list[Path]:
 
 
 def sessions_of(handlers: app.ReIDApp, address: str) -> int:
-    return sum(e.client == address for e in handlers.sessions._open.values())
+    return sum(e.client == address for e in handlers.host.sessions._open.values())
 
 
 # --- 1. lock-out --------------------------------------------------------------------------------------------------
 def test_a_session_flood_cannot_lock_out_a_new_visitor(running: tuple[str, app.ReIDApp], workdir: Path) -> None:
     url, handlers = running
     for i in range(50):  # page loads and searches of fresh sessions create nothing
-        handlers.gallery_summary(request(f"loader-{i}"))
-    assert len(handlers.sessions._open) == 0
+        handlers.search.gallery_summary(request(f"loader-{i}"))
+    assert len(handlers.host.sessions._open) == 0
     attacker = visitor(url, "203.0.113.9")
     first = attacker.session_hash
     for _ in range(2 * SERVER.max_sessions):  # one client, a fresh session per call
@@ -80,13 +81,14 @@ def test_a_session_flood_cannot_lock_out_a_new_visitor(running: tuple[str, app.R
     assert sessions_of(handlers, "203.0.113.9") == SERVER.client_sessions
     for a in range(SERVER.max_sessions):  # and from many addresses: the server is full
         visitor(url, f"203.0.114.{a}").predict([handle_file(people(workdir)[1])], api_name="/add_to_gallery")
-    assert len(handlers.sessions._open) == SERVER.max_sessions
+    assert len(handlers.host.sessions._open) == SERVER.max_sessions
     newcomer = visitor(url, "198.51.100.77")
     said = newcomer.predict([handle_file(p) for p in people(workdir)], api_name="/add_to_gallery")
     assert said.startswith(f"Added {len(people(workdir))} images")
     _, table, _ = newcomer.predict(handle_file(people(workdir)[3]), 5, api_name="/search")
     assert table["data"][0][1] == people(workdir)[3].name
-    told = handlers.gallery_summary(request(first, "203.0.113.9"))  # the flood's first gallery went, and it is said
+    # the flood's first gallery went, and it is said
+    told = handlers.search.gallery_summary(request(first, "203.0.113.9"))
     assert "Your gallery was removed" in told and "Your private gallery: **0** images" in told
 
 
@@ -99,10 +101,10 @@ def test_huge_log_is_cut_and_thinned(running: tuple[str, app.ReIDApp], tmp_path:
     np.savetxt(log, rows, delimiter=",", header="epoch,loss,lr", comments="", fmt="%.6g")
     *figs, status = visitor(url, "198.51.100.5").predict([], handle_file(log), api_name="/log_curves")
     assert f"only its first {LIMITS.max_log_rows:,} rows are plotted" in status
-    loss = app.plots.read_log(log, LIMITS.max_log_rows)
+    loss = plots.read_log(log, LIMITS.max_log_rows)
     assert len(loss) == LIMITS.max_log_rows and loss.attrs["cut"]
-    many = app.plots.line_figure(app.plots.read_log(log).assign(run="r"), ["loss"], "t")
-    assert len(many.data[0].x) == app.plots.MAX_POINTS and many.data[0].x[-1] == n  # thinned, the last kept
+    many = plots.line_figure(plots.read_log(log).assign(run="r"), ["loss"], "t")
+    assert len(many.data[0].x) == plots.MAX_POINTS and many.data[0].x[-1] == n  # thinned, the last kept
 
 
 def fake_gallery(dim: int) -> Any:
@@ -251,19 +253,19 @@ def test_search_k_is_checked(running: tuple[str, app.ReIDApp], workdir: Path, k:
 def test_search_k_is_finite(running: tuple[str, app.ReIDApp], workdir: Path, k: float) -> None:
     """gradio_client will not send NaN, but the server's JSON parser takes it from a raw request."""
     with pytest.raises(app.gr.Error, match="k must be a whole number from 1 to 50"):
-        running[1].search(str(people(workdir)[0]), k)
+        running[1].search.search(str(people(workdir)[0]), k)
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda h: h.search(None, 5, "yes"), "rerank must be true or false"),
-    (lambda h: h.clear_gallery("x" * 10_000), "token must be a text of at most 256"),
-    (lambda h: h.clear_gallery(["list"]), "token must be a text"),
-    (lambda h: h.add_to_gallery("not a list"), "files must be a list of at most"),
-    (lambda h: h.add_to_gallery([{"path": 3}]), "an upload must be a file"),
-    (lambda h: h.add_to_gallery([7]), "an upload must be a file, not int"),
-    (lambda h: h.curves(["run"] * 1000, None), "runs must be a list of at most 16"),
-    (lambda h: h.curves([{"x": 1}], None), "runs must be a list"),
-    (lambda h: h.compare(3, None), "an upload must be a file, not int"),
+    (lambda h: h.search.search(None, 5, "yes"), "rerank must be true or false"),
+    (lambda h: h.search.clear_gallery("x" * 10_000), "token must be a text of at most 256"),
+    (lambda h: h.search.clear_gallery(["list"]), "token must be a text"),
+    (lambda h: h.search.add_to_gallery("not a list"), "files must be a list of at most"),
+    (lambda h: h.search.add_to_gallery([{"path": 3}]), "an upload must be a file"),
+    (lambda h: h.search.add_to_gallery([7]), "an upload must be a file, not int"),
+    (lambda h: h.curves.curves(["run"] * 1000, None), "runs must be a list of at most 16"),
+    (lambda h: h.curves.curves([{"x": 1}], None), "runs must be a list"),
+    (lambda h: h.compare.compare(3, None), "an upload must be a file, not int"),
 ])
 def test_every_parameter_is_checked_in_one_line(running: tuple[str, app.ReIDApp], call: Any, message: str) -> None:
     """The handlers behind hidden endpoints too (the page calls them by number, so anyone can)."""
@@ -286,7 +288,7 @@ def test_user_strings_are_shown_as_text(running: tuple[str, app.ReIDApp], workdi
     url, _ = running
     name = "<img src=x onerror=alert(1)>_*bold*_[link](http:x).png"  # an API call names its upload freely
     (tmp_path / "upload.png").write_bytes(b"not an image")
-    said = running[1].add_to_gallery([{"path": str(tmp_path / "upload.png"), "orig_name": name}])
+    said = running[1].search.add_to_gallery([{"path": str(tmp_path / "upload.png"), "orig_name": name}])
     assert "<img" not in said and "&lt;img src=x onerror=alert(1)&gt;\\_\\*bold\\*\\_\\[link\\](http:x).png" in said
     log = tmp_path / "log.csv"
     log.write_text("<script>alert(1)</script>,**x**\n1,2\n")
@@ -298,8 +300,8 @@ def test_user_strings_are_shown_as_text(running: tuple[str, app.ReIDApp], workdi
 # --- 6. the direct calls' session ----------------------------------------------------------------------------------
 def test_a_remote_client_cannot_choose_the_local_session(running: tuple[str, app.ReIDApp], workdir: Path) -> None:
     url, handlers = running
-    handlers.add_to_gallery([str(p) for p in people(workdir)])  # a direct call: the 'local' session
-    assert len(handlers.own_gallery()) == len(people(workdir))
+    handlers.search.add_to_gallery([str(p) for p in people(workdir)])  # a direct call: the 'local' session
+    assert len(handlers.search.own_gallery()) == len(people(workdir))
     remote = visitor(url, "198.51.100.90")
     remote.session_hash = "local"
     items, table, summary = remote.predict(handle_file(people(workdir)[0]), 5, api_name="/search")

@@ -4,7 +4,7 @@ button, cut result tiles, the Model tab's squeezed table, plot titles under the 
 toolbars, table columns cut off, captions over the result pictures, legends squashing their plots).
 
 Needs the Debian chromium package (/usr/bin/chromium); skipped without it. With REID_SCREENSHOTS=1 it also
-saves docs/screenshots/{compare,search,curves,model}-{1280,400}.png (synthetic people only). It uses
+saves docs/screenshots/{compare,search,videos,curves,model}-{1280,400}.png (synthetic people only). It uses
 $REID_WEIGHTS when that file exists (real screenshots), else the tiny test model.
 """
 
@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_weights, serve, write_log
+from conftest import box_detector, make_clip, make_tiny_weights, serve, write_log
 
 import app
+from space.curves import SHIPPED_LOG
+from space.search import MIN_ADAPT_IMAGES, RESULT_COLUMNS
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
@@ -46,7 +48,8 @@ def url(root: Path) -> Iterator[str]:
         weights = make_tiny_weights(root / "weights" / "model.safetensors")
         write_log(weights.with_name("train_log.csv"), epochs=8, eval_every=99)  # no evaluation, as the shipped
     write_log(root / "runs" / "demo_run" / "log.csv", epochs=12, eval_every=3)
-    with serve(app.Settings(weights, root / "store", root / "runs")) as (local_url, _):
+    with serve(app.Settings(weights, root / "store", root / "runs")) as (local_url, demo):
+        demo.reid_app.videos._detector = box_detector  # the synthetic clips' people, boxed at once
         yield local_url
 
 
@@ -257,7 +260,7 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
         bottom = max(bottom, c["y"] + c["height"])
     assert grid["y"] + grid["height"] - bottom < 48, (grid, bottom)  # no empty area under the tiles
     expect(page.locator("#results button[aria-label*='Download']")).to_have_count(0)  # no icon over a tile
-    header_cells_visible(page, "#results-table", app.RESULT_COLUMNS)
+    header_cells_visible(page, "#results-table", RESULT_COLUMNS)
     expect(page.locator("#results-table [role=grid]")).to_have_attribute("aria-rowcount", "11")  # header + 10
     viewport = box(page, "#results-table .virtual-table-viewport")
     assert page.evaluate("""() => { const v = document.querySelector('#results-table .virtual-table-viewport');
@@ -272,11 +275,11 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
 
     # Adapt with fewer crops than it needs: the page said how many; the refusal sits beside the button, and the
     # status, summary, tiles and table stay as they were, with no error badge
-    expect(page.locator("#adapt-help")).to_contain_text(f"at least {app.MIN_ADAPT_IMAGES}")
-    if len(PEOPLE) < app.MIN_ADAPT_IMAGES:
+    expect(page.locator("#adapt-help")).to_contain_text(f"at least {MIN_ADAPT_IMAGES}")
+    if len(PEOPLE) < MIN_ADAPT_IMAGES:
         summary = page.locator("#search-summary").inner_text()
         page.locator("#adapt-btn").click()
-        expect(page.locator("#adapt-note")).to_contain_text(f"Add at least {app.MIN_ADAPT_IMAGES} crops")
+        expect(page.locator("#adapt-note")).to_contain_text(f"Add at least {MIN_ADAPT_IMAGES} crops")
         expect(page.locator("#search-summary")).to_have_text(summary)
         expect(tiles).to_have_count(10)
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)
@@ -306,6 +309,32 @@ def test_gallery_and_search(page: sync_api.Page, root: Path) -> None:
 
 
 @pytest.mark.slow
+def test_videos(page: sync_api.Page, root: Path) -> None:
+    """Two clips of one (synthetic) person: Find people shows one tile seen in both cameras; a click on it says
+    where and when it appears, with a tile per appearance."""
+    open_tab(page, "Videos", "#video-files")
+    clips = [make_clip(root / f"{cam}_{width(page)}.mp4") for cam in ("hall", "door")]
+    page.locator("#video-files input[type=file]").set_input_files([str(c) for c in clips])
+    expect(page.locator("#video-files tr.file")).to_have_count(2)  # uploads finished
+    page.locator("#find-people-btn").click()
+    summary = page.locator("#video-summary")
+    expect(summary).to_contain_text("1 person found, 1 of them in more than one camera")
+    expect(summary).to_contain_text(f"hall_{width(page)}: 16 frames, 1 person tracked")
+    tiles = page.locator("#video-people img")
+    expect(tiles).to_have_count(1)
+    expect(page.locator("#video-people")).to_contain_text(f"door_{width(page)}, hall_{width(page)}")
+    assert "/" not in summary.inner_text()  # no server path on the page
+    tiles.first.click()
+    expect(page.locator("#video-where")).to_contain_text("appears 2 time(s)")
+    expect(page.locator("#video-seen img")).to_have_count(2)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+    no_overflow(page, "#video-people")
+    no_overflow(page, "#video-seen")
+    labels_clear(page)
+    shot(page, "videos")
+
+
+@pytest.mark.slow
 def test_training_curves(page: sync_api.Page, root: Path) -> None:
     open_tab(page, "Training curves", "#curves-status")
     expect(page.locator("#curves-status")).to_contain_text("Showing 1 of 1 log(s).")
@@ -316,13 +345,13 @@ def test_training_curves(page: sync_api.Page, root: Path) -> None:
     plot_areas_at_least(page, 150)
     labels_clear(page)
     page.locator("#runs input").click()
-    page.get_by_role("option", name=app.SHIPPED_LOG).click()  # the weights' own log is offered; and a second run
+    page.get_by_role("option", name=SHIPPED_LOG).click()  # the weights' own log is offered; and a second run
     page.keyboard.press("Escape")
     status = page.locator("#curves-status")
     expect(status).to_contain_text("Showing 2 of 2 log(s).")
     # trained without periodic evaluation: the figures recorded with the weights, as the Model tab states them
     expect(status).to_contain_text(re.compile(r"Shipped weights at epoch \d+: Rank-1 \d+\.\d %, mAP \d+\.\d %"))
-    expect(page.locator(".js-plotly-plot .legendtext", has_text=app.SHIPPED_LOG)).to_have_count(4)  # one a panel
+    expect(page.locator(".js-plotly-plot .legendtext", has_text=SHIPPED_LOG)).to_have_count(4)  # one a panel
     plot_titles_clear_of_modebar(page)
     plot_areas_at_least(page, 140)
     labels_clear(page)
