@@ -8,7 +8,8 @@ The public API, what the app, train.py and notebooks stand on:
 - pictures: `parts_picture`, `framed`; files: `atomic_write` (temp file, then rename);
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
-- adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`);
+- adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`), `AdaptationRecord`
+  (what an adapted model's file says of it, typed);
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`;
 - footage (imported on first use, reid_core.video): `Footage`, `FootageConfig`, `IndexReport`, `TrackletGallery`,
   `TrackletMatch`, `Person`, `Detector`, `load_detector`, `VideoError`, `VideoLimits`, `probe_video`.
@@ -18,6 +19,7 @@ The public API, what the app, train.py and notebooks stand on:
 import importlib
 
 from .adapt import THRESHOLDS_INHERITED, AdaptConfig, AdaptReport
+from .adaptation_record import AdaptationRecord
 from .api import Comparison, ReID
 from .base.files import atomic_write
 from .data.datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
@@ -38,7 +40,8 @@ VIDEO = {"Footage": "footage", "FootageConfig": "config", "IndexReport": "footag
          "TrackletMatch": "store", "Person": "store", "Detector": "detector", "load_detector": "detector",
          "VideoError": "frames", "VideoLimits": "frames", "probe_video": "frames"}
 
-__all__ = ["MAX_K", "RERANK_POOL", "THRESHOLDS_INHERITED", "WEIGHTS_HELP", "AdaptConfig", "AdaptReport", "AddReport",
+__all__ = ["MAX_K", "RERANK_POOL", "THRESHOLDS_INHERITED", "WEIGHTS_HELP", "AdaptConfig", "AdaptationRecord",
+           "AdaptReport", "AddReport",
  "Comparison", "DatasetError", "Gallery",
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",

@@ -3,13 +3,12 @@ were adapted to, and their recorded score, ROC and CMC figures."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import plotly.graph_objects as go
 
-from reid_core import THRESHOLDS_INHERITED
+from reid_core import AdaptationRecord
 from reid_core.figures import plots
 
 from .host import Host
@@ -50,8 +49,9 @@ class ModelCard:
             text += ("\n\n### Evaluation\n\n" + (f"On {metrics['evaluated_on']}.\n\n" if "evaluated_on" in metrics
                                                    else "")
                      + "\n".join(f"- **{label}**: {100 * v:.1f} %" for label, v in shown))
-        if adapted := info.pop("adapted", None):
-            text += "\n\n" + adapted_markdown(adapted)
+        info.pop("adapted", None)
+        if record := AdaptationRecord.from_extra(reid.model.cfg.extra):
+            text += "\n\n" + adapted_markdown(record)
         rest = {k: v for k, v in info.items() if k not in MODEL_FIELDS}
         if rest:
             text += "\n\n### How it was made\n\n" + "\n".join(f"- **{k.replace('_', ' ')}**: {_fmt(k, v)}"
@@ -65,24 +65,10 @@ class ModelCard:
         return plots.model_figures(extra.get("curves"), extra.get("pair_threshold"))
 
 
-def adapted_markdown(a: dict[str, Any]) -> str:
-    """What `python -m reid_core adapt` recorded: source, target, method, and the figures before and after."""
-    n = a.get("target_images")
-    lines = [f"- **Adapted to**: `{a.get('target')}` ({f'{n:,}' if isinstance(n, int) else '?'} unlabeled crops, "
-             f"{a.get('target_cameras') or 'unknown'} cameras)",
-             f"- **Method**: {a.get('method')} ({float(a.get('seconds') or 0):.0f} s)",
-             f"- **From**: `{Path(str(a.get('source_weights', '?'))).name}`",
-             f"- **Thresholds and calibration**: {a.get('thresholds_from') or THRESHOLDS_INHERITED}"]
-    src = a.get("source_metrics") or {}
-    if {"rank1", "mAP"} <= set(src):
-        lines.append(f"- **Source model on {src.get('evaluated_on', 'its test set')}**: Rank-1 "
-                     f"{100 * src['rank1']:.1f} %, mAP {100 * src['mAP']:.1f} %")
-    fig = a.get("figures") or {}
-    b, f = fig.get("before") or {}, fig.get("after") or {}
-    if {"rank1", "mAP"} <= set(b) & set(f):
-        lines.append(f"- **On the target** ({fig.get('evaluated_on', '')}): Rank-1 {100 * b['rank1']:.1f} → "
-                     f"{100 * f['rank1']:.1f} %, mAP {100 * b['mAP']:.1f} → {100 * f['mAP']:.1f} %")
-    return "### Adapted to a new camera network\n\n" + "\n".join(lines)
+def adapted_markdown(record: AdaptationRecord) -> str:
+    """What `python -m reid_core adapt` recorded (the library's typed reading of it), as the tab's list."""
+    facts = "\n".join(f"- **{what}**: {said}" for what, said in record.facts())
+    return "### Adapted to a new camera network\n\n" + facts
 
 
 def _fmt(key: str, v: Any) -> str:

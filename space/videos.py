@@ -65,13 +65,15 @@ class Videos:
     """The tab's handlers (layout: build_videos_tab)."""
 
     def __init__(self, host: Host, limits: VideoLimits = APP_VIDEO_LIMITS, detector: Detector | None = None):
-        """Each visitor's tracklets in a private gallery file under `data_dir/videos`, bounded as Search's are.
+        """Each visitor's tracklets in a private gallery file under `data_dir/videos`, within the Videos tab's own
+        share of the server (ServerLimits.for_videos: places, memory and disk beside Search's).
         `detector`: None for the offline one, loaded on the first Find people."""
         self.host, self.limits = host, limits
         reid, settings = host.reid, host.settings
         self.sessions = None if reid is None else Sessions(
             settings.data_dir / "videos",
-            lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, settings.limits), settings.server)
+            lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, settings.limits),
+            settings.server.for_videos())
         self._detector = detector
         self._detector_lock = threading.Lock()
 

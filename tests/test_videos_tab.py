@@ -141,3 +141,14 @@ def test_real_footage_with_the_offline_detector(tmp_path: Path) -> None:
     assert 3 <= len(tiles) == len(labels) <= 16
     seen, where = tab.person(labels, click(0))
     assert seen and where.startswith(f"**P{labels[0]}** appears {len(seen)} time(s): TUD-Campus ")
+
+
+def test_the_videos_tab_has_a_budget_of_its_own():
+    from reid_core import ServerLimits
+
+    server = ServerLimits(max_sessions=9, client_sessions=4, memory_mb=100, disk_mb=200, video_sessions=3,
+                          video_client_sessions=1, video_memory_mb=10, video_disk_mb=20)
+    v = server.for_videos()
+    assert (v.max_sessions, v.client_sessions, v.memory_mb, v.disk_mb) == (3, 1, 10, 20)
+    assert (v.session_jobs, v.client_jobs, v.session_minutes) == (server.session_jobs, server.client_jobs,
+                                                                  server.session_minutes)

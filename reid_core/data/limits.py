@@ -76,6 +76,10 @@ class ServerLimits:
     adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
     memory_mb: int = 1024  # in-memory search indexes and adapted models, all sessions together
     disk_mb: int = 4096  # gallery files, all sessions together
+    video_sessions: int = 50  # the Videos tab's private galleries (tracklets), a budget of their own beside Search's
+    video_client_sessions: int = 2  # the same for one client (address)
+    video_memory_mb: int = 256  # the Videos tab's in-memory indexes, all sessions together
+    video_disk_mb: int = 1024  # the Videos tab's gallery files, all sessions together
     concurrency: int = 1  # units of model work (a decode, a batch, a compare) running at once, taken in turn
     workers: int = 16  # requests admitted to wait for the model; each client has at most client_jobs of them
     queue_size: int = 256  # requests waiting for a worker before new ones are told the queue is full
@@ -83,3 +87,9 @@ class ServerLimits:
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: int | None) -> ServerLimits:
         return _from_env(cls, env, overrides)
+
+    def for_videos(self) -> ServerLimits:
+        """The bounds the Videos tab's galleries live within: their own places, memory and disk, so the two tabs
+        together stay within the sum of both budgets and neither can take the other's."""
+        return replace(self, max_sessions=self.video_sessions, client_sessions=self.video_client_sessions,
+                       memory_mb=self.video_memory_mb, disk_mb=self.video_disk_mb)
