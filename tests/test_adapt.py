@@ -183,10 +183,10 @@ def test_adapted_weights_say_their_thresholds_are_the_source_cameras(tmp_path: P
     assert extra.get("pair_threshold") == source.get("pair_threshold")
 
 
-def test_bn_adapted_in_memory_leaves_the_source_alone(tiny_weights: Path, market: Path) -> None:
+def test_bn_adapted_in_memory_leaves_the_source_alone(small_weights: Path, market: Path) -> None:
     from reid_core import ReID
 
-    base = ReID.load(tiny_weights, engine="fp32")
+    base = ReID.load(small_weights, engine="fp32")
     crops = sorted((market / "bounding_box_test").glob("*.jpg"))[:12]
     before = base.embed(crops)
     adapted = base.bn_adapted([p.read_bytes() for p in crops])
@@ -204,13 +204,13 @@ def test_bad_settings_are_one_line_before_any_work() -> None:
             AdaptConfig(**bad)
 
 
-def test_a_handle_left_behind_by_a_reopen_refuses_work(tmp_path: Path, tiny_weights: Path, market: Path) -> None:
+def test_a_handle_left_behind_by_a_reopen_refuses_work(tmp_path: Path, small_weights: Path, market: Path) -> None:
     """After a session's gallery is re-opened for another model, nothing done through the old handle may mix
     the two models' embeddings: the old handle refuses in one line, the new one serves."""
     from reid_core import GalleryError, ReID, ServerLimits
     from space.sessions import Sessions
 
-    base = ReID.load(tiny_weights, engine="fp32")
+    base = ReID.load(small_weights, engine="fp32")
     crops = sorted((market / "bounding_box_test").glob("*.jpg"))[:12]
     adapted = base.bn_adapted(crops)
     sessions = Sessions(tmp_path, lambda path: base.gallery(path), ServerLimits())

@@ -11,21 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_weights, person
+from conftest import person
 
 from reid_core import ReID, WeightsError, engines, export
 from reid_core.cli import main as cli
 from reid_core.embed import OnnxEmbedder, TorchEmbedder, load_embeddings
 from reid_core.engines import ENGINES, EngineChoice
 from reid_core.model.network import load_model
-
-
-@pytest.fixture(scope="module")
-def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """These tests check the engine's rules (keys, the cache's bound, parity records, fallbacks), which hold for
-    any network, and export several graphs each: timm's `test_resnet` exports ~30x cheaper than resnet18
-    (BENCHMARKS.md section 20); test_export.py keeps resnet18's parity."""
-    return make_tiny_weights(tmp_path_factory.mktemp("engine") / "small.safetensors", 32, backbone="test_resnet")
 
 
 def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_load(tmp_path: Path,

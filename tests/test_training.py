@@ -16,7 +16,7 @@ from reid_core.train.trainer import LOG_COLUMNS, Trainer
 def tiny(market_big: Path, tmp_path: Path, **kw) -> TrainConfig:
     """timm's `test_resnet` (0.37 M parameters, a ResNet with layer4 like resnet18's 11 M): what these tests check
     (the log, resume, freezing, the schedule) does not depend on the network's size, and each step and each
-    checkpoint costs ~30x less (BENCHMARKS.md section 20)."""
+    checkpoint is several times cheaper (BENCHMARKS.md section 20.1)."""
     base = TrainConfig(data=str(market_big), out=str(tmp_path), backbone="test_resnet", pretrained=False, height=64,
                        width=32, p=4, k=4, pair_batch=8, epochs=4, lr=1e-3, warmup_epochs=0, milestones=[100],
                        erasing=0.0, workers=0, amp=False, device="cpu")
