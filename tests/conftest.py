@@ -120,6 +120,15 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """timm's `test_resnet` (0.37 M parameters) at 64x32, 32-d, for tests of the rules around a network (engine
+    keys, the export cache's bound, parity records, fallbacks, adaptation's bookkeeping), which hold for any
+    network: its ONNX exports took 3-5x less time than resnet18's (BENCHMARKS.md section 20.1); test_export.py
+    keeps resnet18's parity."""
+    return make_tiny_weights(tmp_path_factory.mktemp("small") / "small.safetensors", 32, backbone="test_resnet")
+
+
+@pytest.fixture(scope="session")
 def people_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Nested folders of synthetic crops (4 ids x 3 cameras) plus one corrupt .jpg and one non-image file."""
     root = tmp_path_factory.mktemp("people")
@@ -137,15 +146,17 @@ def people_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 PAIR_THRESHOLD = 0.5
 
 
-def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0) -> Path:
+def make_tiny_weights(path: Path, embed_dim: int = 0, seed: int = 0, backbone: str = "resnet18") -> Path:
     """A small random model: random features, and create_model's pair head, which starts as an increasing
-    function of cosine similarity, so "itself beats a different person" holds for the probability too."""
+    function of cosine similarity, so "itself beats a different person" holds for the probability too.
+    `backbone="test_resnet"` (timm's 0.37 M-parameter ResNet) where only the rules around the network are
+    checked: 30x fewer parameters, so its steps and ONNX exports are several times cheaper."""
     import torch
 
     from reid_core.model.network import ModelConfig, create_model, save_model
 
     torch.manual_seed(seed)
-    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=embed_dim))
+    model = create_model(ModelConfig(backbone=backbone, height=64, width=32, embed_dim=embed_dim))
     save_model(model, path, inference_only=True, extra={"pair_threshold": PAIR_THRESHOLD, "train_data": "synthetic",
                                                         "metrics": {"rank1": 0.5, "mAP": 0.25}})
     return path

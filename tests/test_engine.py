@@ -21,9 +21,9 @@ from reid_core.model.network import load_model
 
 
 def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_load(tmp_path: Path,
-                                                                                   tiny_weights: Path) -> None:
+                                                                                   small_weights: Path) -> None:
     cache = tmp_path / "cache"
-    first = ReID.load(tiny_weights, "cpu", cache_dir=cache)  # the production default: "auto"
+    first = ReID.load(small_weights, "cpu", cache_dir=cache)  # the production default: "auto"
     assert isinstance(first.embedder, OnnxEmbedder)
     assert first.choice == EngineChoice("onnx", "fp32", "cpu", first.choice.parity,
                                         "the cached export of these weights passed parity")
@@ -36,7 +36,7 @@ def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_loa
     assert record["key"] == key and record["parity"] == first.choice.parity
     made = onnx_file.stat().st_mtime_ns
 
-    again = ReID(load_model(tiny_weights), cache_dir=cache)  # ReID() has the same default as ReID.load
+    again = ReID(load_model(small_weights), cache_dir=cache)  # ReID() has the same default as ReID.load
     assert again.choice == first.choice  # the same engine and the same parity figure, read from the record
     assert onnx_file.stat().st_mtime_ns == made  # nothing exported again (the record's mtime marks the use)
     assert json.loads(record_file.read_text()) == record
@@ -47,62 +47,62 @@ def test_auto_exports_once_records_parity_and_gives_the_same_choice_on_every_loa
 
 
 def test_without_onnx_runtime_or_with_a_failed_export_torch_fp32_runs_and_says_why(
-        tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, small_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
-    bare = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path / "none")
+    bare = ReID.load(small_weights, "cpu", cache_dir=tmp_path / "none")
     assert isinstance(bare.embedder, TorchEmbedder) and bare.choice.engine == "torch"
     assert (bare.choice.dtype, bare.choice.parity) == ("fp32", None)
     assert bare.choice.reason.startswith("ONNX Runtime unavailable: ")
     with pytest.raises(WeightsError, match="^engine onnx: ONNX Runtime unavailable: "):
-        ReID.load(tiny_weights, "cpu", engine="onnx", cache_dir=tmp_path / "none")
+        ReID.load(small_weights, "cpu", engine="onnx", cache_dir=tmp_path / "none")
     monkeypatch.undo()
 
     cache = tmp_path / "cache"
     monkeypatch.setattr(export, "PARITY_COSINE", 1.01)  # no export can pass: it is recorded as failed
     monkeypatch.setattr(engines, "PARITY_COSINE", 1.01)
-    failed = ReID.load(tiny_weights, "cpu", cache_dir=cache)
+    failed = ReID.load(small_weights, "cpu", cache_dir=cache)
     assert isinstance(failed.embedder, TorchEmbedder)
     assert failed.choice.reason.startswith("the ONNX export failed parity (cosine ")
     assert sorted(p.suffix for p in cache.iterdir()) == [".json"]  # the record, no graph
     monkeypatch.setattr(engines, "export_onnx", lambda *a, **k: pytest.fail("exported again"))
-    assert ReID.load(tiny_weights, "cpu", cache_dir=cache).choice == failed.choice
+    assert ReID.load(small_weights, "cpu", cache_dir=cache).choice == failed.choice
     with pytest.raises(WeightsError, match=r"^engine onnx: the ONNX export differs from torch fp32 \(cosine"):
-        ReID.load(tiny_weights, "cpu", engine="onnx", cache_dir=cache)
+        ReID.load(small_weights, "cpu", engine="onnx", cache_dir=cache)
 
 
-def test_an_unwritable_cache_falls_back_to_torch_and_says_why(tmp_path: Path, tiny_weights: Path) -> None:
+def test_an_unwritable_cache_falls_back_to_torch_and_says_why(tmp_path: Path, small_weights: Path) -> None:
     """A Space or a locked-down machine whose cache folder cannot be written still starts, on torch."""
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder would go")
-    reid = ReID.load(tiny_weights, "cpu", cache_dir=blocker / "reid")
+    reid = ReID.load(small_weights, "cpu", cache_dir=blocker / "reid")
     assert isinstance(reid.embedder, TorchEmbedder)
     assert reid.choice.reason.startswith("ONNX Runtime unavailable: ") and "file" in reid.choice.reason
     with pytest.raises(WeightsError, match="^engine onnx: ONNX Runtime unavailable: .*file"):
-        ReID.load(tiny_weights, "cpu", engine="onnx", cache_dir=blocker / "reid")  # asked for: an error
+        ReID.load(small_weights, "cpu", engine="onnx", cache_dir=blocker / "reid")  # asked for: an error
 
 
-def test_fp32_asked_for_exports_nothing_and_bad_names_are_refused(tmp_path: Path, tiny_weights: Path) -> None:
+def test_fp32_asked_for_exports_nothing_and_bad_names_are_refused(tmp_path: Path, small_weights: Path) -> None:
     for name in ("fp32", "torch"):
-        reid = ReID.load(tiny_weights, "cpu", engine=name, cache_dir=tmp_path / "cache")
+        reid = ReID.load(small_weights, "cpu", engine=name, cache_dir=tmp_path / "cache")
         assert reid.choice == EngineChoice("torch", "fp32", "cpu", None, "asked for")
         assert str(reid.choice) == "torch fp32 on cpu (asked for)"
     assert not (tmp_path / "cache").exists()
     assert set(ENGINES) == {"auto", "onnx", "fp32", "torch", "bf16"}
     with pytest.raises(ValueError, match="engine must be one of"):
-        ReID(load_model(tiny_weights), engine="fast")
+        ReID(load_model(small_weights), engine="fast")
 
 
-def test_the_library_reads_no_environment_the_cli_does(tmp_path: Path, tiny_weights: Path, people_folder: Path,
+def test_the_library_reads_no_environment_the_cli_does(tmp_path: Path, small_weights: Path, people_folder: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REID_ENGINE", "fp32")
     monkeypatch.setenv("REID_CACHE_DIR", str(tmp_path / "env_cache"))
-    assert ReID.load(tiny_weights, "cpu", cache_dir=tmp_path / "cache").choice.engine == "onnx"
+    assert ReID.load(small_weights, "cpu", cache_dir=tmp_path / "cache").choice.engine == "onnx"
     assert not (tmp_path / "env_cache").exists()
-    monkeypatch.setenv("REID_WEIGHTS", str(tiny_weights))
+    monkeypatch.setenv("REID_WEIGHTS", str(small_weights))
     out = tmp_path / "e.safetensors"
     assert cli(["embed", str(people_folder), "--out", str(out), "--threads", "1"]) == 0  # weights, engine: env
     header = load_embeddings(out)[2]
-    assert header.engine == "torch fp32" and header.weights == str(tiny_weights)
+    assert header.engine == "torch fp32" and header.weights == str(small_weights)
     monkeypatch.setenv("REID_ENGINE", "auto")
     assert cli(["embed", str(people_folder), "--out", str(out), "--threads", "1"]) == 0
     assert load_embeddings(out)[2].engine == "ONNX Runtime fp32" and (tmp_path / "env_cache").is_dir()
@@ -113,40 +113,40 @@ def bf16_on_any_cpu(self: TorchEmbedder, x: torch.Tensor) -> np.ndarray:
         return self.model.embed(x).float().numpy()
 
 
-def test_bf16_only_when_asked_for_and_within_parity(tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bf16_only_when_asked_for_and_within_parity(small_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 changes the numbers: never the default, and asked for it runs only within parity on this device. Here
     the native-bf16 flag is forced on any CPU, where autocast emulates bf16: it runs, and its real parity is
     checked."""
     monkeypatch.setattr(engines, "cpu_has_bf16", lambda: False)
     with pytest.raises(WeightsError, match="^engine bf16: this CPU has no native bf16"):
-        ReID.load(tiny_weights, "cpu", engine="bf16")
+        ReID.load(small_weights, "cpu", engine="bf16")
     monkeypatch.setattr(engines, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(engines.TorchEmbedder, "__call__", bf16_on_any_cpu)
     monkeypatch.setattr(engines, "PARITY_COSINE", 0.9)  # bf16 rounding of a random tiny net, well within this
-    reid = ReID.load(tiny_weights, "cpu", engine="bf16")
+    reid = ReID.load(small_weights, "cpu", engine="bf16")
     assert reid.embedder.amp and (reid.choice.engine, reid.choice.dtype) == ("torch", "bf16")
     assert 0.9 <= reid.choice.parity < 1.0  # measured: bf16 rounding shows
-    assert ReID.load(tiny_weights, "cpu", engine="bf16").choice == reid.choice  # the same figure on every load
+    assert ReID.load(small_weights, "cpu", engine="bf16").choice == reid.choice  # the same figure on every load
     monkeypatch.setattr(engines, "PARITY_COSINE", 0.99999999)  # outside parity: an error, not a silent switch
     with pytest.raises(WeightsError, match=r"^engine bf16: torch bf16 on cpu differs from torch fp32 \(cosine"):
-        ReID.load(tiny_weights, "cpu", engine="bf16")
+        ReID.load(small_weights, "cpu", engine="bf16")
 
 
-def test_a_damaged_cached_export_is_made_again(tmp_path: Path, tiny_weights: Path) -> None:
-    first = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
+def test_a_damaged_cached_export_is_made_again(tmp_path: Path, small_weights: Path) -> None:
+    first = ReID.load(small_weights, "cpu", cache_dir=tmp_path)
     (tmp_path / f"{engines.export_key(first.weights_id)}.onnx").write_bytes(b"torn")
-    again = ReID.load(tiny_weights, "cpu", cache_dir=tmp_path)
+    again = ReID.load(small_weights, "cpu", cache_dir=tmp_path)
     assert isinstance(again.embedder, OnnxEmbedder) and again.choice == first.choice
 
 
-def test_the_cache_key_covers_everything_the_graph_bakes_in(tmp_path: Path, tiny_weights: Path) -> None:
+def test_the_cache_key_covers_everything_the_graph_bakes_in(tmp_path: Path, small_weights: Path) -> None:
     """The same tensors under another normalisation, input size or last stride are another graph: each gets its
     own export, and each embeds as its own torch model does (they once shared the first one's cached graph)."""
     from dataclasses import replace
 
     from reid_core.model.network import create_model
 
-    base = load_model(tiny_weights)
+    base = load_model(small_weights)
     variants = {"base": base.cfg, "mean": replace(base.cfg, mean=(0.2, 0.5, 0.8), std=(0.1, 0.3, 0.5)),
                 "size": replace(base.cfg, height=96, width=48), "stride": replace(base.cfg, last_stride=2)}
     keys, x = set(), None
@@ -164,7 +164,7 @@ def test_the_cache_key_covers_everything_the_graph_bakes_in(tmp_path: Path, tiny
     assert engines.export_key("a") != engines.export_key("b")
 
 
-def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path: Path, tiny_weights: Path) -> None:
+def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path: Path, small_weights: Path) -> None:
     """Three exports into a folder with room for two: the least recently used goes, the one just used stays
     (adapting the same weights over and over once added an export each time, without end)."""
     import os
@@ -174,7 +174,7 @@ def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path: Path, t
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(create_model(load_model(tiny_weights).cfg).eval())
+        models.append(create_model(load_model(small_weights).cfg).eval())
     ids = [engines.weights_hash(m) for m in models]
     engines.cached_export(models[0], ids[0], tmp_path)
     one = sum(p.stat().st_size for p in tmp_path.iterdir())
@@ -188,12 +188,12 @@ def test_the_cache_folder_is_bounded_least_recently_used_first(tmp_path: Path, t
     assert {p.stem for p in tmp_path.glob("*.json")} == left
 
 
-def test_the_suite_keeps_its_caches_out_of_the_home_folder(tiny_weights: Path, temporary_home: Path) -> None:
+def test_the_suite_keeps_its_caches_out_of_the_home_folder(small_weights: Path, temporary_home: Path) -> None:
     """An export made with the default cache folder lands in the run's temporary home, never the user's: one
     run's leftovers once answered for another model in the next run."""
     from conftest import REAL_HOME
 
     assert not temporary_home.is_relative_to(REAL_HOME) and Path.home() == temporary_home
-    reid = ReID.load(tiny_weights, "cpu")  # no cache_dir: the library's default
+    reid = ReID.load(small_weights, "cpu")  # no cache_dir: the library's default
     made = temporary_home / ".cache" / "reid" / f"{engines.export_key(reid.weights_id)}.onnx"
     assert engines.default_cache_dir().is_relative_to(temporary_home) and made.exists()

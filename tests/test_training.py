@@ -14,7 +14,10 @@ from reid_core.train.trainer import LOG_COLUMNS, Trainer
 
 
 def tiny(market_big: Path, tmp_path: Path, **kw) -> TrainConfig:
-    base = TrainConfig(data=str(market_big), out=str(tmp_path), backbone="resnet18", pretrained=False, height=64,
+    """timm's `test_resnet` (0.37 M parameters, a ResNet with layer4 like resnet18's 11 M): what these tests check
+    (the log, resume, freezing, the schedule) does not depend on the network's size, and each step and each
+    checkpoint is several times cheaper (BENCHMARKS.md section 20.1)."""
+    base = TrainConfig(data=str(market_big), out=str(tmp_path), backbone="test_resnet", pretrained=False, height=64,
                        width=32, p=4, k=4, pair_batch=8, epochs=4, lr=1e-3, warmup_epochs=0, milestones=[100],
                        erasing=0.0, workers=0, amp=False, device="cpu")
     return replace(base, **kw)
@@ -37,9 +40,16 @@ def test_loss_decreases(market_big: Path, tmp_path: Path, loss: str) -> None:
     assert (cfg.run_dir / "model.safetensors").exists() and (cfg.run_dir / "model.json").exists()
 
 
-def test_log_csv_columns(market_big: Path, tmp_path: Path) -> None:
-    cfg = tiny(market_big, tmp_path, name="log", epochs=2, eval_every=2)
+@pytest.fixture(scope="module")
+def logged_run(market_big: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+    """One finished two-epoch run with an evaluation, shared by the tests that only read what it wrote."""
+    cfg = tiny(market_big, tmp_path_factory.mktemp("runs"), name="log", epochs=2, eval_every=2)
     Trainer(cfg).fit()
+    return cfg
+
+
+def test_log_csv_columns(logged_run: TrainConfig) -> None:
+    cfg = logged_run
     with open(cfg.run_dir / "log.csv") as f:
         header = next(csv.reader(f))
     assert header == LOG_COLUMNS
@@ -171,17 +181,17 @@ def test_train_transform_keeps_size_and_type_flips_and_erases() -> None:
     assert not (plain.flatten(1) == fill).all(0).any()
 
 
-def test_resume_takes_the_runs_own_config(market_big: Path, tmp_path: Path) -> None:
+def test_resume_takes_the_runs_own_config(market_big: Path, logged_run: TrainConfig) -> None:
     """--resume reads runs/<name>/config.json; flags that would change the trained model are refused by name,
-    while --epochs (and the other RESUMABLE ones) may change."""
+    while --epochs (and the other RESUMABLE ones) may change. (Reads the shared run; the refused call trains
+    nothing.)"""
     import train
     from reid_core.model.errors import WeightsError
 
-    Trainer(tiny(market_big, tmp_path, name="r", epochs=1)).fit()
-    base = ["--data", str(market_big), "--out", str(tmp_path), "--name", "r", "--resume"]
-    cfg = train.parse_args([*base, "--epochs", "2"])
-    saved = TrainConfig(**json.loads((tmp_path / "r" / "config.json").read_text()))
-    assert cfg == replace(saved, epochs=2, resume=True)  # height 64, resnet18 ...: not the CLI defaults
+    base = ["--data", str(market_big), "--out", logged_run.out, "--name", logged_run.name, "--resume"]
+    cfg = train.parse_args([*base, "--epochs", "3"])
+    saved = TrainConfig(**json.loads((logged_run.run_dir / "config.json").read_text()))
+    assert cfg == replace(saved, epochs=3, resume=True)  # height 64, test_resnet ...: not the CLI defaults
     with pytest.raises(WeightsError, match=r"--height 128 \(the run was trained with 64\); --lr 0\.1 \(the run "):
         train.parse_args([*base, "--lr", "0.1", "--height", "128"])
     assert train.main([*base, "--lr", "0.1"]) == 2
