@@ -336,7 +336,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     figures: dict[str, Any] = {}
 
     def measure(model: Any, when: str) -> None:
-        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, progress=False), model.embedder)
+        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True), model.embedder)
         m = r.figures()
         keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]
         figures[when] = {k: round(float(m[k]), 4) for k in keys}

@@ -136,7 +136,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     out = tmp_path / "adapted.safetensors"
     r = run_cli("adapt", "--data", str(target), "--out", str(out), "--weights", str(tiny_weights), "--engine", "fp32",
                 "--rounds", "1", "--epochs", "1", "--p", "4", "--k", "2", "--min-samples", "2", "--k1", "6",
-                "--eps", "0.7", "--evaluate")
+                "--eps", "0.7", "--keep", "last", "--evaluate")
     assert r.returncode == 0, r.stderr
     cfg = json.loads(out.with_suffix(".json").read_text())
     rec = cfg["extra"]["adapted"]
@@ -144,6 +144,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP"} <= set(rec["figures"]["after"])
     assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
     assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
+    assert rec["kept"] == "round 1" and "as asked" in rec["why"] and 0 <= rec["rounds"][0]["agreement"] <= 1
     assert "metrics" not in cfg["extra"]  # the source's figures are not this model's
     base, adapted = ReID.load(tiny_weights, engine="fp32"), ReID.load(out, engine="fp32")
     assert base.weights_id != adapted.weights_id
@@ -223,3 +224,58 @@ def test_flip_embeddings_use_their_own_recorded_threshold(tiny_weights: Path, tm
     assert ReID.load(w, engine="fp32", flip=False).threshold == pytest.approx(0.3)
     flipped, plain = ReID.load(w, engine="fp32"), ReID.load(w, engine="fp32", flip=False)
     assert flipped.embedding_id == plain.embedding_id + "+flip"
+
+
+def test_cameras_from_folder_names(tmp_path: Path) -> None:
+    """A folder whose file names carry no camera takes it from camera folders (the innermost); others are -1."""
+    from conftest import person
+
+    from reid_core.adapt import camera_folder, target_records
+
+    net = tmp_path / "net"
+    for cam in ("cam_a", "cam_b", "cam_b/day2", "campus"):
+        (net / cam).mkdir(parents=True)
+        person(1, 0, 0).save(net / cam / "crop.jpg")
+    cams = {Path(r.path).parent.relative_to(net).as_posix(): r.camid for r in target_records(net)}
+    assert cams == {"cam_a": 0, "cam_b": 1, "cam_b/day2": 1, "campus": -1}
+    assert [camera_folder(Path(p)) for p in ("site/Camera-2/x.jpg", "cam1/day/x.jpg", "camA/x.jpg")] == ["2", "1", None]
+
+
+def test_clustering_support_names_what_is_missing() -> None:
+    from reid_core.adapt import AdaptConfig, clustering_support
+
+    cfg = AdaptConfig(p=4)
+    pairs = np.repeat(np.arange(20), 2)  # 20 clusters of 2 crops, one in each camera
+    cams = np.tile([0, 1], 20)
+    assert clustering_support(pairs, cams, cfg) is None
+    assert "only 3 clusters" in clustering_support(np.r_[np.arange(3), np.full(37, -1)], cams, cfg)
+    sparse = np.r_[np.repeat(np.arange(4), 1), np.full(36, -1)]
+    assert "4 of 40 crops (10%) fall in clusters" in clustering_support(sparse, cams, cfg)
+    one_camera = np.repeat(np.arange(20), 2)
+    assert "0% of the 20 clusters span two cameras" in clustering_support(one_camera, np.repeat([0, 1], 20), cfg)
+    assert clustering_support(one_camera, None, cfg) is None  # cameras unknown: not asked
+
+
+@pytest.mark.slow
+def test_one_crop_per_person_per_camera_keeps_the_bn_rung(tmp_path: Path) -> None:
+    """Two cameras as folders, one crop of each person in each: DBSCAN's 4 neighbours cannot be found, so
+    self-training keeps the BatchNorm rung and says why in one line, instead of training on noise."""
+    from conftest import person
+
+    from reid_core.adapt import AdaptConfig, adapt_model, target_records
+    from reid_core.model import ModelConfig, create_model
+
+    for cam, folder in enumerate(("cam_a", "cam_b")):
+        (tmp_path / folder).mkdir()
+        for pid in range(30):
+            person(pid, cam, 0).save(tmp_path / folder / f"{pid:03d}.jpg")
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32)).eval()
+    records = target_records(tmp_path)
+    assert {r.camid for r in records} == {0, 1}
+    adapted, report = adapt_model(model, records, AdaptConfig(epochs=1), progress=False)
+    assert report.kept == "bn" and report.rounds == [] and "cannot teach" in report.reason, report.reason
+    assert report.bn_agreement is not None and "\n" not in report.reason
+    bn_only, _ = adapt_model(model, records, AdaptConfig(method="bn"), progress=False)
+    for k, v in bn_only.state_dict().items():
+        assert torch.equal(v, adapted.state_dict()[k]), k

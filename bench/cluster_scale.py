@@ -1,0 +1,80 @@
+"""The clustering step of self-training at a camera network's size (BENCHMARKS.md section 24): the sparse
+k-reciprocal Jaccard graph (reid_core.neighbours) and DBSCAN on it, for n synthetic re-id-like embeddings
+(reid_core.synthetic: identities in a low-dimensional subspace, noisy views) with the default settings, two
+cameras (camera-aware, as self-training clusters a network whose crops name their cameras). Prints one JSON line:
+seconds per step, peak RSS of the process, clusters found and their purity. With --dense (small n only) it also
+runs the dense form and says how far the two clusterings agree (adjusted Rand index).
+
+    python bench/cluster_scale.py --n 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reid_core.adapt import AdaptConfig, cluster  # noqa: E402
+from reid_core.synthetic import clustered  # noqa: E402
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def dense_labels(emb: np.ndarray, cams: np.ndarray, cfg: AdaptConfig) -> np.ndarray:
+    """The dense form the sparse graph replaced (metrics.jaccard_distance on the full n x n matrix)."""
+    from sklearn.cluster import DBSCAN
+
+    from reid_core.metrics import jaccard_distance
+
+    emb = emb.copy()
+    for c in np.unique(cams):
+        emb[cams == c] -= emb[cams == c].mean(0)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    penalty = cfg.camera_penalty * (cams[:, None] == cams[None, :])
+    np.fill_diagonal(penalty, 0)
+    dist = jaccard_distance(emb, cfg.k1, cfg.k2, penalty)
+    return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(dist)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="embeddings (a multiple of --views)")
+    ap.add_argument("--views", type=int, default=10, help="crops per identity, half in each camera")
+    ap.add_argument("--dim", type=int, default=1280, help="embedding size (the shipped weights': 1280)")
+    ap.add_argument("--dense", action="store_true", help="also the dense form, and the agreement of the two")
+    args = ap.parse_args()
+    emb, _ = clustered(args.n // args.views, args.views, args.dim, view_noise=0.9, iso_noise=0.5)
+    ids = np.repeat(np.arange(args.n // args.views), args.views)
+    cams = np.tile(np.arange(args.views) % 2, args.n // args.views)
+    cfg = AdaptConfig()
+    before = peak_rss_gb()
+    t0 = time.time()
+    labels = cluster(emb, cfg, cams, progress=True)
+    row = {"n": len(emb), "dim": args.dim, "seconds": round(time.time() - t0, 1),
+           "peak_rss_gb_before": round(before, 2), "peak_rss_gb": round(peak_rss_gb(), 2),
+           "clusters": int(labels.max()) + 1, "clustered": int((labels >= 0).sum())}
+    kept = labels >= 0
+    majority = [np.bincount(ids[kept][labels[kept] == c]).max() for c in range(labels.max() + 1)]
+    row["purity"] = round(float(np.sum(majority) / max(1, kept.sum())), 3)
+    if args.dense:
+        from sklearn.metrics import adjusted_rand_score
+
+        t0 = time.time()
+        dense = dense_labels(emb, cams, cfg)
+        row.update(dense_seconds=round(time.time() - t0, 1), dense_peak_rss_gb=round(peak_rss_gb(), 2),
+                   dense_clusters=int(dense.max()) + 1, dense_clustered=int((dense >= 0).sum()),
+                   adjusted_rand=round(float(adjusted_rand_score(dense, labels)), 4))
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
