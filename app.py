@@ -458,23 +458,20 @@ class ReIDApp:
             if len(rows) < MIN_ADAPT_IMAGES:
                 raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
                                  f"{len(rows)}): the statistics come from them.")
-            if self.sessions.adapted() >= self.settings.server.max_adapted:
-                raise user_error(f"{self.settings.server.max_adapted} visitors hold adapted models, the most this "
-                                 "server keeps; try again later.")
+            if why := self.sessions.adapt_refusal(session_key(request)):  # before any work; reopen takes the place
+                raise user_error(why)
             t0 = time.perf_counter()
             chosen = sorted(random.Random(0).sample(range(len(rows)),
                                                     min(len(rows), self.settings.server.adapt_images)))
             progress(0.1, desc=f"Reading {len(chosen)} of your crops")
             pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
             progress(0.3, desc="BatchNorm statistics")
-            with turn():
-                adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
+            adapted = reid.bn_adapted(pictures, engine="fp32", turn=turn)  # fp32: no ONNX export per visitor
             t1 = time.perf_counter()
             progress(0.6, desc="Re-embedding the gallery")
             size = sum(t.nbytes for t in adapted.model.state_dict().values())
-            with turn():
-                self.sessions.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits),
-                                     size)
+            self.sessions.reopen(session_key(request),  # re-embedded a batch per turn, as adds are
+                                 lambda path: adapted.gallery(path, self.settings.limits, turn=turn), size)
         return (f"Adapted to your gallery: BatchNorm statistics from {len(pictures)} of your crops ({t1 - t0:.1f} s), "
                 f"gallery re-embedded ({time.perf_counter() - t1:.1f} s). Search now uses this adapted model, "
                 "private to you; Compare keeps the shared one. *Undo adaptation* goes back. "
@@ -485,8 +482,7 @@ class ReIDApp:
         with self.work(request) as turn, self.gallery(request) as gallery:
             if gallery is None or gallery.weights_id == reid.embedding_id:
                 return "Not adapted: Search uses the shared model. " + self.gallery_summary(request), *no_results()
-            with turn():
-                self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
+            self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits, turn=turn))
         return ("Back to the shared model: your gallery is re-embedded with it. " + self.gallery_summary(request),
                 *no_results())
 

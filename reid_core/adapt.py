@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,10 +234,12 @@ def bn_modules(model: SiameseReID, layers: str = "all") -> list[nn.modules.batch
 
 
 @torch.no_grad()
-def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = "all") -> int:
+def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = "all",
+             turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> int:
     """Re-estimate the chosen BatchNorm layers' running mean and variance on `batches` (uint8 pixels of target
     crops): each layer's statistics restart and become the cumulative average over the batches (AdaBN). The
-    rest of the model stays in eval mode; the model is left in eval mode. Returns the images seen."""
+    rest of the model stays in eval mode; the model is left in eval mode. Each batch's pass waits for a `turn`
+    (the app's fair lane). Returns the images seen."""
     bns = bn_modules(model, layers)
     model.eval()
     saved = [m.momentum for m in bns]
@@ -252,7 +255,8 @@ def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = 
             if len(x) < 2:
                 carry = x
                 continue
-            model(x.to(model.pixel_mean.device).contiguous(memory_format=torch.channels_last))
+            with turn():
+                model(x.to(model.pixel_mean.device).contiguous(memory_format=torch.channels_last))
             seen += len(x)
     finally:
         for m, mom in zip(bns, saved, strict=True):
