@@ -40,6 +40,7 @@ from .images import read_pixels
 from .model import SiameseReID
 from .neighbours import jaccard_graph, mutual_share
 from .progress import progress_bar
+from .proxies import CameraProxies
 from .samplers import PKSampler
 from .settings import setting
 
@@ -80,6 +81,9 @@ class AdaptConfig:
     camera_penalty: float = setting(0.4, "self-train, when the crops' names give cameras: embeddings are centred per "
                                     "camera and same-camera distances raised by this much before clustering, so "
                                     "clusters join cameras instead of splitting by them (0: plain)", "self-train")
+    camera_proxies: float = setting(0.0, "self-train, when the crops' cameras are known: weight of the camera-aware "
+                                    "proxy terms (intra- and inter-camera contrastive, as CAP / ICE; 0: off)",
+                                    "self-train")
     min_samples: int = setting(4, "self-train: DBSCAN neighbours that make a core crop", "self-train")
     k1: int = setting(30, "self-train: k-reciprocal neighbours of the Jaccard distance", "self-train")
     k2: int = setting(6, "self-train: neighbours averaged in the Jaccard distance (query expansion)", "self-train")
@@ -110,6 +114,8 @@ class AdaptConfig:
         for name in ("momentum", "erasing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
+        if not (np.isfinite(self.camera_proxies) and self.camera_proxies >= 0):
+            raise ValueError(f"camera_proxies must be 0 or more, not {self.camera_proxies}")
         if not (np.isfinite(self.camera_penalty) and self.camera_penalty >= 0):
             raise ValueError(f"camera_penalty must be 0 or more, not {self.camera_penalty}")
 
@@ -471,14 +477,20 @@ def fill_cache(split: Split, records: Sequence[Record], cfg: AdaptConfig, progre
 
 
 def train_round(split: Split, cache: torch.Tensor, labels: np.ndarray, emb: np.ndarray, opt: torch.optim.Optimizer,
-                cfg: AdaptConfig, r: int, gen: torch.Generator, progress: bool) -> float:
-    """One round's epochs on the clusters `labels` (-1: left out); the mean loss."""
+                cfg: AdaptConfig, r: int, gen: torch.Generator, progress: bool, cams: np.ndarray | None = None,
+                ) -> float:
+    """One round's epochs on the clusters `labels` (-1: left out), with camera-aware proxies when `cams` are
+    known and cfg.camera_proxies > 0; the mean loss."""
     model = split.model
     device = model.pixel_mean.device
     keep = np.flatnonzero(labels >= 0)
     k = int(labels.max()) + 1
     centroids = torch.from_numpy(np.stack([emb[labels == c].mean(0) for c in range(k)])).to(device)
     memory = ClusterMemory(centroids, cfg.temperature, cfg.momentum)
+    proxies = None
+    if cams is not None and cfg.camera_proxies > 0:
+        proxies = CameraProxies(torch.from_numpy(emb).to(device), torch.from_numpy(labels).to(device),
+                                torch.from_numpy(cams).to(device))
     sampler = PKSampler(labels[keep].tolist(), cfg.p, cfg.k, seed=cfg.seed * 1000 + r)
     losses = []
     split.train_mode()
@@ -489,7 +501,10 @@ def train_round(split: Split, cache: torch.Tensor, labels: np.ndarray, emb: np.n
             idx = torch.from_numpy(keep[batch])
             mirror = torch.randint(0, 2, (len(idx),), generator=gen)
             f = erase_blocks(cache[mirror, idx].float(), cfg.erasing, gen).to(device)
-            loss = memory.loss(split(f)["emb"], torch.from_numpy(labels[idx.numpy()]).long().to(device))
+            out = split(f)["emb"]
+            loss = memory.loss(out, torch.from_numpy(labels[idx.numpy()]).long().to(device))
+            if proxies is not None:
+                loss = loss + cfg.camera_proxies * proxies.loss(out, idx.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -541,7 +556,7 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             if why := clustering_support(labels, cams, cfg):
                 stopped = f"round {r + 1}'s clusters cannot teach: {why}"
                 break
-            loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress)
+            loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress, cams)
             emb = embed_maps(split, cache, desc=f"round {r + 1}/{cfg.rounds} embedding", progress=progress)
             agreement = rung_signal(emb, cams)
             rounds.append(Round(r + 1, int(labels.max()) + 1, int((labels >= 0).sum()), loss, time.time() - t0,

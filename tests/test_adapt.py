@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_market
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,3 +280,31 @@ def test_one_crop_per_person_per_camera_keeps_the_bn_rung(tmp_path: Path) -> Non
     bn_only, _ = adapt_model(model, records, AdaptConfig(method="bn"), progress=False)
     for k, v in bn_only.state_dict().items():
         assert torch.equal(v, adapted.state_dict()[k]), k
+
+
+def test_camera_proxies_are_per_cluster_and_camera_and_pull_crops_to_them() -> None:
+    from reid_core.proxies import CameraProxies
+
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(12, 8), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, -1, 2, 2, 2])
+    cams = torch.tensor([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1])
+    p = CameraProxies(emb, labels, cams)
+    assert len(p.bank) == 6 and p.proxy_of[8] == -1  # (cluster, camera) pairs seen; an outlier has none
+    first = p.proxy_of[0]
+    assert p.proxy_of[1] == first and p.proxy_of[2] != first and p.proxy_cam[first] == 0
+    torch.testing.assert_close(p.bank[first], F.normalize(emb[0] + emb[1], dim=0))
+    idx = torch.tensor([0, 2, 4, 5, 9, 11])
+    at_proxies = CameraProxies(emb, labels, cams).loss(p.bank[p.proxy_of[idx]].clone(), idx)
+    wrong = CameraProxies(emb, labels, cams).loss(p.bank[p.proxy_of[idx.flip(0)]].clone(), idx)
+    assert at_proxies < wrong
+    # intra-camera term by hand for one crop: its proxy against the proxies of its own camera only
+    q = CameraProxies(emb, labels, cams, inter_weight=0.0)
+    x = emb[4:5].clone().requires_grad_(True)
+    mine = (q.proxy_cam == 0).nonzero().squeeze(1)
+    s = (F.normalize(x, dim=1) @ q.bank.T / 0.07)[0]
+    want = -(s[q.proxy_of[4]] - torch.logsumexp(s[mine], 0))
+    got = q.loss(x, torch.tensor([4]))
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
