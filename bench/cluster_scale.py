@@ -3,9 +3,12 @@ k-reciprocal Jaccard graph (reid_core.neighbours) and DBSCAN on it, for n synthe
 (reid_core.synthetic: identities in a low-dimensional subspace, noisy views) with the default settings, two
 cameras (camera-aware, as self-training clusters a network whose crops name their cameras). Prints one JSON line:
 seconds per step, peak RSS of the process, clusters found and their purity. With --dense (small n only) it also
-runs the dense form and says how far the two clusterings agree (adjusted Rand index).
+runs the dense form and says how far the two clusterings agree (adjusted Rand index). With --target, the
+embeddings are real: a folder's crops (its cameras from their names) embedded by the shipped weights after the
+BatchNorm rung, as self-training's first round clusters them (identity labels only score the purity).
 
     python bench/cluster_scale.py --n 100000
+    python bench/cluster_scale.py --target ../shared/data/cuhk03 --dense
 """
 
 from __future__ import annotations
@@ -45,16 +48,42 @@ def dense_labels(emb: np.ndarray, cams: np.ndarray, cfg: AdaptConfig) -> np.ndar
     return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(dist)
 
 
+def real_embeddings(target: str, cache: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flip-averaged unit embeddings of the folder's training crops by the BatchNorm-adapted shipped weights, with
+    their identities (for the purity only) and cameras."""
+    if cache and Path(cache).exists():
+        z = np.load(cache)
+        return z["emb"], z["ids"], z["cams"]
+    from reid_core.adapt import Split, adapt_model, embed_maps, fill_cache, sample
+    from reid_core.datasets import load_dataset
+    from reid_core.model import load_model, resolve_weights
+
+    records = sample(load_dataset(target).train, 0)
+    model, _ = adapt_model(load_model(resolve_weights(None)), records, AdaptConfig(method="bn"))
+    split = Split(model, AdaptConfig().train_stages)
+    maps, kept = fill_cache(split, records, AdaptConfig(), True)
+    emb = embed_maps(split, maps, progress=True)
+    ids, cams = np.array([records[i].pid for i in kept]), np.array([records[i].camid for i in kept])
+    if cache:
+        np.savez(cache, emb=emb, ids=ids, cams=cams)
+    return emb, ids, cams
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="embeddings (a multiple of --views)")
     ap.add_argument("--views", type=int, default=10, help="crops per identity, half in each camera")
     ap.add_argument("--dim", type=int, default=1280, help="embedding size (the shipped weights': 1280)")
     ap.add_argument("--dense", action="store_true", help="also the dense form, and the agreement of the two")
+    ap.add_argument("--target", help="real crops instead: this folder's training images (see above)")
+    ap.add_argument("--cache", help="with --target: keep the embeddings in this .npz and reuse them")
     args = ap.parse_args()
-    emb, _ = clustered(args.n // args.views, args.views, args.dim, view_noise=0.9, iso_noise=0.5)
-    ids = np.repeat(np.arange(args.n // args.views), args.views)
-    cams = np.tile(np.arange(args.views) % 2, args.n // args.views)
+    if args.target:
+        emb, ids, cams = real_embeddings(args.target, args.cache)
+    else:
+        emb, _ = clustered(args.n // args.views, args.views, args.dim, view_noise=0.9, iso_noise=0.5)
+        ids = np.repeat(np.arange(args.n // args.views), args.views)
+        cams = np.tile(np.arange(args.views) % 2, args.n // args.views)
     cfg = AdaptConfig()
     before = peak_rss_gb()
     t0 = time.time()

@@ -412,7 +412,7 @@ def clustering_support(labels: np.ndarray, cams: np.ndarray | None, cfg: AdaptCo
     n, k = len(labels), int(labels.max()) + 1
     clustered = int((labels >= 0).sum())
     if k < cfg.p:
-        return f"only {k} clusters among {n:,} crops (a batch needs {cfg.p})"
+        return f"only {k} clusters among {n:,} crops, and a batch needs {cfg.p}"
     if clustered < MIN_CLUSTERED * n:
         return (f"only {clustered:,} of {n:,} crops ({clustered / n:.0%}) fall in clusters: too few crops per person "
                 f"for DBSCAN's {cfg.min_samples} neighbours")
@@ -576,7 +576,7 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
     model.load_state_dict(best[1])
     signal = "crops matched mutually across cameras" if cams is not None else "mutual nearest neighbours"
     if not rounds:
-        reason = f"{stopped} ({signal}: BatchNorm rung {bn_agreement:.3f})"
+        reason = f"{stopped}; {signal}: BatchNorm rung {bn_agreement:.3f}"
     elif cfg.keep == "last":
         reason = f"the last round, as asked ({signal} {best_agreement:.3f}; BatchNorm rung {bn_agreement:.3f})"
     elif best[0] == "bn":
