@@ -434,9 +434,13 @@ def rung_signal(emb: np.ndarray, cams: np.ndarray | None) -> float:
 
 
 def trunk_cache(split: Split, records: Sequence[Record], size: tuple[int, int]) -> tuple[tuple[int, ...], int]:
-    """The shape of the trunk-map cache of `records` (2, N, C, h, w) and its bytes (fp16), from one dummy crop."""
+    """The shape of the trunk-map cache of `records` (2, N, C, h, w) and its bytes (fp16), from one dummy crop
+    (in eval mode, so no BatchNorm statistic moves)."""
+    was = split.model.training
+    split.model.eval()
     with torch.no_grad():
         shape = tuple(split.trunk_map(torch.zeros(1, 3, *size, dtype=torch.uint8)).shape[1:])
+    split.model.train(was)
     full = (2, len(records), *shape)
     return full, 2 * int(np.prod(full))
 
@@ -590,19 +594,27 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
 
 
 # --- the whole recipe ------------------------------------------------------------------------------------------
+def preflight(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig) -> list[Record]:
+    """Everything that can refuse an adaptation, checked before any pass (the CLI asks before its "before"
+    evaluation too): enough crops, a backbone and number of stages self-training can split, disk for a large
+    cache. Returns the crops used (cfg.max_images of them, in a seeded order)."""
+    records = sample(records, cfg.max_images, cfg.seed)
+    if len(records) < 2:
+        raise ValueError(f"adaptation needs at least 2 target crops, got {len(records)}")
+    if cfg.method == "self-train":
+        check_cache_room(trunk_cache(Split(model, cfg.train_stages), records, (model.cfg.height, model.cfg.width))[1])
+    return records
+
+
 def adapt_model(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, progress: bool = True,
                 on_round: Callable[[Round, SiameseReID], None] | None = None) -> tuple[SiameseReID, AdaptReport]:
     """A copy of `model` adapted to the target crops `records` (labels unread): BatchNorm statistics, then, with
     method self-train, the self-training rounds. Whatever can refuse (too few crops, a backbone or a number of
     stages self-training cannot split, no disk for a large cache) refuses before the first pass."""
     t0 = time.time()
-    records = sample(records, cfg.max_images, cfg.seed)
-    if len(records) < 2:
-        raise ValueError(f"adaptation needs at least 2 target crops, got {len(records)}")
+    records = preflight(model, records, cfg)
     model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
     size = (model.cfg.height, model.cfg.width)
-    if cfg.method == "self-train":
-        check_cache_room(trunk_cache(Split(model, cfg.train_stages), records, size)[1])
     bn_records = records[: cfg.bn_images or None]  # records are in a seeded order already
     bn_records = camera_balanced(bn_records) if cfg.balance_cameras else bn_records
     seen = adapt_bn(model, pixel_batches(bn_records, size, cfg.batch_size, "BatchNorm statistics", progress),

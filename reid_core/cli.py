@@ -318,7 +318,7 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .adapt import AdaptConfig, provenance
+    from .adapt import AdaptConfig, preflight, provenance, target_records
     from .datasets import load_dataset
     from .evaluate import EvalOptions, evaluate, format_figures
     from .model import resolve_weights, save_model
@@ -332,6 +332,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: --evaluate needs a folder with a query/gallery split (its labels score "
                          "the result; adaptation still reads none)")
     reid = load(args)
+    preflight(reid.model, target_records(args.data), cfg)  # what can refuse, before the "before" evaluation
     source = str(resolve_weights(args.weights))
     figures: dict[str, Any] = {}
 

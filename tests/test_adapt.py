@@ -125,6 +125,10 @@ def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> No
                     "--weights", str(tiny_weights), "--engine", "fp32")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
         assert str(folder) in r.stderr
+    target = make_market(tmp_path / "target", n_train=4, n_test=2)  # refused before its "before" evaluation
+    r = run_cli("adapt", "--data", str(target), "--out", str(tmp_path / "a.safetensors"), "--weights",
+                str(tiny_weights), "--engine", "fp32", "--evaluate", "--train-stages", "9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "train_stages must be 1..4" in r.stderr, r.stderr
     assert not (tmp_path / "a.safetensors").exists()
 
 
