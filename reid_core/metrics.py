@@ -216,10 +216,11 @@ def kreciprocal_weights(rank: np.ndarray, dist: Callable[[np.ndarray, np.ndarray
     return v
 
 
-def jaccard_pairs(v: Any, rows: np.ndarray, cols: np.ndarray, block: int = 256) -> np.ndarray:
+def jaccard_pairs(v: Any, rows: np.ndarray, cols: np.ndarray, block: int = 256,
+                  step: Callable[[int], Any] | None = None) -> np.ndarray:
     """Jaccard distance 1 - sum(min) / sum(max) of the given pairs of rows of kreciprocal_weights' matrix,
     without the n x n matrix: a block of rows is scattered into a reusable dense buffer and each pair's
-    sum(min(a, b)) gathered over b's non-zeros only (min is 0 elsewhere)."""
+    sum(min(a, b)) gathered over b's non-zeros only (min is 0 elsewhere). `step(pairs)`: after each block."""
     v = v.tocsr()
     n = v.shape[0]
     order = np.argsort(rows, kind="stable")
@@ -241,6 +242,8 @@ def jaccard_pairs(v: Any, rows: np.ndarray, cols: np.ndarray, block: int = 256) 
         mins = np.minimum(buf[r[pair], v.indices[pos]], v.data[pos])
         tmin[lo:hi] = np.bincount(pair, weights=mins, minlength=len(c))
         buf[part.row, part.col] = 0
+        if step is not None:
+            step(hi - lo)
     out = np.empty(len(rows), np.float32)
     out[order] = 1 - tmin / (total[rows] + total[cols] - tmin)
     return out.clip(0, 1)

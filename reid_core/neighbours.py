@@ -10,6 +10,7 @@ neighbour, which at the DBSCAN radius costs next to nothing: BENCHMARKS.md secti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,12 +68,14 @@ def nearest(feats: np.ndarray, k: int, cams: np.ndarray | None = None, penalty: 
     return rank, dist
 
 
-def pair_distance(feats: np.ndarray, cams: np.ndarray | None, penalty: float, chunk: int = 65_536):
+def pair_distance(feats: np.ndarray, cams: np.ndarray | None, penalty: float, chunk: int = 65_536,
+                  progress: bool = False) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """dist(rows, cols) for kreciprocal_weights: 2 - 2 cos of unit rows, plus `penalty` within a camera."""
 
     def dist(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out = np.empty(len(rows), np.float32)
-        for s in range(0, len(rows), chunk):
+        for s in progress_bar(range(0, len(rows), chunk), desc="k-reciprocal sets", unit="block",
+                              disable=not progress):
             r, c = rows[s:s + chunk], cols[s:s + chunk]
             out[s:s + chunk] = np.maximum(0, 2 - 2 * np.einsum("ij,ij->i", feats[r], feats[c]))
             if cams is not None and penalty:
@@ -98,7 +101,7 @@ def jaccard_graph(feats: np.ndarray, k1: int = 30, k2: int = 6, cams: np.ndarray
         raise ValueError(f"a Jaccard graph needs at least 2 embeddings, got {n}")
     cams = None if cams is None or not penalty else np.asarray(cams)
     rank, _ = nearest(feats, k1, cams, penalty, progress)
-    v = kreciprocal_weights(rank, pair_distance(feats, cams, penalty), k2)
+    v = kreciprocal_weights(rank, pair_distance(feats, cams, penalty, progress=progress), k2)
     coo = v.tocoo()
     rows = np.r_[np.repeat(np.arange(n), rank.shape[1] - 1), coo.row].astype(np.int64)
     cols = np.r_[rank[:, 1:].ravel(), coo.col].astype(np.int64)
@@ -107,7 +110,9 @@ def jaccard_graph(feats: np.ndarray, k1: int = 30, k2: int = 6, cams: np.ndarray
     keys = np.unique(keys[rows != cols])  # each unordered pair once
     del rows, cols
     a, b = keys // n, keys % n
-    d = np.maximum(jaccard_pairs(v, a, b), 1e-12)
+    bar = progress_bar(total=len(a), desc="Jaccard distances", unit="pair", disable=not progress)
+    d = np.maximum(jaccard_pairs(v, a, b, step=bar.update), 1e-12)
+    bar.close()
     return sparse.csr_matrix((np.r_[d, d], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
 
 
