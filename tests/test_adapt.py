@@ -312,3 +312,22 @@ def test_camera_proxies_are_per_cluster_and_camera_and_pull_crops_to_them() -> N
     torch.testing.assert_close(got, want)
     got.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_large_trunk_map_cache_is_a_memory_mapped_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past CACHE_IN_MEMORY bytes the cache is a temporary file mapped into memory (unlinked at once), written and
+    read like the in-memory one; a cache the disk cannot hold is refused before any work."""
+    from reid_core import adapt
+
+    small = adapt.empty_cache((2, 3, 4, 5))
+    assert small.dtype == torch.float16 and small.shape == (2, 3, 4, 5)
+    monkeypatch.setattr(adapt, "CACHE_IN_MEMORY", 100)
+    big = adapt.empty_cache((2, 30, 4, 5))
+    assert big.dtype == torch.float16 and big.shape == (2, 30, 4, 5)
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # Linux: the mapping is a deleted temporary file, not anonymous memory
+        assert any("reid-trunk-maps-" in line and "(deleted)" in line for line in maps.read_text().splitlines())
+    big[1, 7] = 0.5
+    assert float(big[1, 7].float().mean()) == 0.5 and float(big[0, 7].float().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="caches .* GiB of trunk maps"):
+        adapt.check_cache_room(1 << 60)
