@@ -61,7 +61,8 @@ class RoundScorer:
     def __call__(self, r: Round, model: SiameseReID) -> None:
         t1 = time.time()
         self.report(f"self-train round {r.round}", model, t1 - self.t0 - self.scoring,
-                    {"clusters": r.clusters, "clustered": r.clustered, "round_seconds": round(r.seconds, 1)})
+                    {"clusters": r.clusters, "clustered": r.clustered, "round_seconds": round(r.seconds, 1),
+                     "agreement": round(r.agreement, 4) if r.agreement is not None else None})
         self.scoring += time.time() - t1
 
 

@@ -18,10 +18,13 @@ other folder every image below it.
 from __future__ import annotations
 
 import copy
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from .base.flag_fields import setting
 from .base.progress import progress_bar
@@ -38,11 +40,16 @@ from .data.datasets import DatasetError, Record, detect_layout, load_dataset
 from .data.images import read_pixels
 from .data.samplers import PKSampler
 from .embed import list_images
-from .evaluation.metrics import jaccard_distance
+from .evaluation.neighbours import jaccard_graph, mutual_share
 from .model.network import SiameseReID
+from .train.proxies import CameraProxies
 
 METHODS = ("bn", "self-train")
-MAX_SELF_TRAIN = 15_000  # crops: the Jaccard step holds a few n x n float32 matrices (~3.6 GB at 15,000)
+KEEP = ("best", "last")
+CACHE_IN_MEMORY = 2 << 30  # bytes of trunk maps kept in memory; a larger cache is a memory-mapped temp file
+MIN_CLUSTERED = 0.2  # clusters holding fewer of the crops than this cannot teach: the BatchNorm rung is kept
+MIN_CROSS_CAMERA = 0.1  # ... nor clusters of which fewer span two cameras (when cameras are known)
+CAMERA_FOLDER = re.compile(r"^cam(?:era)?(?:[-_ ]?(\d+)|[-_ ]([a-z0-9]+))$", re.I)  # cam1/, cam_a/, Camera-2/
 BN_LAYERS = ("all", "backbone", "neck")
 
 
@@ -61,6 +68,9 @@ class AdaptConfig:
     balance_cameras: bool = setting(False, "BatchNorm statistics from batches that hold every camera equally often "
                                     "(when the crops' names give cameras)", "adapt")
     rounds: int = setting(4, "self-train: cluster-then-train rounds", "self-train")
+    keep: str = setting("best", "self-train: the rung the adapted model is: best (the most crops matched mutually "
+                        "across cameras, a signal without labels; the BatchNorm rung when no round beats it) or "
+                        "last (the last round)", "self-train", choices=list(KEEP))
     epochs: int = setting(4, "self-train: passes over the clustered crops per round", "self-train")
     train_stages: int = setting(2, "self-train: backbone stages trained (the last N; the rest stays frozen)",
                                 "self-train")
@@ -71,6 +81,9 @@ class AdaptConfig:
     camera_penalty: float = setting(0.4, "self-train, when the crops' names give cameras: embeddings are centred per "
                                     "camera and same-camera distances raised by this much before clustering, so "
                                     "clusters join cameras instead of splitting by them (0: plain)", "self-train")
+    camera_proxies: float = setting(0.0, "self-train, when the crops' cameras are known: weight of the camera-aware "
+                                    "proxy terms (intra- and inter-camera contrastive, as CAP / ICE; 0: off)",
+                                    "self-train")
     min_samples: int = setting(4, "self-train: DBSCAN neighbours that make a core crop", "self-train")
     k1: int = setting(30, "self-train: k-reciprocal neighbours of the Jaccard distance", "self-train")
     k2: int = setting(6, "self-train: neighbours averaged in the Jaccard distance (query expansion)", "self-train")
@@ -85,6 +98,8 @@ class AdaptConfig:
         """Every setting checked here, so a bad flag is one line before any work."""
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, not {self.keep!r}")
         if self.bn_layers not in BN_LAYERS:
             raise ValueError(f"bn_layers must be one of {BN_LAYERS}, not {self.bn_layers!r}")
         at_least = {"max_images": 0, "bn_images": 0, "rounds": 1, "epochs": 1, "train_stages": 1, "min_samples": 1,
@@ -99,6 +114,8 @@ class AdaptConfig:
         for name in ("momentum", "erasing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
+        if not (np.isfinite(self.camera_proxies) and self.camera_proxies >= 0):
+            raise ValueError(f"camera_proxies must be 0 or more, not {self.camera_proxies}")
         if not (np.isfinite(self.camera_penalty) and self.camera_penalty >= 0):
             raise ValueError(f"camera_penalty must be 0 or more, not {self.camera_penalty}")
 
@@ -112,6 +129,7 @@ class Round:
     clustered: int  # crops in a cluster (the rest are DBSCAN's outliers, left out of this round)
     loss: float
     seconds: float
+    agreement: float | None = None  # the unsupervised signal of the model after this round (see rung_signal)
 
 
 @dataclass
@@ -123,13 +141,20 @@ class AdaptReport:
     seconds: float
     bn_seconds: float
     rounds: list[Round] = field(default_factory=list)
+    bn_agreement: float | None = None  # the BatchNorm rung's signal, when self-training measured it
+    kept: str = ""  # the rung the adapted model is: "bn" or "round N"
+    reason: str = ""  # why, in one line
 
     def describe(self) -> str:
         s = (f"{self.method} on {self.images} crops ({self.cameras or 'unknown'} cameras; BatchNorm statistics from "
              f"{self.bn_images}) in {self.seconds:.0f} s")
+        if self.bn_agreement is not None:
+            s += f"\n  BatchNorm rung: agreement {self.bn_agreement:.3f}"
         for r in self.rounds:
             s += (f"\n  round {r.round}: {r.clusters} clusters holding {r.clustered} crops, loss {r.loss:.3f}, "
-                  f"{r.seconds:.0f} s")
+                  f"{r.seconds:.0f} s, agreement {r.agreement:.3f}")
+        if self.kept:
+            s += f"\n  kept: {self.kept} ({self.reason})"
         return s
 
 
@@ -148,7 +173,8 @@ def round_done(done: Sequence[Round], total: int, started: float) -> str:
 # --- the target crops ------------------------------------------------------------------------------------------
 def target_records(folder: str | Path, layout: str = "auto") -> list[Record]:
     """The unlabeled crops of a target folder: a dataset's training images (their pids dropped: -1; cameras
-    kept), or every image below any other folder (camera from a Market-style `_cN` name, else -1).
+    kept), or every image below any other folder: cameras from Market-style `_cN` names, or, when no name
+    carries one, from camera folders (`cam_a/...`, `cam1/...`: camera_folder), else -1 (unknown).
     DatasetError / ValueError (one line) for a missing or image-less folder."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -164,11 +190,21 @@ def target_records(folder: str | Path, layout: str = "auto") -> list[Record]:
         return [Record(r.path, -1, r.camid) for r in recs]
     from .data.datasets import parse_market_name
 
-    out = []
-    for p in list_images(folder):
-        parsed = parse_market_name(p.name)
-        out.append(Record(str(p), -1, parsed[1] - 1 if parsed else -1))
-    return out
+    paths = list_images(folder)
+    names = [parse_market_name(p.name) for p in paths]
+    if any(names):  # cameras in the file names (Market / Duke style): as before, those that parse
+        return [Record(str(p), -1, n[1] - 1 if n else -1) for p, n in zip(paths, names, strict=True)]
+    folders = [camera_folder(p.relative_to(folder)) for p in paths]
+    ids = {name: i for i, name in enumerate(sorted({f for f in folders if f is not None}))}
+    return [Record(str(p), -1, ids[f] if f is not None else -1) for p, f in zip(paths, folders, strict=True)]
+
+
+def camera_folder(relative: Path) -> str | None:
+    """The camera a crop's folders name (`cam_a/...`, `cam1/...`, the innermost such folder), or None."""
+    for part in reversed(relative.parts[:-1]):
+        if m := CAMERA_FOLDER.match(part):
+            return (m.group(1) or m.group(2)).lower()
+    return None
 
 
 def sample(records: Sequence[Record], n: int, seed: int = 0) -> list[Record]:
@@ -216,10 +252,12 @@ def bn_modules(model: SiameseReID, layers: str = "all") -> list[nn.modules.batch
 
 
 @torch.no_grad()
-def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = "all") -> int:
+def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = "all",
+             turn: Callable[[], AbstractContextManager[Any]] = nullcontext) -> int:
     """Re-estimate the chosen BatchNorm layers' running mean and variance on `batches` (uint8 pixels of target
     crops): each layer's statistics restart and become the cumulative average over the batches (AdaBN). The
-    rest of the model stays in eval mode; the model is left in eval mode. Returns the images seen."""
+    rest of the model stays in eval mode; the model is left in eval mode. Each batch's pass waits for a `turn`
+    (the app's fair lane). Returns the images seen."""
     bns = bn_modules(model, layers)
     model.eval()
     saved = [m.momentum for m in bns]
@@ -235,7 +273,8 @@ def adapt_bn(model: SiameseReID, batches: Iterable[torch.Tensor], layers: str = 
             if len(x) < 2:
                 carry = x
                 continue
-            model(x.to(model.pixel_mean.device).contiguous(memory_format=torch.channels_last))
+            with turn():
+                model(x.to(model.pixel_mean.device).contiguous(memory_format=torch.channels_last))
             seen += len(x)
     finally:
         for m, mom in zip(bns, saved, strict=True):
@@ -338,17 +377,27 @@ class ClusterMemory:
 
 
 @torch.no_grad()
-def embed_maps(split: Split, maps: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Unit embeddings from cached trunk maps (eval mode)."""
+def embed_maps(split: Split, cache: torch.Tensor, batch_size: int = 256, desc: str = "embed",
+               progress: bool = False) -> np.ndarray:
+    """Unit embeddings from cached trunk maps (2, N, ...), the crop's and its mirror image's averaged (eval mode)."""
     split.model.eval()
     device = split.model.pixel_mean.device
-    out = [F.normalize(split(maps[s:s + batch_size].to(device).float())["emb"], dim=1)
-           for s in range(0, len(maps), batch_size)]
-    return torch.cat(out).cpu().numpy()
+    n = cache.shape[1]
+    out = np.empty((n, 0), np.float32)
+    bar = progress_bar(total=n, desc=desc, unit="crop", disable=not progress)
+    for s in range(0, n, batch_size):
+        e = sum(split(cache[m, s:s + batch_size].to(device).float())["emb"] for m in (0, 1))
+        e = F.normalize(e, dim=1).cpu().numpy()
+        out = np.empty((n, e.shape[1]), np.float32) if not out.shape[1] else out
+        out[s:s + len(e)] = e
+        bar.update(len(e))
+    bar.close()
+    return out
 
 
-def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None) -> np.ndarray:
+def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
     """DBSCAN on the k-reciprocal Jaccard distance (SpCL / Cluster Contrast): a label per crop, -1 for outliers.
+    The distance is a sparse graph (each crop's k1 nearest: reid_core.neighbours), so memory grows with n k1.
 
     With cameras (`cams`, 0-based, two or more), camera-aware: each camera's mean embedding is removed and
     same-camera pairs are pushed `cfg.camera_penalty` apart first. A network's cameras differ more than its
@@ -356,38 +405,152 @@ def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None) -
     training half); these span both in 66 %, at the same purity (BENCHMARKS.md section 14)."""
     from sklearn.cluster import DBSCAN
 
+    penalty = 0.0
     if cams is not None and cfg.camera_penalty > 0 and len(np.unique(cams)) > 1:
         emb = emb.copy()
         for c in np.unique(cams):
             emb[cams == c] -= emb[cams == c].mean(0)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-        penalty = cfg.camera_penalty * (cams[:, None] == cams[None, :])
-        np.fill_diagonal(penalty, 0)
-        dist = jaccard_distance(emb, cfg.k1, cfg.k2, penalty)
-    else:
-        dist = jaccard_distance(emb, cfg.k1, cfg.k2)
-    return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed", n_jobs=1).fit_predict(dist)
+        penalty = cfg.camera_penalty
+    graph = jaccard_graph(emb, cfg.k1, cfg.k2, cams if penalty else None, penalty, progress)
+    return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed", n_jobs=1).fit_predict(graph)
+
+
+def clustering_support(labels: np.ndarray, cams: np.ndarray | None, cfg: AdaptConfig) -> str | None:
+    """Why these pseudo-labels cannot teach, in one line, or None. Too few clusters for a batch; too few crops in
+    clusters (DBSCAN needs `min_samples` crops of one person close together: a network with one or two crops per
+    person leaves almost all of them outliers); clusters that hardly ever join two cameras (training on them
+    teaches nothing about matching across cameras, which is the task)."""
+    n, k = len(labels), int(labels.max()) + 1
+    clustered = int((labels >= 0).sum())
+    if k < cfg.p:
+        return f"only {k} clusters among {n:,} crops, and a batch needs {cfg.p}"
+    if clustered < MIN_CLUSTERED * n:
+        return (f"only {clustered:,} of {n:,} crops ({clustered / n:.0%}) fall in clusters: too few crops per person "
+                f"for DBSCAN's {cfg.min_samples} neighbours")
+    if cams is not None and len(np.unique(cams)) > 1:
+        keep = labels >= 0
+        spans = np.array([len(np.unique(cams[keep][labels[keep] == c])) > 1 for c in range(k)])
+        if spans.mean() < MIN_CROSS_CAMERA:
+            return f"only {spans.mean():.0%} of the {k} clusters span two cameras"
+    return None
+
+
+def rung_signal(emb: np.ndarray, cams: np.ndarray | None) -> float:
+    """The unsupervised signal that chooses between rungs: the share of crops that are mutual nearest neighbours
+    across cameras (i's best match in the other cameras has i as its own best match there), or among all crops
+    when cameras are unknown. It reads no label and no pseudo-label (a model trained on its own clusters would
+    always prefer them); it rises when one person's crops in two cameras find each other, which is what Rank-1
+    counts (BENCHMARKS.md section 24 checks it against the held-out figures)."""
+    return mutual_share(emb, cams)
+
+
+def trunk_cache(split: Split, records: Sequence[Record], size: tuple[int, int]) -> tuple[tuple[int, ...], int]:
+    """The shape of the trunk-map cache of `records` (2, N, C, h, w) and its bytes (fp16), from one dummy crop
+    (in eval mode, so no BatchNorm statistic moves)."""
+    was = split.model.training
+    split.model.eval()
+    with torch.no_grad():
+        shape = tuple(split.trunk_map(torch.zeros(1, 3, *size, dtype=torch.uint8)).shape[1:])
+    split.model.train(was)
+    full = (2, len(records), *shape)
+    return full, 2 * int(np.prod(full))
+
+
+def check_cache_room(nbytes: int) -> None:
+    """A cache too large for memory goes to a temporary file: refuse before any work if the disk has no room."""
+    import shutil
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if nbytes > CACHE_IN_MEMORY and free < nbytes * 1.1:
+        raise ValueError(f"self-training caches {nbytes / 2**30:.1f} GiB of trunk maps in {tempfile.gettempdir()}, "
+                         f"which has {free / 2**30:.1f} GiB free; free some, set TMPDIR, or use --max-images")
+
+
+def empty_cache(shape: tuple[int, ...]) -> torch.Tensor:
+    """fp16 trunk maps: in memory up to CACHE_IN_MEMORY bytes, else a memory-mapped temporary file (unlinked at
+    once: the space is freed when the tensor goes, and the OS pages it as memory allows)."""
+    if 2 * int(np.prod(shape)) <= CACHE_IN_MEMORY:
+        return torch.empty(shape, dtype=torch.float16)
+    with tempfile.NamedTemporaryFile(prefix="reid-trunk-maps-", suffix=".f16") as f:
+        arr = np.memmap(f.name, np.float16, "w+", shape=shape)
+    return torch.from_numpy(arr)
+
+
+def fill_cache(split: Split, records: Sequence[Record], cfg: AdaptConfig, progress: bool,
+               ) -> tuple[torch.Tensor, list[int]]:
+    """Each crop's and its mirror image's trunk map (2, N, C, h, w) fp16, and which crops were readable."""
+    size = (split.model.cfg.height, split.model.cfg.width)
+    shape, _ = trunk_cache(split, records, size)
+    cache, kept, n = empty_cache(shape), [], 0
+    for x in pixel_batches(records, size, cfg.batch_size, "trunk maps", progress, kept):
+        cache[0, n:n + len(x)] = split.trunk_map(x).half()
+        cache[1, n:n + len(x)] = split.trunk_map(x.flip(3)).half()
+        n += len(x)
+    if not n:
+        raise ValueError("self-training needs readable target crops")
+    return cache[:, :n], kept
+
+
+def train_round(split: Split, cache: torch.Tensor, labels: np.ndarray, emb: np.ndarray, opt: torch.optim.Optimizer,
+                cfg: AdaptConfig, r: int, gen: torch.Generator, progress: bool, cams: np.ndarray | None = None,
+                ) -> float:
+    """One round's epochs on the clusters `labels` (-1: left out), with camera-aware proxies when `cams` are
+    known and cfg.camera_proxies > 0; the mean loss."""
+    model = split.model
+    device = model.pixel_mean.device
+    keep = np.flatnonzero(labels >= 0)
+    k = int(labels.max()) + 1
+    centroids = torch.from_numpy(np.stack([emb[labels == c].mean(0) for c in range(k)])).to(device)
+    memory = ClusterMemory(centroids, cfg.temperature, cfg.momentum)
+    proxies = None
+    if cams is not None and cfg.camera_proxies > 0:
+        proxies = CameraProxies(torch.from_numpy(emb).to(device), torch.from_numpy(labels).to(device),
+                                torch.from_numpy(cams).to(device))
+    sampler = PKSampler(labels[keep].tolist(), cfg.p, cfg.k, seed=cfg.seed * 1000 + r)
+    losses = []
+    split.train_mode()
+    steps = sum(len(sampler.batches(e)) for e in range(cfg.epochs))  # the bar's total: the real steps
+    bar = progress_bar(total=steps, desc=f"round {r + 1}/{cfg.rounds} training", disable=not progress)
+    for e in range(cfg.epochs):
+        for batch in sampler.batches(e):
+            idx = torch.from_numpy(keep[batch])
+            mirror = torch.randint(0, 2, (len(idx),), generator=gen)
+            f = erase_blocks(cache[mirror, idx].float(), cfg.erasing, gen).to(device)
+            out = split(f)["emb"]
+            loss = memory.loss(out, torch.from_numpy(labels[idx.numpy()]).long().to(device))
+            if proxies is not None:
+                loss = loss + cfg.camera_proxies * proxies.loss(out, idx.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(epoch=e + 1, loss=f"{losses[-1]:.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+@dataclass
+class SelfTrainResult:
+    rounds: list[Round]
+    bn_agreement: float | None
+    kept: str  # "bn" or "round N"
+    reason: str
 
 
 def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, progress: bool = True,
-               on_round: Callable[[Round, SiameseReID], None] | None = None) -> list[Round]:
-    """Cluster-then-train rounds on the last `cfg.train_stages` stages (in place). `on_round` is called after
-    each round (benchmarks score every round with it)."""
-    if len(records) > MAX_SELF_TRAIN:
-        raise ValueError(f"self-training keeps {len(records):,} crops' maps and an n x n distance in memory; use at "
-                         f"most {MAX_SELF_TRAIN:,} (--max-images {MAX_SELF_TRAIN})")
+               on_round: Callable[[Round, SiameseReID], None] | None = None) -> SelfTrainResult:
+    """Cluster-then-train rounds on the last `cfg.train_stages` stages (in place), then the rung with the best
+    unsupervised signal (rung_signal) restored: the BatchNorm rung itself when no round beat it, or when the
+    first clustering cannot support training (clustering_support). `on_round` is called after each round
+    (benchmarks score every round with it)."""
     split = Split(model, cfg.train_stages)
-    size = (model.cfg.height, model.cfg.width)
-    maps, kept = [], []  # (N, C, h, w) fp16 for each crop, then for each mirror image; which crops they are
-    started = time.time()
-    for x in pixel_batches(records, size, cfg.batch_size, "trunk", progress, kept):
-        maps.append(torch.stack([split.trunk_map(x), split.trunk_map(x.flip(3))]).half().contiguous())
-    if not maps:
-        raise ValueError("self-training needs readable target crops")
-    cache = torch.cat(maps, dim=1)  # (2, N, C, h, w)
+    cache, kept = fill_cache(split, records, cfg, progress)
     n = cache.shape[1]
     cams = np.array([records[i].camid for i in kept])
-    cams = cams if cams.min() >= 0 else None  # camera-aware clustering only where every crop's camera is known
+    cams = cams if cams.min() >= 0 and len(np.unique(cams)) > 1 else None  # only where every camera is known
     for p in model.parameters():
         p.requires_grad_(False)
     params = split.trainable()
@@ -395,61 +558,74 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
-    rounds = []
+    rounds: list[Round] = []
+    started = time.time()
+    best = ("bn", copy.deepcopy(model.state_dict()))
+    stopped = ""
     try:
+        emb = embed_maps(split, cache, desc="BatchNorm rung: embedding", progress=progress)
+        bn_agreement = best_agreement = rung_signal(emb, cams)
+        if progress:
+            print(f"BatchNorm rung: agreement {bn_agreement:.3f}", file=sys.stderr)
         for r in range(cfg.rounds):
             t0 = time.time()
-            emb = embed_maps(split, cache[0]) + embed_maps(split, cache[1])  # flip-averaged, for clustering
-            labels = cluster(emb / np.linalg.norm(emb, axis=1, keepdims=True), cfg, cams)
-            keep = np.flatnonzero(labels >= 0)
-            k = int(labels.max()) + 1
-            if k < cfg.p:
-                raise ValueError(f"round {r + 1}: only {k} clusters among {n} crops (need at least {cfg.p}); "
-                                 "more target crops, or --method bn")
-            device = model.pixel_mean.device
-            centroids = torch.from_numpy(np.stack([emb[labels == c].mean(0) for c in range(k)])).to(device)
-            memory = ClusterMemory(centroids, cfg.temperature, cfg.momentum)
-            sampler = PKSampler(labels[keep].tolist(), cfg.p, cfg.k, seed=cfg.seed * 1000 + r)
-            losses = []
-            split.train_mode()
-            steps = sum(len(sampler.batches(e)) for e in range(cfg.epochs))  # the bar's total: the real steps
-            bar = progress_bar(total=steps, desc=f"round {r + 1}/{cfg.rounds}", disable=not progress)
-            for e in range(cfg.epochs):
-                for batch in sampler.batches(e):
-                    idx = torch.from_numpy(keep[batch])
-                    mirror = torch.randint(0, 2, (len(idx),), generator=gen)
-                    f = erase_blocks(cache[mirror, idx].float(), cfg.erasing, gen).to(device)
-                    loss = memory.loss(split(f)["emb"], torch.from_numpy(labels[idx.numpy()]).long().to(device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.item())
-                    bar.update()
-            bar.close()
-            model.eval()
-            rounds.append(Round(r + 1, k, len(keep), float(np.mean(losses)) if losses else float("nan"),
-                                time.time() - t0))
-            if progress:
-                tqdm.write(round_done(rounds, cfg.rounds, started), file=sys.stderr)
+            labels = cluster(emb, cfg, cams, progress)
+            if why := clustering_support(labels, cams, cfg):
+                stopped = f"round {r + 1}'s clusters cannot teach: {why}"
+                break
+            loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress, cams)
+            emb = embed_maps(split, cache, desc=f"round {r + 1}/{cfg.rounds} embedding", progress=progress)
+            agreement = rung_signal(emb, cams)
+            rounds.append(Round(r + 1, int(labels.max()) + 1, int((labels >= 0).sum()), loss, time.time() - t0,
+                                agreement))
+            if agreement > best_agreement or cfg.keep == "last":
+                best, best_agreement = (f"round {r + 1}", copy.deepcopy(model.state_dict())), agreement
             if on_round is not None:
                 on_round(rounds[-1], model)
+            if progress:
+                print(f"{round_done(rounds, cfg.rounds, started)} (of {n:,} crops; agreement {agreement:.3f})",
+                      file=sys.stderr)
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
         model.bnneck.bias.requires_grad_(False)
         model.eval()
-    return rounds
+    model.load_state_dict(best[1])
+    signal = "crops matched mutually across cameras" if cams is not None else "mutual nearest neighbours"
+    if not rounds:
+        reason = f"{stopped}; {signal}: BatchNorm rung {bn_agreement:.3f}"
+    elif cfg.keep == "last":
+        reason = f"the last round, as asked ({signal} {best_agreement:.3f}; BatchNorm rung {bn_agreement:.3f})"
+    elif best[0] == "bn":
+        reason = (f"no round had more {signal} than the BatchNorm rung ({bn_agreement:.3f}; best round "
+                  f"{max(r.agreement for r in rounds):.3f})")
+    else:
+        reason = f"{best[0]} has the most {signal}: {best_agreement:.3f} (BatchNorm rung {bn_agreement:.3f})"
+    if stopped and rounds:
+        reason += f"; stopped: {stopped}"
+    return SelfTrainResult(rounds, bn_agreement, best[0], reason)
 
 
 # --- the whole recipe ------------------------------------------------------------------------------------------
-def adapt_model(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, progress: bool = True,
-                on_round: Callable[[Round, SiameseReID], None] | None = None) -> tuple[SiameseReID, AdaptReport]:
-    """A copy of `model` adapted to the target crops `records` (labels unread): BatchNorm statistics, then, with
-    method self-train, the self-training rounds."""
-    t0 = time.time()
+def preflight(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig) -> list[Record]:
+    """Everything that can refuse an adaptation, checked before any pass (the CLI asks before its "before"
+    evaluation too): enough crops, a backbone and number of stages self-training can split, disk for a large
+    cache. Returns the crops used (cfg.max_images of them, in a seeded order)."""
     records = sample(records, cfg.max_images, cfg.seed)
     if len(records) < 2:
         raise ValueError(f"adaptation needs at least 2 target crops, got {len(records)}")
+    if cfg.method == "self-train":
+        check_cache_room(trunk_cache(Split(model, cfg.train_stages), records, (model.cfg.height, model.cfg.width))[1])
+    return records
+
+
+def adapt_model(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, progress: bool = True,
+                on_round: Callable[[Round, SiameseReID], None] | None = None) -> tuple[SiameseReID, AdaptReport]:
+    """A copy of `model` adapted to the target crops `records` (labels unread): BatchNorm statistics, then, with
+    method self-train, the self-training rounds. Whatever can refuse (too few crops, a backbone or a number of
+    stages self-training cannot split, no disk for a large cache) refuses before the first pass."""
+    t0 = time.time()
+    records = preflight(model, records, cfg)
     model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
     size = (model.cfg.height, model.cfg.width)
     bn_records = records[: cfg.bn_images or None]  # records are in a seeded order already
@@ -457,10 +633,12 @@ def adapt_model(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig,
     seen = adapt_bn(model, pixel_batches(bn_records, size, cfg.batch_size, "BatchNorm statistics", progress),
                     cfg.bn_layers)
     bn_seconds = time.time() - t0
-    rounds = self_train(model, records, cfg, progress, on_round) if cfg.method == "self-train" else []
     cams = len({r.camid for r in records if r.camid >= 0})
-    used = len(records) if cfg.method == "self-train" else seen
-    return model, AdaptReport(cfg.method, used, seen, cams, time.time() - t0, bn_seconds, rounds)
+    if cfg.method != "self-train":
+        return model, AdaptReport(cfg.method, seen, seen, cams, time.time() - t0, bn_seconds)
+    st = self_train(model, records, cfg, progress, on_round)
+    return model, AdaptReport(cfg.method, len(records), seen, cams, time.time() - t0, bn_seconds, st.rounds,
+                              st.bn_agreement, st.kept, st.reason)
 
 
 THRESHOLDS_INHERITED = ("the source weights': chosen on the source cameras' held-out pairs, not on these cameras "
@@ -478,4 +656,5 @@ def provenance(cfg: AdaptConfig, report: AdaptReport, source: str, target: str,
             "thresholds_from": thresholds_from,
             "bn_images": report.bn_images,
             "target_cameras": report.cameras, "method": cfg.method, "settings": asdict(cfg),
-            "seconds": round(report.seconds, 1), "rounds": [asdict(r) for r in report.rounds]}
+            "seconds": round(report.seconds, 1), "rounds": [asdict(r) for r in report.rounds],
+            **({"kept": report.kept, "why": report.reason} if report.kept else {})}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ from .evaluation.thresholds import Thresholds
 from .model.network import SiameseReID, load_model
 from .model.weights import resolve_weights, weights_hash
 from .search.gallery import Gallery
+from .search.ingest import Turn
 
 STRIPES, SHIFT = 6, 1  # compare_parts: horizontal stripes, as PCB cuts a person (head, shoulders, chest, waist, legs,
 # feet); each matched to the best of the other crop's stripes up to SHIFT away (detections sit a little higher or lower)
@@ -123,10 +125,12 @@ class ReID:
         """What made this ReID's embeddings: the weights, and test-time flip (a flipped embedding is another)."""
         return self.weights_id + ("+flip" if self.flip else "")
 
-    def gallery(self, path: str | Path, limits: Limits | None = None, **index: Any) -> Gallery:
+    def gallery(self, path: str | Path, limits: Limits | None = None, turn: Turn = nullcontext, **index: Any,
+                ) -> Gallery:
         """Open (or create) a gallery file embedded by this model; one built by other weights is re-embedded
-        from its stored pictures. `index`: approx="ivf", nlist, nprobe (see Gallery)."""
-        return Gallery(path, self.embed, self.embedding_id, limits, self.batch_size, **index)
+        from its stored pictures, each batch in a `turn` (the app's fair lane). `index`: approx="ivf", nlist,
+        nprobe (see Gallery)."""
+        return Gallery(path, self.embed, self.embedding_id, limits, self.batch_size, turn=turn, **index)
 
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """uint8 (N, 3, H, W): decoded and resized exactly as the batch pipeline does it."""
@@ -160,11 +164,13 @@ class ReID:
         model, report = adapt_model(self.model, target_records(target), cfg, progress, on_round)
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
 
-    def bn_adapted(self, images: Sequence[ImageLike], layers: str = "all", engine: str | None = None) -> ReID:
+    def bn_adapted(self, images: Sequence[ImageLike], layers: str = "all", engine: str | None = None,
+                   turn: Turn = nullcontext) -> ReID:
         """A new ReID whose BatchNorm statistics are re-estimated on `images` (unlabeled crops of the cameras it
-        will serve: a few hundred are enough): the app's "Adapt to this gallery"."""
+        will serve: a few hundred are enough): the app's "Adapt to this gallery". Each batch's pass waits for a
+        `turn` (the app's fair lane)."""
         model = copy.deepcopy(self.model)
-        adapt_bn(model, self.pixel_batches(images), layers)
+        adapt_bn(model, self.pixel_batches(images), layers, turn)
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir)
 
     @torch.no_grad()

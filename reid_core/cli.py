@@ -334,7 +334,7 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .adapt import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, AdaptConfig, provenance
+    from .adapt import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, AdaptConfig, preflight, provenance, target_records
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures
     from .evaluation.thresholds import Thresholds
@@ -350,12 +350,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data}: --evaluate needs a folder with a query/gallery split (its labels score "
                          "the result; adaptation still reads none)")
     reid = load(args)
+    preflight(reid.model, target_records(args.data), cfg)  # what can refuse, before the "before" evaluation
     source = str(resolve_weights(args.weights))
     figures: dict[str, Any] = {}
     chosen: dict[str, Thresholds] = {}
 
     def measure(model: Any, when: str) -> None:
-        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, progress=False), model.embedder)
+        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True), model.embedder)
         chosen[when] = r.thresholds
         m = r.figures()
         keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]

@@ -173,23 +173,20 @@ class Search:
             if len(rows) < MIN_ADAPT_IMAGES:
                 raise user_error(f"Add at least {MIN_ADAPT_IMAGES} crops from your cameras first (the gallery has "
                                  f"{len(rows)}): the statistics come from them.")
-            if self.sessions.adapted() >= self.settings.server.max_adapted:
-                raise user_error(f"{self.settings.server.max_adapted} visitors hold adapted models, the most this "
-                                 "server keeps; try again later.")
+            if why := self.sessions.adapt_refusal(session_key(request)):  # before any work; reopen takes the place
+                raise user_error(why)
             t0 = time.perf_counter()
             chosen = sorted(random.Random(0).sample(range(len(rows)),
                                                     min(len(rows), self.settings.server.adapt_images)))
             progress(0.1, desc=f"Reading {len(chosen)} of your crops")
             pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
             progress(0.3, desc="BatchNorm statistics")
-            with turn():
-                adapted = reid.bn_adapted(pictures, engine="fp32")  # no ONNX export per visitor: nothing on disk
+            adapted = reid.bn_adapted(pictures, engine="fp32", turn=turn)  # fp32: no ONNX export per visitor
             t1 = time.perf_counter()
             progress(0.6, desc="Re-embedding the gallery")
             size = sum(t.nbytes for t in adapted.model.state_dict().values())
-            with turn():
-                self.sessions.reopen(session_key(request), lambda path: adapted.gallery(path, self.settings.limits),
-                                     size)
+            self.sessions.reopen(session_key(request),  # re-embedded a batch per turn, as adds are
+                                 lambda path: adapted.gallery(path, self.settings.limits, turn=turn), size)
         return (f"Search uses a model adapted to your gallery, private to you (BatchNorm statistics from "
                 f"{len(pictures)} of your crops in {t1 - t0:.1f} s, the gallery re-embedded in "
                 f"{time.perf_counter() - t1:.1f} s); Compare keeps the shared one, and *Undo adaptation* goes back. "
@@ -201,8 +198,7 @@ class Search:
             if gallery is None or gallery.weights_id == reid.embedding_id:
                 return ("Search uses the shared model (not adapted). " + self.gallery_summary(request, opened=False),
                         *no_results())
-            with turn():
-                self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits))
+            self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits, turn=turn))
         return ("Search uses the shared model again, your gallery re-embedded with it. "
                 + self.gallery_summary(request, opened=False), *no_results())
 

@@ -137,22 +137,52 @@ class Sessions:
     def reopen(self, session: str | None, open_gallery: Callable[[Path], Gallery], model_bytes: int = 0) -> Gallery:
         """Open this session's gallery file again through `open_gallery` (another model, `model_bytes` of memory:
         its rows are re-embedded for it); the old handle is closed, so a request still holding it fails in one
-        line instead of mixing two models' embeddings. Re-embedding runs outside the lock every session needs."""
+        line instead of mixing two models' embeddings. Re-embedding runs outside the lock every session needs.
+        An adapted model (`model_bytes` > 0) takes its place first, within `max_adapted` and `client_adapted`
+        (GalleryError past either), so two requests cannot both take the last one."""
         key = self.key(session)
         with self._lock:
             entry = self._open.get(key)
-        if entry is None:
-            raise GalleryError("your gallery is empty: add images first")
+            if entry is None:
+                raise GalleryError("your gallery is empty: add images first")
+            if model_bytes and (why := self._adapt_refusal(key)):
+                raise GalleryError(why)
+            before, entry.model_bytes = entry.model_bytes, model_bytes  # the place is taken from here on
         entry.gallery.close()  # an add in flight on the old handle finishes first
-        gallery = open_gallery(self._file(key))
+        try:
+            gallery = open_gallery(self._file(key))
+        except BaseException:
+            entry.model_bytes = before
+            raise
         with self._lock:
-            entry.gallery, entry.model_bytes, entry.used = gallery, model_bytes, self.clock()
+            entry.gallery, entry.used = gallery, self.clock()
             self._fit_memory()
         return gallery
 
-    def adapted(self) -> int:
+    def adapted(self, client: str | None = None) -> int:
+        """Sessions holding an adapted model (of one client, when given)."""
         with self._lock:
-            return sum(e.model_bytes > 0 for e in self._open.values())
+            return sum(e.model_bytes > 0 and client in (None, e.client) for e in self._open.values())
+
+    def adapt_refusal(self, session: str | None) -> str:
+        """Why this session may not take an adapted model now ('' when it may): asked before any work, and again
+        by reopen, which takes the place."""
+        with self._lock:
+            return self._adapt_refusal(self.key(session))
+
+    def _adapt_refusal(self, key: str) -> str:
+        entry = self._open.get(key)
+        if entry is None or entry.model_bytes:
+            return ""  # no gallery (reopen says so) or adapted already: no new place
+        held = [e for e in self._open.values() if e.model_bytes]
+        if len(held) >= self.limits.max_adapted:
+            return (f"{self.limits.max_adapted} visitors hold adapted models, the most this server keeps; try again "
+                    "later.")
+        mine = sum(e.client == entry.client for e in held)
+        if mine >= self.limits.client_adapted:
+            return (f"Your network address already holds {mine} adapted models, the most one address may; undo an "
+                    "adaptation in another tab first.")
+        return ""
 
     # --- budgets ------------------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:

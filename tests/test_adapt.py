@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_market
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +127,10 @@ def test_adapt_cli_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> No
                     "--weights", str(tiny_weights), "--engine", "fp32")
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
         assert str(folder) in r.stderr
+    target = make_market(tmp_path / "target", n_train=4, n_test=2)  # refused before its "before" evaluation
+    r = run_cli("adapt", "--data", str(target), "--out", str(tmp_path / "a.safetensors"), "--weights",
+                str(tiny_weights), "--engine", "fp32", "--evaluate", "--train-stages", "9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "train_stages must be 1..4" in r.stderr, r.stderr
     assert not (tmp_path / "a.safetensors").exists()
 
 
@@ -139,7 +144,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     out = tmp_path / "adapted.safetensors"
     r = run_cli("adapt", "--data", str(target), "--out", str(out), "--weights", str(tiny_weights), "--engine", "fp32",
                 "--rounds", "1", "--epochs", "1", "--p", "4", "--k", "2", "--min-samples", "2", "--k1", "6",
-                "--eps", "0.7", "--evaluate")
+                "--eps", "0.7", "--keep", "last", "--evaluate")
     assert r.returncode == 0, r.stderr
     assert re.search(r"^round 1/1 done: \d+ clusters holding \d+ crops, loss [\d.]+, [\d.]+ min", r.stderr, re.M)
     cfg = json.loads(out.with_suffix(".json").read_text())
@@ -148,6 +153,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP"} <= set(rec["figures"]["after"])
     assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
     assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
+    assert rec["kept"] == "round 1" and "as asked" in rec["why"] and 0 <= rec["rounds"][0]["agreement"] <= 1
     assert "metrics" not in cfg["extra"]  # the source's figures are not this model's
     assert rec["thresholds_from"].startswith("chosen anew on the target's held-out pairs")  # --evaluate: labels
     assert cfg["extra"]["thresholds"]["flip_pair"] is not None
@@ -257,3 +263,105 @@ def test_each_round_says_where_the_run_is() -> None:
     assert line.startswith("round 2/4 done: 200 clusters holding 5200 crops, loss 1.100, 3.0 min (5.5 min in all)")
     assert line.endswith("; about 5.0 min left for 2 more rounds")
     assert round_done(done, 2, time.time()).endswith("min in all)")  # the last round: nothing left to estimate
+
+
+def test_cameras_from_folder_names(tmp_path: Path) -> None:
+    """A folder whose file names carry no camera takes it from camera folders (the innermost); others are -1."""
+    from conftest import person
+
+    from reid_core.adapt import camera_folder, target_records
+
+    net = tmp_path / "net"
+    for cam in ("cam_a", "cam_b", "cam_b/day2", "campus"):
+        (net / cam).mkdir(parents=True)
+        person(1, 0, 0).save(net / cam / "crop.jpg")
+    cams = {Path(r.path).parent.relative_to(net).as_posix(): r.camid for r in target_records(net)}
+    assert cams == {"cam_a": 0, "cam_b": 1, "cam_b/day2": 1, "campus": -1}
+    assert [camera_folder(Path(p)) for p in ("site/Camera-2/x.jpg", "cam1/day/x.jpg", "camA/x.jpg")] == ["2", "1", None]
+
+
+def test_clustering_support_names_what_is_missing() -> None:
+    from reid_core.adapt import AdaptConfig, clustering_support
+
+    cfg = AdaptConfig(p=4)
+    pairs = np.repeat(np.arange(20), 2)  # 20 clusters of 2 crops, one in each camera
+    cams = np.tile([0, 1], 20)
+    assert clustering_support(pairs, cams, cfg) is None
+    assert "only 3 clusters" in clustering_support(np.r_[np.arange(3), np.full(37, -1)], cams, cfg)
+    sparse = np.r_[np.repeat(np.arange(4), 1), np.full(36, -1)]
+    assert "4 of 40 crops (10%) fall in clusters" in clustering_support(sparse, cams, cfg)
+    one_camera = np.repeat(np.arange(20), 2)
+    assert "0% of the 20 clusters span two cameras" in clustering_support(one_camera, np.repeat([0, 1], 20), cfg)
+    assert clustering_support(one_camera, None, cfg) is None  # cameras unknown: not asked
+
+
+@pytest.mark.slow
+def test_one_crop_per_person_per_camera_keeps_the_bn_rung(tmp_path: Path) -> None:
+    """Two cameras as folders, one crop of each person in each: DBSCAN's 4 neighbours cannot be found, so
+    self-training keeps the BatchNorm rung and says why in one line, instead of training on noise."""
+    from conftest import person
+
+    from reid_core.adapt import AdaptConfig, adapt_model, target_records
+    from reid_core.model.network import ModelConfig, create_model
+
+    for cam, folder in enumerate(("cam_a", "cam_b")):
+        (tmp_path / folder).mkdir()
+        for pid in range(30):
+            person(pid, cam, 0).save(tmp_path / folder / f"{pid:03d}.jpg")
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="resnet18", height=64, width=32, embed_dim=32)).eval()
+    records = target_records(tmp_path)
+    assert {r.camid for r in records} == {0, 1}
+    adapted, report = adapt_model(model, records, AdaptConfig(epochs=1), progress=False)
+    assert report.kept == "bn" and report.rounds == [] and "cannot teach" in report.reason, report.reason
+    assert report.bn_agreement is not None and "\n" not in report.reason
+    bn_only, _ = adapt_model(model, records, AdaptConfig(method="bn"), progress=False)
+    for k, v in bn_only.state_dict().items():
+        assert torch.equal(v, adapted.state_dict()[k]), k
+
+
+def test_camera_proxies_are_per_cluster_and_camera_and_pull_crops_to_them() -> None:
+    from reid_core.train.proxies import CameraProxies
+
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(12, 8), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, -1, 2, 2, 2])
+    cams = torch.tensor([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 1])
+    p = CameraProxies(emb, labels, cams)
+    assert len(p.bank) == 6 and p.proxy_of[8] == -1  # (cluster, camera) pairs seen; an outlier has none
+    first = p.proxy_of[0]
+    assert p.proxy_of[1] == first and p.proxy_of[2] != first and p.proxy_cam[first] == 0
+    torch.testing.assert_close(p.bank[first], F.normalize(emb[0] + emb[1], dim=0))
+    idx = torch.tensor([0, 2, 4, 5, 9, 11])
+    at_proxies = CameraProxies(emb, labels, cams).loss(p.bank[p.proxy_of[idx]].clone(), idx)
+    wrong = CameraProxies(emb, labels, cams).loss(p.bank[p.proxy_of[idx.flip(0)]].clone(), idx)
+    assert at_proxies < wrong
+    # intra-camera term by hand for one crop: its proxy against the proxies of its own camera only
+    q = CameraProxies(emb, labels, cams, inter_weight=0.0)
+    x = emb[4:5].clone().requires_grad_(True)
+    mine = (q.proxy_cam == 0).nonzero().squeeze(1)
+    s = (F.normalize(x, dim=1) @ q.bank.T / 0.07)[0]
+    want = -(s[q.proxy_of[4]] - torch.logsumexp(s[mine], 0))
+    got = q.loss(x, torch.tensor([4]))
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_large_trunk_map_cache_is_a_memory_mapped_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past CACHE_IN_MEMORY bytes the cache is a temporary file mapped into memory (unlinked at once), written and
+    read like the in-memory one; a cache the disk cannot hold is refused before any work."""
+    from reid_core import adapt
+
+    small = adapt.empty_cache((2, 3, 4, 5))
+    assert small.dtype == torch.float16 and small.shape == (2, 3, 4, 5)
+    monkeypatch.setattr(adapt, "CACHE_IN_MEMORY", 100)
+    big = adapt.empty_cache((2, 30, 4, 5))
+    assert big.dtype == torch.float16 and big.shape == (2, 30, 4, 5)
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # Linux: the mapping is a deleted temporary file, not anonymous memory
+        assert any("reid-trunk-maps-" in line and "(deleted)" in line for line in maps.read_text().splitlines())
+    big[1, 7] = 0.5
+    assert float(big[1, 7].float().mean()) == 0.5 and float(big[0, 7].float().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="caches .* GiB of trunk maps"):
+        adapt.check_cache_room(1 << 60)

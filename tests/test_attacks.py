@@ -11,6 +11,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,76 @@ def test_index_caches_and_adapted_models_stay_within_one_memory_budget(tmp_path:
     sessions.reopen("s2", fake_gallery(4096), model_bytes=3 * 2**20)
     assert sessions.memory_bytes() <= 4 * 2**20 and sessions.adapted() == 1
     assert "memory for adapted models" in sessions.notice("s1")
+
+
+def test_one_address_cannot_hold_every_adapted_model(tmp_path: Path) -> None:
+    """Issue #29: one address filled all 8 adapted-model places with 8 small galleries; now it holds at most
+    client_adapted of them (refused before any work, and again when the place is taken), and others still adapt."""
+    sessions = Sessions(tmp_path, fake_gallery(8), ServerLimits(max_adapted=3, client_adapted=2))
+    for s, client in (("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C")):
+        with sessions.use(s, client, create=True) as g:
+            g.add(uploads(3))
+    for s in ("a1", "a2"):
+        assert sessions.adapt_refusal(s) == ""
+        sessions.reopen(s, fake_gallery(8), model_bytes=1000)
+    assert "already holds 2 adapted models" in sessions.adapt_refusal("a3")
+    with pytest.raises(GalleryError, match="already holds 2 adapted models"):
+        sessions.reopen("a3", fake_gallery(8), model_bytes=1000)
+    sessions.reopen("b1", fake_gallery(8), model_bytes=1000)  # another address is served
+    assert sessions.adapted("A") == 2 and sessions.adapted() == 3
+    assert "3 visitors hold adapted models" in sessions.adapt_refusal("c1")
+    sessions.reopen("a1", fake_gallery(8))  # an undo frees the place
+    assert sessions.adapt_refusal("a3") == "" and sessions.adapted("A") == 1
+    with pytest.raises(GalleryError, match="re-embedding failed"):  # a failed re-embedding gives its place back
+        sessions.reopen("a3", lambda path: (_ for _ in ()).throw(GalleryError("re-embedding failed")), 1000)
+    assert sessions.adapted("A") == 1
+
+
+class TurnLog:
+    """A fair-lane stand-in that records each unit of work: whether model work ran inside a turn, and how many."""
+
+    def __init__(self) -> None:
+        self.turns, self.inside, self.outside = 0, 0, 0
+        self.holding = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        assert not self.holding  # one unit at a time: never a turn inside a turn
+        self.turns, self.holding = self.turns + 1, True
+        try:
+            yield
+        finally:
+            self.holding = False
+
+    def work(self, n: int = 1) -> None:
+        if self.holding:
+            self.inside += n
+        else:
+            self.outside += n
+
+
+def test_adapting_and_undoing_take_turns_a_batch_at_a_time(tmp_path: Path, workdir: Path) -> None:
+    """Issue #29: "Adapt to this gallery" and "Undo adaptation" re-embedded a whole gallery inside one turn of
+    the model lane (another visitor's Compare waited 30 s for 2,000 crops); now the BatchNorm pass and the
+    re-embedding take a turn per batch, as adds do, so another visitor waits one batch."""
+    from reid_core import ReID
+
+    log = TurnLog()
+
+    def embed(imgs: list[Image.Image]) -> np.ndarray:
+        log.work(len(imgs))
+        return np.random.default_rng(len(imgs)).normal(size=(len(imgs), 8))
+
+    path = tmp_path / "g.sqlite"
+    Gallery(path, embed, "source").add(uploads(20))
+    log.inside = log.outside = 0
+    reopened = Gallery(path, embed, "adapted", batch_size=8, turn=log)  # other weights: re-embedded
+    assert len(reopened) == 20 and log.turns == 3 and log.inside == 20 and log.outside == 0
+    reid = ReID.load(workdir / "weights" / "model.safetensors", engine="fp32", flip=False)
+    reid.batch_size = 4
+    bn_log = TurnLog()
+    reid.bn_adapted(people(workdir)[:10], turn=bn_log)
+    assert bn_log.turns == 3  # 10 crops, 4 a batch
 
 
 def test_disk_budget_makes_room_from_idle_galleries_then_refuses(tmp_path: Path) -> None:

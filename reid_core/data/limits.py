@@ -73,6 +73,7 @@ class ServerLimits:
     session_jobs: int = 2  # requests one browser session may have running or waiting; more are refused at once
     client_jobs: int = 8  # the same for one client (address) over all its sessions: half the workers
     max_adapted: int = 8  # sessions holding a model adapted to their gallery at once (~14 MB each for Lite0)
+    client_adapted: int = 2  # of those, held by one client (address): below max_adapted, so one cannot take all
     adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
     memory_mb: int = 1024  # in-memory search indexes and adapted models, all sessions together
     disk_mb: int = 4096  # gallery files, all sessions together

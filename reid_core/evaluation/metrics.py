@@ -5,7 +5,9 @@ Kept free of models so each number can be checked against a hand computation or 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,37 +165,100 @@ def verification(scores: np.ndarray, labels: np.ndarray, threshold: float | None
 
 
 # --- k-reciprocal re-ranking (Zhong et al., CVPR 2017) ----------------------------------------------------
+def _reciprocal(rank: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every pair where col is among row's k nearest and row among col's (rank: nearest first)."""
+    fwd = rank[:, :k]
+    rows, cols = [], []
+    for s in range(0, len(rank), chunk):
+        f = fwd[s:s + chunk]
+        r, c = np.nonzero((fwd[f] == np.arange(s, s + len(f))[:, None, None]).any(2))
+        rows.append(r + s)
+        cols.append(f[r, c])
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def kreciprocal_weights(rank: np.ndarray, dist: Callable[[np.ndarray, np.ndarray], np.ndarray], k2: int = 6) -> Any:
+    """The k-reciprocal core shared by re-ranking (Zhong et al.) and pseudo-label clustering (SpCL, Cluster
+    Contrast), on neighbour lists alone, so it never needs an n x n matrix: a scipy CSR matrix (n, n) whose row i
+    weighs i's k1-reciprocal neighbours, expanded by its neighbours' k1/2-reciprocal ones when they overlap by
+    2/3, by exp(-distance), normalised, then averaged over its k2 nearest (query expansion).
+
+    `rank` (n, k1 + 1): each item's nearest items, itself first; `dist(rows, cols)`: the distances of those pairs
+    (an expanded neighbour may lie outside the row's own list)."""
+    from scipy import sparse
+
+    n, width = rank.shape
+    k1 = width - 1
+    half = int(np.around(k1 / 2)) + 1
+    rows, cols = _reciprocal(rank, k1 + 1)
+    keys = np.sort(rows.astype(np.int64) * n + cols)
+    h_rows, h_cols = _reciprocal(rank, half)
+    h_ptr = np.r_[0, np.cumsum(np.bincount(h_rows, minlength=n))]
+    h_cols = h_cols[np.argsort(h_rows, kind="stable")]
+    # for each reciprocal pair (i, c): c's half-reciprocal set, and how much of it is in i's set
+    lens = h_ptr[cols + 1] - h_ptr[cols]
+    pair = np.repeat(np.arange(len(rows)), lens)
+    elem = h_cols[np.repeat(h_ptr[cols] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())]
+    cand = rows[pair].astype(np.int64) * n + elem
+    found = keys[np.searchsorted(keys, cand).clip(max=len(keys) - 1)] == cand
+    overlap = np.bincount(pair, weights=found, minlength=len(rows))
+    joins = (overlap > 2 / 3 * lens)[pair]
+    keys = np.unique(np.concatenate([keys, cand[joins]]))
+    rows, cols = (keys // n).astype(np.int64), (keys % n).astype(np.int64)
+    w = np.exp(-np.asarray(dist(rows, cols), dtype=np.float32))
+    w /= np.bincount(rows, weights=w, minlength=n).astype(np.float32)[rows]
+    v = sparse.csr_matrix((w, (rows, cols)), shape=(n, n), dtype=np.float32)
+    if k2 > 1:
+        kk = min(k2, width)
+        expand = sparse.csr_matrix((np.full(n * kk, 1 / kk, np.float32), (np.repeat(np.arange(n), kk),
+                                                                          rank[:, :kk].ravel())), shape=(n, n))
+        v = (expand @ v).tocsr()
+    return v
+
+
+def jaccard_pairs(v: Any, rows: np.ndarray, cols: np.ndarray, block: int = 256,
+                  step: Callable[[int], Any] | None = None) -> np.ndarray:
+    """Jaccard distance 1 - sum(min) / sum(max) of the given pairs of rows of kreciprocal_weights' matrix,
+    without the n x n matrix: a block of rows is scattered into a reusable dense buffer and each pair's
+    sum(min(a, b)) gathered over b's non-zeros only (min is 0 elsewhere). `step(pairs)`: after each block."""
+    v = v.tocsr()
+    n = v.shape[0]
+    order = np.argsort(rows, kind="stable")
+    rows, cols = np.asarray(rows)[order], np.asarray(cols)[order]
+    total = np.asarray(v.sum(1)).ravel()
+    tmin = np.empty(len(rows), np.float64)
+    buf = np.zeros((block, n), np.float32)
+    bounds = np.searchsorted(rows, np.arange(0, n + block, block))
+    for b, i0 in enumerate(range(0, n, block)):
+        lo, hi = bounds[b], bounds[b + 1]
+        if lo == hi:
+            continue
+        part = v[i0:i0 + block].tocoo()
+        buf[part.row, part.col] = part.data
+        r, c = rows[lo:hi] - i0, cols[lo:hi]
+        lens = v.indptr[c + 1] - v.indptr[c]
+        pair = np.repeat(np.arange(len(c)), lens)
+        pos = np.repeat(v.indptr[c] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+        mins = np.minimum(buf[r[pair], v.indices[pos]], v.data[pos])
+        tmin[lo:hi] = np.bincount(pair, weights=mins, minlength=len(c))
+        buf[part.row, part.col] = 0
+        if step is not None:
+            step(hi - lo)
+    out = np.empty(len(rows), np.float32)
+    out[order] = 1 - tmin / (total[rows] + total[cols] - tmin)
+    return out.clip(0, 1)
+
+
 def kreciprocal_jaccard(d: np.ndarray, k1: int = 20, k2: int = 6, rows: int | None = None) -> np.ndarray:
     """Jaccard distance between the k-reciprocal neighbour sets of every pair of items, from their square
-    distance matrix d (n, n): the core shared by re-ranking (Zhong et al.) and pseudo-label clustering (SpCL,
-    Cluster Contrast). Each item's k1-reciprocal neighbours, expanded by its neighbours' k1/2-reciprocal ones
-    when they overlap by 2/3, weighted exp(-d) and averaged over its k2 nearest (query expansion); then
-    1 - sum(min) / sum(max) of the weights of each pair. `rows`: only the first rows' distances (re-ranking's
-    queries), in rows / n of the memory and time of the last step."""
+    distance matrix d (n, n), on kreciprocal_weights (re-ranking's form; clustering uses the sparse graph of
+    reid_core.neighbours). `rows`: only the first rows' distances (re-ranking's queries), in rows / n of the
+    memory and time of the last step."""
     d = np.asarray(d, dtype=np.float32)
     n = d.shape[0]
     k1 = min(k1, n - 1)
     rank = np.argsort(d, axis=1)[:, : k1 + 1]
-    half = int(np.around(k1 / 2)) + 1
-
-    def reciprocal(k: int) -> list[np.ndarray]:  # i's forward neighbours that have i among theirs
-        fwd = rank[:, :k]
-        back = (rank[fwd][:, :, :k] == np.arange(n)[:, None, None]).any(2)
-        return [fwd[i][back[i]] for i in range(n)]
-
-    recip, recip_half = reciprocal(k1 + 1), reciprocal(half)
-    v = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        expanded = [recip[i]]
-        for c in recip[i]:
-            cr = recip_half[c]
-            if np.isin(cr, recip[i]).sum() > 2 / 3 * len(cr):
-                expanded.append(cr)
-        e = np.unique(np.concatenate(expanded))
-        w = np.exp(-d[i, e])
-        v[i, e] = w / w.sum()
-    if k2 > 1:
-        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    v = kreciprocal_weights(rank, lambda r, c: d[r, c], k2).toarray()
     # sum_k min(v_ik, v_jk), column by column: only items where column k is non-zero can share it
     m = n if rows is None else rows
     tmin = np.zeros((m, n), dtype=np.float32)

@@ -96,9 +96,10 @@ class Gallery:
 
     def __init__(self, path: str | Path, embed: Embed, weights_id: str, limits: Limits | None = None,
                  batch_size: int = 32, approx: str | None = None, nlist: int | None = None,
-                 nprobe: int | None = None):
+                 nprobe: int | None = None, turn: Turn = nullcontext):
         """`approx="ivf"` (with nlist/nprobe) makes the cache a FAISS IVF index and is stored with the
-        gallery; without it, what the gallery stored is used (exact search by default)."""
+        gallery; without it, what the gallery stored is used (exact search by default). `turn`: each batch of
+        a re-embedding for other weights waits for it (see ingest), so re-embedding takes turns as adds do."""
         self.path, self.embed, self.weights_id = Path(path), embed, weights_id
         self.limits, self.batch_size = limits or Limits(), batch_size
         self._writer = threading.Lock()  # one add/remove/clear at a time in this process
@@ -117,7 +118,7 @@ class Gallery:
                 self.index_settings = json.loads(self._meta(conn, "index", "{}"))
         except sqlite3.DatabaseError as e:
             raise GalleryError(f"{self.path.name}: not a readable gallery ({e})") from e
-        self._adopt_weights()
+        self._adopt_weights(turn)
 
     # --- plumbing -------------------------------------------------------------------------------------------
     @contextmanager
@@ -193,7 +194,7 @@ class Gallery:
         return index
 
     # --- weights --------------------------------------------------------------------------------------------
-    def _adopt_weights(self) -> None:
+    def _adopt_weights(self, turn: Turn = nullcontext) -> None:
         """Re-embed every row for this gallery's weights if it was built with others: embed a snapshot (no lock
         held), then write the embeddings in one transaction if no other writer changed the rows meanwhile."""
         for _ in range(3):
@@ -203,7 +204,7 @@ class Gallery:
                         return
                     gen = self._meta(conn, "generation", "0")
                     rows = conn.execute("SELECT seq, name, picture, path FROM images ORDER BY seq").fetchall()
-                emb = self._embed_rows(rows)
+                emb = self._embed_rows(rows, turn)
                 with self._writer, self._transaction(conn, write=True, same_weights=False):
                     if self._meta(conn, "generation", "0") != gen:
                         continue  # another writer changed the rows while these were embedded: again
@@ -218,7 +219,8 @@ class Gallery:
                     return
         raise GalleryError(f"{self.path.name}: changed by other writers while being re-embedded; open it again")
 
-    def _embed_rows(self, rows: list[tuple[int, str, bytes | None, str | None]]) -> np.ndarray:
+    def _embed_rows(self, rows: list[tuple[int, str, bytes | None, str | None]], turn: Turn = nullcontext,
+                    ) -> np.ndarray:
         out = []
         for s in range(0, len(rows), self.batch_size):
             chunk = rows[s:s + self.batch_size]
@@ -227,7 +229,8 @@ class Gallery:
             except ImageError as e:
                 raise GalleryError(f"{self.path.name}: embedded by other weights and cannot be re-embedded ({e}); "
                                    "clear it or open it with the weights that built it") from e
-            out.append(unit_rows(self.embed(imgs)))
+            with turn():
+                out.append(unit_rows(self.embed(imgs)))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     # --- reading --------------------------------------------------------------------------------------------
