@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid_core.synthetic import clustered  # noqa: E402
+from reid_core.search.synthetic import clustered  # noqa: E402
 
 from reid_core.adapt import AdaptConfig, cluster  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from reid_core.synthetic import clustered
+from reid_core.search.synthetic import clustered
 
 from reid_core.evaluation.metrics import jaccard_distance
 from reid_core.evaluation.neighbours import jaccard_graph, mutual_share, nearest
