@@ -14,6 +14,7 @@ import io
 import sqlite3
 import struct
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from PIL import Image
 
 from ..data.images import load_image
 from ..search.gallery import STAGING, Gallery, GalleryError, unit_rows
+from ..search.ingest import Turn
 from .people import cluster_people
 from .tracklets import Tracklet, unit
 
@@ -153,21 +155,24 @@ class TrackletGallery(Gallery):
             conn.execute("DELETE FROM temp.staged_tracklets")
         return added
 
-    def _embed_rows(self, rows: list[tuple[int, str, bytes | None, str | None]]) -> np.ndarray:
-        """Re-embedding for other weights: a tracklet from its stored crops (quality-weighted), a crop as before."""
+    def _embed_rows(self, rows: list[tuple[int, str, bytes | None, str | None]], turn: Turn = nullcontext,
+                    ) -> np.ndarray:
+        """Re-embedding for other weights: a tracklet from its stored crops (quality-weighted), a crop as before;
+        each embedding in a `turn` (the app's fair lane)."""
         with self._connect() as conn:
             stored = {seq: (crops, weights) for seq, crops, weights in conn.execute(
                 "SELECT i.seq, t.crops, t.weights FROM images i JOIN tracklets t ON t.id = i.id").fetchall()}
         if not stored:
-            return super()._embed_rows(rows)
+            return super()._embed_rows(rows, turn)
         out = []
         for r in rows:
             if r[0] in stored:
                 crops, weights = stored[r[0]]
-                e = unit_rows(self.embed(unpack_pngs(crops)))
+                with turn():
+                    e = unit_rows(self.embed(unpack_pngs(crops)))
                 out.append(unit(np.average(e, axis=0, weights=np.frombuffer(weights, np.float64)))[None])
             else:
-                out.append(super()._embed_rows([r]))
+                out.append(super()._embed_rows([r], turn))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     # --- reading --------------------------------------------------------------------------------------------
