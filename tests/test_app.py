@@ -364,7 +364,7 @@ def test_model_tab_says_what_the_weights_were_adapted_to(tmp_path: Path, setting
                                            "evaluated_on": "its own split"}}
     weights.with_suffix(".json").write_text(json.dumps(cfg))
     text = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path)).model.model_markdown()
-    assert "Adapted to a new camera network" in text and "`my_cameras` (1,234 unlabeled crops, 3 cameras)" in text
+    assert "Adapted to a new camera network" in text and "my_cameras (1,234 unlabeled crops, 3 cameras)" in text
     assert "Rank-1 10.0 → 20.0 %" in text and "mAP 5.0 → 10.0 %" in text
     # no word of where its thresholds came from (a file written before they said): the source's, said so
     assert "- **Thresholds and calibration**: the source weights': chosen on the source cameras'" in text

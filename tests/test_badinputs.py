@@ -168,11 +168,11 @@ def test_gallery_size_limit(tmp_path: Path, bad: Bad) -> None:
     for pid in range(1, 7):
         crop(pid, 1).save(tmp_path / f"{pid}.png")
         files.append(str(tmp_path / f"{pid}.png"))
-    status = handlers.add_to_gallery(files[:3])
+    status = handlers.search.add_to_gallery(files[:3])
     assert status.startswith("Added 3 images")
-    status = handlers.add_to_gallery(files[3:])
+    status = handlers.search.add_to_gallery(files[3:])
     assert status.startswith("Added 1 image.") and "5.png and any later files: the gallery is full (4-image" in status
-    assert len(handlers.own_gallery()) == 4
+    assert len(handlers.search.own_gallery()) == 4
 
 
 def test_limits_from_env_and_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,7 +211,7 @@ def test_log_through_app_and_cli(client: Client, bad: Bad, name: str, capsys: py
 def test_weights_through_app_and_cli(bad: Bad, market: Path, name: str, capsys: pytest.CaptureFixture) -> None:
     path, expected = bad.bad_weights[name]
     with serve(app.Settings(path, bad.root / "store_w", bad.root / "runs", LIMITS)) as (url, demo):
-        assert re.search(expected, demo.reid_app.error) and "\n" not in demo.reid_app.error
+        assert re.search(expected, demo.reid_app.host.error) and "\n" not in demo.reid_app.host.error
         with pytest.raises(Exception) as e:  # noqa: PT011
             Client(url, verbose=False).predict(handle_file(bad.good), handle_file(bad.good), api_name="/compare")
         one_line_error(e, expected)
@@ -241,7 +241,7 @@ def test_allow_pickle_flag(bad: Bad, capsys: pytest.CaptureFixture) -> None:
                         r"posix\.system.*\n", err), err
     assert not bad.marker.exists()
     handlers = app.ReIDApp(app.Settings(pth, bad.root / "store_p", bad.root, allow_pickle=True))
-    assert handlers.reid is not None and handlers.error == ""
+    assert handlers.host.reid is not None and handlers.host.error == ""
 
 
 # --- last: the app wrote only into its data folder ------------------------------------------------------------

@@ -160,7 +160,7 @@ def test_cli_api_and_app_say_the_verdict_in_one_sentence(tiny_weights: Path, tmp
     assert cli(["compare", str(a), str(b), "--weights", str(tiny_weights), "--engine", "fp32"]) == 0
     assert capsys.readouterr().out == f"{c.verdict}; cosine {c.cosine:.4f}\n"
     handlers = app.ReIDApp(app.Settings(tiny_weights, tmp_path / "store", tmp_path))
-    score, verdict, cosine, _ = handlers.explained(*(load_image(p) for p in (a, b)))
+    score, verdict, cosine, _ = handlers.compare.explained(*(load_image(p) for p in (a, b)))
     assert verdict.startswith(c.verdict.split(" (")[0]) and SCORE_MEANING[False] in verdict
     assert score == pytest.approx(c.score, abs=1e-3) and "probability 0." not in verdict
 

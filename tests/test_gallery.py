@@ -338,12 +338,12 @@ def test_formats_and_sizes_are_judged_alike_everywhere(tmp_path: Path, weights: 
     limits = Limits(max_image_mb=1)
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path, limits))
     example = ROOT / "examples" / "people" / "person-B_c1.png"
-    status = handlers.add_to_gallery([str(p) for p in expected] + [str(example)])
+    status = handlers.search.add_to_gallery([str(p) for p in expected] + [str(example)])
     assert status.startswith("Added 1 image."), status
     for path, msg in expected.items():
         assert f"- skipped {msg}" in status, status  # Add names each one
         with pytest.raises(app.gr.Error) as e:  # and Compare refuses it with the same words
-            handlers.compare(str(path), str(example))
+            handlers.compare.compare(str(path), str(example))
         assert str(e.value.message).startswith(msg), e.value.message
 
 
@@ -365,9 +365,9 @@ def test_compare_warns_on_non_person(tmp_path: Path, weights: Path) -> None:
     white = tmp_path / "white.png"
     Image.new("RGB", (64, 128), "white").save(white)
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path))
-    _, verdict, _, _ = handlers.compare(str(white), str(ROOT / "examples/people/person-B_c1.png"))
+    _, verdict, _, _ = handlers.compare.compare(str(white), str(ROOT / "examples/people/person-B_c1.png"))
     assert "Warning: Person A does not look like a person crop (nearly uniform" in verdict
-    _, verdict, _, _ = handlers.compare(str(ROOT / "examples/people/person-A_c1.png"),
+    _, verdict, _, _ = handlers.compare.compare(str(ROOT / "examples/people/person-A_c1.png"),
                                         str(ROOT / "examples/people/person-B_c1.png"))
     assert "Warning" not in verdict
 
@@ -387,7 +387,7 @@ def test_browser_sessions_do_not_see_each_other(tmp_path: Path, weights: Path) -
         bob.predict("", api_name="/clear_gallery")  # Bob's Clear empties Bob's gallery only
         _, table, _ = alice.predict(handle_file(people[0]), 10, api_name="/search")
         assert len(table["data"]) == 4
-    assert sorted(p.suffix for p in (tmp_path / "store").iterdir()) == [".sqlite", ".sqlite"]
+    assert sorted(p.suffix for p in (tmp_path / "store").iterdir() if p.is_file()) == [".sqlite", ".sqlite"]  # videos/: the Videos tab's
 
 
 def test_shared_gallery_needs_the_operator_to_clear(tmp_path: Path, weights: Path,
@@ -431,4 +431,4 @@ def test_shared_gallery_needs_the_operator_to_clear(tmp_path: Path, weights: Pat
     monkeypatch.delenv("REID_OPERATOR_TOKEN")
     off = app.ReIDApp(app.Settings.resolve(str(weights), str(tmp_path / "store"), str(tmp_path)))
     with pytest.raises(app.gr.Error, match="Clearing the shared gallery is off"):
-        off.clear_gallery("s3cret")
+        off.search.clear_gallery("s3cret")

@@ -114,16 +114,16 @@ def test_app_search_rerank(tmp_path: Path, tiny_weights: Path, people_folder: Pa
 
     handlers = app.ReIDApp(app.Settings(tiny_weights, tmp_path / "store", tmp_path))
     images = sorted(people_folder.rglob("*.png"))
-    assert handlers.add_to_gallery([str(p) for p in images]).startswith("Added 12 images")
+    assert handlers.search.add_to_gallery([str(p) for p in images]).startswith("Added 12 images")
     query = images[0]
-    plain = handlers.search(str(query), 5)
-    reranked = handlers.search(str(query), 5, True)
+    plain = handlers.search.search(str(query), 5)
+    reranked = handlers.search.search(str(query), 5, True)
     assert "Re-ranked" in reranked[2] and "Re-ranked" not in plain[2]
     assert reranked[1].iloc[0]["name"] == query.name  # itself still first
     index = GalleryIndex()
-    gallery = handlers.own_gallery()
+    gallery = handlers.search.own_gallery()
     index.add(gallery.embeddings(), [r["name"] for r in gallery.entries()])
-    scores, meta = index.search(handlers.reid.embed(str(query)), 12, rerank=True)
+    scores, meta = index.search(handlers.host.reid.embed(str(query)), 12, rerank=True)
     assert reranked[1]["name"].tolist() == [m["id"] for m in meta[0][:5]]
     assert json.dumps(reranked[1]["cosine"].tolist()) == json.dumps([round(float(s), 4) for s in scores[0][:5]])
 
