@@ -24,9 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid_core.search.synthetic import clustered  # noqa: E402
-
 from reid_core.adapt import AdaptConfig, cluster  # noqa: E402
+from reid_core.search.synthetic import clustered  # noqa: E402
 
 
 def peak_rss_gb() -> float:

@@ -387,7 +387,7 @@ def test_browser_sessions_do_not_see_each_other(tmp_path: Path, weights: Path) -
         bob.predict("", api_name="/clear_gallery")  # Bob's Clear empties Bob's gallery only
         _, table, _ = alice.predict(handle_file(people[0]), 10, api_name="/search")
         assert len(table["data"]) == 4
-    assert sorted(p.suffix for p in (tmp_path / "store").iterdir() if p.is_file()) == [".sqlite", ".sqlite"]  # videos/: the Videos tab's
+    assert sorted(p.suffix for p in (tmp_path / "store").iterdir() if p.is_file()) == [".sqlite", ".sqlite"]
 
 
 def test_shared_gallery_needs_the_operator_to_clear(tmp_path: Path, weights: Path,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from reid_core.search.synthetic import clustered
 
 from reid_core.evaluation.metrics import jaccard_distance
 from reid_core.evaluation.neighbours import jaccard_graph, mutual_share, nearest
+from reid_core.search.synthetic import clustered
 
 
 def noisy_people(n_ids: int = 60, views: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
