@@ -101,11 +101,12 @@ class Footage:
     """Videos -> tracklets in a gallery file -> search and people. One instance per gallery file."""
 
     def __init__(self, reid: Any, gallery: TrackletGallery | str | Path, detector: Detector | str | None = None,
-                 cfg: FootageConfig | None = None, limits: VideoLimits | None = None, **gallery_kw: Any):
+                 cfg: FootageConfig | None = None, video_limits: VideoLimits | None = None, **gallery_kw: Any):
         """`reid`: a ReID (its embed and embedding_id); `gallery`: an open TrackletGallery or its file;
         `detector`: a Detector, an ONNX file, or None for the offline default (video.detector.load_detector);
-        `gallery_kw`: Gallery's (limits, ...)."""
-        self.reid, self.cfg, self.limits = reid, cfg or FootageConfig(), limits
+        `video_limits`: what each video may cost (VideoLimits); `gallery_kw`: Gallery's (limits: what
+        the gallery may hold, ...)."""
+        self.reid, self.cfg, self.limits = reid, cfg or FootageConfig(), video_limits
         self._detector = detector
         self.gallery = gallery if isinstance(gallery, TrackletGallery) else \
             TrackletGallery(gallery, reid.embed, reid.embedding_id, **gallery_kw)
