@@ -147,9 +147,6 @@ class Footage:
         """Where and when the person in `crop` appears: the k most alike tracklets."""
         return self.gallery.search_tracklets(self.gallery.embed([crop])[0], k, pictures)
 
-    def search_embedding(self, embedding: np.ndarray, k: int = 10, pictures: int = 0) -> list[TrackletMatch]:
-        return self.gallery.search_tracklets(embedding, k, pictures)
-
     def people(self, threshold: float | None = None) -> list[Person]:
         """Every tracklet grouped into people across cameras (stored in the gallery for annotation)."""
         return self.gallery.people(self.cfg.people_threshold if threshold is None else threshold)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from .tracker import box_iou
+
 CROP_SIZE = (128, 256)  # (w, h): crops are stored at most this big (the model's input); thumbnails are these
 MAX_CANDIDATES = 48  # per track; past it the track's sampling interval doubles and every other candidate goes
 
@@ -58,17 +60,6 @@ class Tracklet:
         return self.crops[int(np.argmax(self.weights))]
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of a (N, 4+) with every box of b (M, 4+), x1 y1 x2 y2."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def sharpness(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low for a blurred (moving, out of focus) crop."""
     g = gray.astype(np.float32)
@@ -97,7 +88,7 @@ def crop_quality(rgb: np.ndarray, box: np.ndarray, others: np.ndarray) -> tuple[
     size = min(1.0, (y2 - y1) / 128)
     sharp = sharpness(np.asarray(img.convert("L")))
     sharp = sharp / (sharp + 50.0)
-    covered = float(iou_matrix(box[None, :4], others[:, :4]).max()) if len(others) else 0.0
+    covered = float(box_iou(box[None, :4], others[:, :4]).max()) if len(others) else 0.0
     return whole * size * sharp * (1.0 - covered) ** 2, img
 
 
