@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..data.images import ImageLike
 from ..search.ingest import Turn
 from .config import FootageConfig
