@@ -10,6 +10,7 @@ the library modules themselves parse nothing. Bad input ends in one line on stde
     python -m reid_core convert --backbone tf_efficientnet_lite0 --out init/lite0.safetensors
     python -m reid_core uploads FILES_OR_ZIPS...                 # what the app's gallery would take, and why not
     python -m reid_core plots runs/exp/log.csv [--html curves.html]
+    python -m reid_core video index|search|people --gallery G.sqlite ...   # footage: cameras -> people
 
 Every verb that loads weights takes --weights (else $REID_WEIGHTS, else weights/model.safetensors); every verb
 that embeds takes --engine (else $REID_ENGINE, else auto: the rule of engines.py, the one the app uses) and
