@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,13 @@ class Settings:
                 allow_pickle: bool = False, shared_gallery: bool = False, **bounds: int | None) -> Settings:
         """Command line first, then environment, then the defaults a Hugging Face Space uses. The operator
         token comes from $REID_OPERATOR_TOKEN only (a command line shows in `ps`). On a Space ($SPACE_ID) the
-        app sits behind Hugging Face's proxy."""
+        app sits behind Hugging Face's proxy, and background self-training is off unless asked for."""
         env = os.environ
         shared = shared_gallery or env.get("REID_SHARED_GALLERY", "").lower() in ("1", "true", "yes")
         limits = Limits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(Limits)})
         server = ServerLimits.from_env(env, **{f.name: bounds.get(f.name) for f in fields(ServerLimits)})
+        if env.get("SPACE_ID") and "REID_SELF_TRAIN_JOBS" not in env and bounds.get("self_train_jobs") is None:
+            server = replace(server, self_train_jobs=0)  # off on a public Space unless its operator turns it on
         return cls(resolve_weights(weights or env.get("REID_WEIGHTS")),
                    Path(data_dir or env.get("REID_DATA_DIR") or ROOT / "gallery_store"),
                    Path(runs_dir or env.get("REID_RUNS_DIR") or ROOT / "runs"),

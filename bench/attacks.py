@@ -102,6 +102,63 @@ def hostile_add(url: str, work: Path, compares: int) -> dict:
             "hostile_add_said": said[0].split("\n")[0][:160], "bomb_zip_mb": round(bomb.stat().st_size / 2**20, 1)}
 
 
+def crops_zip(path: Path, n: int) -> Path:
+    """n different crops (the example people, shifted, scaled and tinted at random) in one zip."""
+    rng = np.random.default_rng(0)
+    people = [Image.open(p).convert("RGB") for p in EXAMPLES]
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(n):
+            img = people[i % len(people)]
+            w, h = img.size
+            dx, dy = rng.integers(0, w // 8), rng.integers(0, h // 8)
+            crop = img.crop((dx, dy, w - w // 8 + dx, h - h // 8 + dy)).resize((64, 128))
+            arr = np.clip(np.asarray(crop, np.float32) * rng.uniform(0.8, 1.2, 3), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, "PNG")
+            z.writestr(f"{i // len(people):04d}_c{i % 6 + 1}s1_{i:06d}_00.png", buf.getvalue())
+    return path
+
+
+def timed_during(victim: Client, work: threading.Thread) -> list[float]:
+    """The victim's Compare times while `work` runs (at least one)."""
+    work.start()
+    attacked: list[float] = []
+    while work.is_alive() or not attacked:
+        attacked += compare_times(victim, 1)
+    work.join()
+    return attacked
+
+
+def adapting(url: str, work: Path, compares: int, crops: int, train_seconds: float) -> dict:
+    """Another visitor's Compare, idle and while one visitor adapts a gallery of `crops` crops, undoes it, and
+    self-trains it in the background (timed for `train_seconds`, then cancelled): each re-embeds or trains a
+    unit per turn of the fair lane (issue #29)."""
+    victim, hostile = client(url, "198.51.100.1"), client(url, "203.0.113.2")
+    compare_times(victim, 3)  # warm
+    idle = compare_times(victim, compares)
+    fig = {"compare_idle_p50_s": round(statistics.median(idle), 3), "compare_idle_p95_s": round(p95(idle), 3)}
+    t0 = time.perf_counter()
+    hostile.predict([handle_file(crops_zip(work / "crops.zip", crops))], api_name="/add_to_gallery")
+    fig["gallery_crops"], fig["gallery_add_s"] = crops, round(time.perf_counter() - t0, 1)
+    for name, api in (("adapt", "/adapt_gallery"), ("undo", "/undo_adapt")):
+        t0 = time.perf_counter()
+        during = timed_during(victim, threading.Thread(target=lambda api=api: hostile.predict(api_name=api)))
+        fig |= {f"{name}_s": round(time.perf_counter() - t0, 1), f"compares_during_{name}": len(during),
+                f"compare_during_{name}_p50_s": round(statistics.median(during), 3),
+                f"compare_during_{name}_p95_s": round(p95(during), 3),
+                f"{name}_p95_ratio": round(p95(during) / p95(idle), 2)}
+    fig["self_train_started"] = hostile.predict(api_name="/self_train")[:120]
+    training = threading.Thread(target=time.sleep, args=(train_seconds,))
+    during = timed_during(victim, training)
+    fig |= {"self_train_status": hostile.predict(api_name="/self_train_status")[:200],
+            "compares_during_self_train": len(during),
+            "compare_during_self_train_p50_s": round(statistics.median(during), 3),
+            "compare_during_self_train_p95_s": round(p95(during), 3),
+            "self_train_p95_ratio": round(p95(during) / p95(idle), 2),
+            "self_train_cancel": hostile.predict(api_name="/cancel_self_train")[:120]}
+    return fig
+
+
 def flood(url: str, pid: int, sessions: int) -> dict:
     """One address opens `sessions` fresh sessions, each adding an image; then a newcomer adds and searches."""
     attacker = client(url, "203.0.113.9")
@@ -150,14 +207,18 @@ def main() -> None:
                     help="rows of the huge log.csv drawn (7,000,000 is over the 200 MB upload limit: refused at once)")
     ap.add_argument("--draws", type=int, default=10, help="huge-log draws")
     ap.add_argument("--compares", type=int, default=20, help="Compare calls timed idle and under attack")
+    ap.add_argument("--crops", type=int, default=2000, help="the adapting visitor's gallery (adapt phase)")
+    ap.add_argument("--train-seconds", type=float, default=90, help="self-training timed before its cancel (adapt)")
     ap.add_argument("--phases", default="add,flood,log,fuzz",
-                    help="which attacks, comma-separated: add (Compare during a hostile add), flood, log, fuzz")
+                    help="which attacks, comma-separated: add (Compare during a hostile add), flood, log, fuzz, adapt "
+                         "(Compare while another visitor adapts, undoes and self-trains a gallery)")
     ap.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = ap.parse_args()
     phases = set(args.phases.split(","))
     work = Path(tempfile.mkdtemp(prefix="reid-attacks-"))
     proc, url, started = start_app(["--data-dir", str(work / "store"), "--runs-dir", str(work / "runs")],
-                                   env={"SPACE_ID": "bench/attacks", "GRADIO_TEMP_DIR": str(work / "gradio")})
+                                   env={"SPACE_ID": "bench/attacks", "GRADIO_TEMP_DIR": str(work / "gradio"),
+                                        "REID_SELF_TRAIN_JOBS": "1"})
     fig: dict = {"start_s": round(started, 1), "rss_start_mb": round(rss_mb(proc.pid))}
     try:
         if "add" in phases:
@@ -166,6 +227,8 @@ def main() -> None:
             fig |= flood(url, proc.pid, args.sessions)
         if "log" in phases:
             fig |= huge_draws(url, proc.pid, work, args.log_rows, args.draws)
+        if "adapt" in phases:
+            fig |= adapting(url, work, args.compares, args.crops, args.train_seconds)
         if "fuzz" in phases:
             fig["fuzz_search_k"] = fuzz(url)
     finally:

@@ -5,11 +5,12 @@ The public API, what the app, train.py and notebooks stand on:
 - galleries: `Gallery` (one SQLite file), `AddReport`, `Match`, `GalleryError`, `ranking_ap`, `RERANK_POOL`, `MAX_K`;
 - inputs: `read_image` / `load_image`, `ImageError`, `Limits`, `person_warning`, `parse_identity`; a server's
   shares: `ServerLimits`;
-- pictures: `parts_picture`, `framed`; files: `atomic_write` (temp file, then rename);
+- pictures: `parts_picture`, `framed`; files: `atomic_write` (temp file, then rename); a long job's progress
+  reported (and stopped) elsewhere than stderr: `listening`;
 - data and models: `load_dataset`, `Record`, `ReIDData`, `create_model` / `load_model` / `save_model`,
   `ModelConfig`, `SiameseReID`, `WeightsError`, `DatasetError`;
-- adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.bn_adapted`), `AdaptationRecord`
-  (what an adapted model's file says of it, typed);
+- adaptation to new cameras: `AdaptConfig`, `AdaptReport` (`ReID.adapted`, `ReID.self_trained`,
+  `ReID.bn_adapted`), `AdaptationRecord` (what an adapted model's file says of it, typed);
 - training and evaluation: `Trainer`, `TrainConfig` (imported on first use), `market_rank`, `verification`;
 - footage (imported on first use, reid_core.video): `Footage`, `FootageConfig`, `IndexReport`, `TrackletGallery`,
   `TrackletMatch`, `Person`, `Detector`, `load_detector`, `VideoError`, `VideoLimits`, `probe_video`.
@@ -22,6 +23,7 @@ from .adapt import THRESHOLDS_INHERITED, AdaptConfig, AdaptReport
 from .adaptation_record import AdaptationRecord
 from .api import Comparison, ReID
 from .base.files import atomic_write
+from .base.progress import listening
 from .data.datasets import DatasetError, Record, ReIDData, load_dataset, parse_identity
 from .data.images import ImageError, load_image
 from .data.limits import Limits, ServerLimits
@@ -46,7 +48,7 @@ __all__ = ["MAX_K", "RERANK_POOL", "THRESHOLDS_INHERITED", "WEIGHTS_HELP", "Adap
            "GalleryError", "ImageError", "Limits", "Match", "ModelConfig", "Record", "ReID", "ReIDData",
            "ServerLimits", "SiameseReID", "TrainConfig", "Trainer", "WeightsError", "atomic_write",
            "create_model", "framed",
-           "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
+           "listening", "load_dataset", "load_image", "load_model", "market_rank", "parse_identity", "person_warning",
            "parts_picture", "ranking_ap", "read_image", "resolve_weights", "save_model", "setting_flags",
            "verification",
            "Footage", "FootageConfig", "IndexReport", "TrackletGallery", "TrackletMatch", "Person", "Detector",

@@ -42,6 +42,7 @@ from .data.samplers import PKSampler
 from .embed import list_images
 from .evaluation.neighbours import jaccard_graph, mutual_share
 from .model.network import SiameseReID
+from .train.mean_teacher import MeanTeacher
 from .train.proxies import CameraProxies
 
 METHODS = ("bn", "self-train")
@@ -84,6 +85,9 @@ class AdaptConfig:
     camera_proxies: float = setting(0.0, "self-train, when the crops' cameras are known: weight of the camera-aware "
                                     "proxy terms (intra- and inter-camera contrastive, as CAP / ICE; 0: off)",
                                     "self-train")
+    teacher_momentum: float = setting(0.0, "self-train: a mean teacher (MMT): the clusters and the kept model come "
+                                      "from a moving average of the trained weights, which keeps this share of "
+                                      "itself at each step (0: off; 0.99: about 70 steps' memory)", "self-train")
     min_samples: int = setting(4, "self-train: DBSCAN neighbours that make a core crop", "self-train")
     k1: int = setting(30, "self-train: k-reciprocal neighbours of the Jaccard distance", "self-train")
     k2: int = setting(6, "self-train: neighbours averaged in the Jaccard distance (query expansion)", "self-train")
@@ -111,6 +115,8 @@ class AdaptConfig:
         for name, v in positive.items():
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, not {v}")
+        if not 0 <= self.teacher_momentum < 1:
+            raise ValueError(f"teacher_momentum must be in [0, 1), not {self.teacher_momentum}")
         for name in ("momentum", "erasing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
@@ -197,6 +203,15 @@ def target_records(folder: str | Path, layout: str = "auto") -> list[Record]:
     folders = [camera_folder(p.relative_to(folder)) for p in paths]
     ids = {name: i for i, name in enumerate(sorted({f for f in folders if f is not None}))}
     return [Record(str(p), -1, ids[f] if f is not None else -1) for p, f in zip(paths, folders, strict=True)]
+
+
+def image_records(images: Sequence[Any], cameras: Sequence[int] | None = None) -> list[Record]:
+    """Crops already in memory (any ImageLike: the app's gallery pictures) as unlabeled target records:
+    read_pixels reads a record's `path` with load_image, which takes an image as well as a file."""
+    cams = [-1] * len(images) if cameras is None else [int(c) for c in cameras]
+    if len(cams) != len(images):
+        raise ValueError(f"{len(images)} crops but {len(cams)} cameras")
+    return [Record(img, -1, cam) for img, cam in zip(images, cams, strict=True)]
 
 
 def camera_folder(relative: Path) -> str | None:
@@ -494,9 +509,9 @@ def fill_cache(split: Split, records: Sequence[Record], cfg: AdaptConfig, progre
 
 def train_round(split: Split, cache: torch.Tensor, labels: np.ndarray, emb: np.ndarray, opt: torch.optim.Optimizer,
                 cfg: AdaptConfig, r: int, gen: torch.Generator, progress: bool, cams: np.ndarray | None = None,
-                ) -> float:
+                teacher: MeanTeacher | None = None) -> float:
     """One round's epochs on the clusters `labels` (-1: left out), with camera-aware proxies when `cams` are
-    known and cfg.camera_proxies > 0; the mean loss."""
+    known and cfg.camera_proxies > 0, the `teacher` following each step; the mean loss."""
     model = split.model
     device = model.pixel_mean.device
     keep = np.flatnonzero(labels >= 0)
@@ -524,6 +539,8 @@ def train_round(split: Split, cache: torch.Tensor, labels: np.ndarray, emb: np.n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if teacher is not None:
+                teacher.update(model)
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(epoch=e + 1, loss=f"{losses[-1]:.3f}", refresh=False)
@@ -557,6 +574,9 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=5e-4)
+    torch.set_flush_denormal(True)  # tiny values from training are slow on a CPU: they read as 0
+    teacher = MeanTeacher(model, cfg.teacher_momentum) if cfg.teacher_momentum > 0 else None
+    view = split if teacher is None else Split(teacher.model, cfg.train_stages)  # what clusters and is kept
     gen = torch.Generator().manual_seed(cfg.seed)
     rounds: list[Round] = []
     started = time.time()
@@ -573,15 +593,15 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             if why := clustering_support(labels, cams, cfg):
                 stopped = f"round {r + 1}'s clusters cannot teach: {why}"
                 break
-            loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress, cams)
-            emb = embed_maps(split, cache, desc=f"round {r + 1}/{cfg.rounds} embedding", progress=progress)
+            loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress, cams, teacher)
+            emb = embed_maps(view, cache, desc=f"round {r + 1}/{cfg.rounds} embedding", progress=progress)
             agreement = rung_signal(emb, cams)
             rounds.append(Round(r + 1, int(labels.max()) + 1, int((labels >= 0).sum()), loss, time.time() - t0,
                                 agreement))
             if agreement > best_agreement or cfg.keep == "last":
-                best, best_agreement = (f"round {r + 1}", copy.deepcopy(model.state_dict())), agreement
+                best, best_agreement = (f"round {r + 1}", copy.deepcopy(view.model.state_dict())), agreement
             if on_round is not None:
-                on_round(rounds[-1], model)
+                on_round(rounds[-1], view.model)
             if progress:
                 print(f"{round_done(rounds, cfg.rounds, started)} (of {n:,} crops; agreement {agreement:.3f})",
                       file=sys.stderr)

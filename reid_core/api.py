@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, target_records
+from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, image_records, target_records
 from .data.images import ImageLike, eval_pixels, load_image
 from .data.limits import Limits
 from .embed import Embedder, Flipped
@@ -162,6 +162,15 @@ class ReID:
         one's (default this one's; "fp32" when it will only be saved, so nothing is exported or timed)."""
         cfg = cfg or AdaptConfig()
         model, report = adapt_model(self.model, target_records(target), cfg, progress, on_round)
+        return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
+
+    def self_trained(self, images: Sequence[ImageLike], cameras: Sequence[int] | None = None,
+                     cfg: AdaptConfig | None = None, engine: str | None = None) -> tuple[ReID, AdaptReport]:
+        """A new ReID self-trained on `images` (unlabeled crops of the cameras it will serve; `cameras`: each
+        one's camera, -1 unknown), as `adapted` does a folder: the app's background "Self-train on this gallery".
+        A server follows it, and stops it between two units of work, with reid_core.listening."""
+        cfg = cfg or AdaptConfig()
+        model, report = adapt_model(self.model, image_records(images, cameras), cfg, progress=True)
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
 
     def bn_adapted(self, images: Sequence[ImageLike], layers: str = "all", engine: str | None = None,

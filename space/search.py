@@ -1,6 +1,7 @@
 """The Search tab: each visitor's private gallery (or one shared), filled from crops or a .zip, searched with a
 query crop (marked right/wrong and scored by AP when names carry ids), and adapted to the visitor's cameras.
-Endpoints /search, /add_to_gallery, /clear_gallery, /adapt_gallery, /undo_adapt."""
+Endpoints /search, /add_to_gallery, /clear_gallery, /adapt_gallery, /undo_adapt, /self_train, /self_train_status,
+/cancel_self_train (the background job itself: self_train.py)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .compare import image_input
 from .host import EXAMPLES_DIR, Host
 from .params import ParamError, text
 from .requests import RAW, client_of, plain, session_key, upload, uploads, user_error
+from .self_train import MIN_SELF_TRAIN_IMAGES, SelfTraining
 
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
@@ -74,6 +76,7 @@ class Search:
     def __init__(self, host: Host):
         self.host, self.settings, self.sessions = host, host.settings, host.sessions
         self.require_model, self.work, self.picture_file = host.require_model, host.work, host.picture_file
+        self.training = SelfTraining(host)
 
     @contextmanager
     def gallery(self, request: gr.Request | None, create: bool = False) -> Iterator[Gallery | None]:
@@ -202,6 +205,53 @@ class Search:
         return ("Search uses the shared model again, your gallery re-embedded with it. "
                 + self.gallery_summary(request, opened=False), *no_results())
 
+    def self_train(self, request: gr.Request | None = None) -> str:
+        """Start self-training this session's gallery in the background; returns its status at once."""
+        reid = self.require_model()
+        if self.settings.shared_gallery:
+            raise user_error("Self-training would change the shared gallery for everyone; the operator can adapt "
+                             "the model instead (python -m reid_core adapt).")
+        session, client = session_key(request), client_of(request, self.settings.behind_proxy)
+        with self.gallery(request) as gallery:
+            if gallery is None:
+                raise user_error(f"Add at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras first.")
+            try:
+                job = self.training.start(session, client, gallery, reid, self.sessions.adapt_refusal(session))
+            except GalleryError as e:
+                raise user_error(str(e)) from e
+        return job.describe()
+
+    def self_train_status(self, request: gr.Request | None = None) -> str:
+        """Where this session's self-training is, or how it ended ('' when it never ran)."""
+        job = self.training.job(session_key(request))
+        return "" if job is None else job.describe()
+
+    def cancel_self_train(self, request: gr.Request | None = None) -> str:
+        job = self.training.cancel(session_key(request))
+        return "No self-training is running." if job is None or job.state != "running" else job.describe()
+
+    def self_train_view(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The Self-train button: (its note, the job's status, the timer that follows it). A refusal is said in
+        the note, as Adapt's are."""
+        try:
+            return "", self.self_train(request), gr.Timer(active=True)
+        except gr.Error as e:
+            return f"⚠️ {e.message}", gr.skip(), gr.skip()
+
+    def self_train_tick(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The timer, every few seconds while a job runs: its status; at its end, once, the gallery's status and
+        emptied results (they were scored by the model it replaced), and the timer stops."""
+        job = self.training.job(session_key(request))
+        if job is None:
+            return "", gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
+        if job.state == "running":
+            return job.describe(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        first, job.shown = not job.shown, True
+        if not first:
+            return job.describe(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
+        cleared = no_results() if job.state == "done" else (gr.skip(),) * 3
+        return job.describe(), self.gallery_summary(request, opened=False), gr.Timer(active=False), *cleared
+
     def adapt_view(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
                    ) -> tuple[Any, ...]:
         """The Adapt button: (its note, status, *Search's outputs). A refusal (too few crops, the server full) is
@@ -291,6 +341,16 @@ def build_search_tab(search: Search, examples: dict[str, str], demo: gr.Blocks) 
                             f"least {MIN_ADAPT_IMAGES} in your gallery.", elem_id="adapt-help",
                             visible=not settings.shared_gallery)
                 adapt_note = gr.Markdown(elem_id="adapt-note", elem_classes="input-note")
+                can_train = settings.server.self_train_jobs > 0 and not settings.shared_gallery
+                with gr.Row(visible=can_train):
+                    train_btn = gr.Button("Self-train on this gallery", elem_id="self-train-btn", size="sm")
+                    cancel_btn = gr.Button("Cancel self-training", elem_id="cancel-self-train-btn", size="sm")
+                gr.Markdown(f"*Self-train* learns from your own crops in the background (minutes; needs at least "
+                            f"{MIN_SELF_TRAIN_IMAGES}); Search keeps working meanwhile.", elem_id="self-train-help",
+                            visible=can_train)
+                train_note = gr.Markdown(elem_id="self-train-note", elem_classes="input-note")
+                train_status = gr.Markdown(elem_id="self-train-status")
+                train_timer = gr.Timer(2.0, active=False)
                 query = image_input("Query", "query", 260)
                 query_note = gr.Markdown(elem_id="query-note", elem_classes="input-note")
                 k = gr.Slider(1, MAX_K, value=10, step=1, label="Top k")
@@ -326,6 +386,12 @@ def build_search_tab(search: Search, examples: dict[str, str], demo: gr.Blocks) 
                                        api_name="adapt_gallery", **model)
         undo_btn.click(search.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model
                        ).success(lambda: "", None, adapt_note, api_visibility="private")
+        train_btn.click(search.self_train_view, None, [train_note, train_status, train_timer], api_visibility="private")
+        train_timer.tick(search.self_train_tick, None, [train_status, gallery_status, train_timer, *search_out],
+                         api_visibility="private", show_progress="hidden")
+        cancel_btn.click(search.cancel_self_train, None, train_status, api_name="cancel_self_train")
+        gr.Button(visible=False).click(search.self_train, None, train_status, api_name="self_train")
+        gr.Button(visible=False).click(search.self_train_status, None, train_status, api_name="self_train_status")
         query.change(search.search_input, query, [query, query_note, *search_out], api_visibility="private",
                      show_progress="hidden", **model, **RAW)
         demo.load(search.gallery_summary, None, gallery_status, api_visibility="private")

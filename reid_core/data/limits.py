@@ -18,6 +18,9 @@ MIB = 2**20
 T = TypeVar("T")
 
 
+OFF_AT_ZERO = ("self_train_jobs",)  # bounds whose 0 turns a feature off; every other bound is at least 1
+
+
 def _from_env(cls: type[T], env: Mapping[str, str], overrides: Mapping[str, int | None]) -> T:
     """Defaults, then REID_<FIELD> variables, then non-None keyword overrides (the command line); every
     bound a whole number of at least 1."""
@@ -31,9 +34,9 @@ def _from_env(cls: type[T], env: Mapping[str, str], overrides: Mapping[str, int 
                 raise ValueError(f"REID_{f.name.upper()}={raw!r}: expected a whole number") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     out = replace(cls(), **values)
-    bad = [f.name for f in fields(cls) if getattr(out, f.name) < 1]  # type: ignore[arg-type]
+    bad = [f.name for f in fields(cls) if getattr(out, f.name) < (f.name not in OFF_AT_ZERO)]  # type: ignore[arg-type]
     if bad:
-        raise ValueError(f"limit {bad[0]} must be at least 1")
+        raise ValueError(f"limit {bad[0]} must be at least {int(bad[0] not in OFF_AT_ZERO)}")
     return out
 
 
@@ -77,6 +80,9 @@ class ServerLimits:
     adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
     memory_mb: int = 1024  # in-memory search indexes and adapted models, all sessions together
     disk_mb: int = 4096  # gallery files, all sessions together
+    self_train_jobs: int = 1  # galleries self-training in the background at once (one a client); 0: off, as on a
+    # public Space unless its operator sets REID_SELF_TRAIN_JOBS (minutes of CPU each)
+    self_train_images: int = 2000  # gallery crops a self-training job reads (its memory: ~60 KB each)
     video_sessions: int = 50  # the Videos tab's private galleries (tracklets), a budget of their own beside Search's
     video_client_sessions: int = 2  # the same for one client (address)
     video_memory_mb: int = 256  # the Videos tab's in-memory indexes, all sessions together

@@ -1,0 +1,198 @@
+"""Self-training a visitor's gallery in the background (Search's *Self-train*; issue #29's fifth point).
+
+"Adapt to this gallery" re-estimates BatchNorm statistics in seconds; self-training (reid_core.adapt's
+cluster-then-train rounds) takes minutes of CPU, so it runs in a thread of its own while the visitor goes on
+searching with the model they have, and its result becomes their private model as Adapt's does. What bounds it:
+- jobs: `self_train_jobs` at once in all (0: off, a public Space's default), one per client (address);
+- memory: at most `self_train_images` of the gallery's crops, read before the thread starts; the model it makes
+  takes an adapted-model place (`max_adapted` / `client_adapted`, checked before any work and when taken);
+- CPU: every unit of its work (a batch of trunk maps, a training step, an embedding batch) takes a turn in the
+  fair lane like an add's batch, so another visitor waits one unit, never the whole job.
+Progress comes from the library's bars (reid_core.listening); Cancel stops the job at its next unit and
+changes nothing. A job's status is kept until the session starts another (at most `max_sessions` kept).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from reid_core import AdaptConfig, Gallery, GalleryError, ImageError, ReID, listening
+
+from .fair import FairLane
+from .host import Host
+
+log = logging.getLogger(__name__)
+MIN_SELF_TRAIN_IMAGES = 100  # fewer crops cannot give DBSCAN clusters of a batch's 16 people x 4 crops
+OFF = ("Self-training is off on this server: it takes minutes of CPU per gallery (the operator turns it on with "
+       "REID_SELF_TRAIN_JOBS). *Adapt to this gallery* takes seconds.")
+
+
+class Cancelled(Exception):
+    """Raised into the job at its next unit of work after the visitor's Cancel."""
+
+
+@dataclass
+class Job:
+    session: str  # the request's session key, for Sessions.reopen
+    client: str
+    crops: int
+    started: float = field(default_factory=time.monotonic)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: str = "running"  # running, done, cancelled, failed
+    stage: str = "waiting for its first turn"
+    done: int = 0
+    total: int | None = None
+    message: str = ""
+    shown: bool = False  # its end has been shown to the visitor (the gallery's status refreshed once)
+    thread: threading.Thread | None = None
+
+    def describe(self) -> str:
+        """One paragraph for the page: where the job is, or how it ended."""
+        minutes = (time.monotonic() - self.started) / 60
+        if self.state != "running":
+            return self.message
+        if self.cancel.is_set():
+            return "Cancelling self-training: it stops at its next unit of work."
+        where = f"{self.stage} {self.done}/{self.total}" if self.total else self.stage
+        return (f"Self-training on {self.crops:,} of your crops: **{where}** ({minutes:.1f} min so far). Search "
+                "keeps using the model it had until this ends.")
+
+
+class TurnTaker:
+    """Holds one turn of the fair lane while the job computes and hands it back at each progress report, between
+    two units of work, so waiting visitors go first; a cancelled job is stopped there."""
+
+    def __init__(self, lane: FairLane, job: Job):
+        self.lane, self.job = lane, job
+        self._held: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> TurnTaker:
+        self._take()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release()
+
+    def report(self, desc: str, done: int, total: int | None) -> None:
+        self.job.stage, self.job.done, self.job.total = desc, done, total
+        self._release()
+        self._take()
+
+    def _take(self) -> None:
+        """Wait for a turn; a job cancelled meanwhile gives it straight back and stops."""
+        if self.job.cancel.is_set():
+            raise Cancelled
+        self._held = self.lane.turn(self.job.client)
+        self._held.__enter__()
+        if self.job.cancel.is_set():
+            self._release()
+            raise Cancelled
+
+    def _release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.__exit__(None, None, None)
+
+
+class SelfTraining:
+    """The server's background self-training jobs, one per session at most (see the module's docstring)."""
+
+    def __init__(self, host: Host, cfg: AdaptConfig | None = None):
+        self.host, self.limits = host, host.settings.server
+        self.cfg = cfg or AdaptConfig()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()  # session -> its last job, oldest first
+        self._lock = threading.RLock()  # start asks refusal again while holding it
+
+    def running(self, client: str | None = None) -> int:
+        with self._lock:
+            return sum(j.state == "running" and client in (None, j.client) for j in self._jobs.values())
+
+    def refusal(self, session: str, client: str) -> str:
+        """Why this session may not start a job now ('' when it may): asked before any work."""
+        if not self.limits.self_train_jobs:
+            return OFF
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.state == "running"]
+        if any(j.session == session for j in jobs):
+            return "Your gallery is self-training already: wait for it, or cancel it first."
+        if any(j.client == client for j in jobs):
+            return "Your network address has a gallery self-training already: one at a time."
+        if len(jobs) >= self.limits.self_train_jobs:
+            return (f"{len(jobs)} galler{'ies are' if len(jobs) > 1 else 'y is'} self-training, the most this server "
+                    "runs at once; try again later.")
+        return ""
+
+    def start(self, session: str, client: str, gallery: Gallery, reid: ReID, adapt_refusal: str) -> Job:
+        """Read the crops (a seeded sample of `self_train_images`) and start the job; GalleryError (one line)
+        for everything that refuses, before any model work."""
+        if why := self.refusal(session, client) or adapt_refusal:
+            raise GalleryError(why)
+        rows = gallery.entries()
+        if len(rows) < MIN_SELF_TRAIN_IMAGES:
+            raise GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras (the "
+                               f"gallery has {len(rows)}): it learns from groups of a person's crops.")
+        chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), self.limits.self_train_images)))
+        pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
+        cams = [-1 if rows[i]["camid"] is None else int(rows[i]["camid"]) for i in chosen]
+        job = Job(session, client, len(pictures))
+        with self._lock:
+            if why := self.refusal(session, client):  # two tabs of one visitor, at the same moment
+                raise GalleryError(why)
+            self._jobs.pop(session, None)
+            self._jobs[session] = job
+            while len(self._jobs) > self.limits.max_sessions:
+                old = next((k for k, j in self._jobs.items() if j.state != "running"), None)
+                if old is None:
+                    break
+                del self._jobs[old]
+        job.thread = threading.Thread(target=self._run, args=(job, reid, pictures, cams), daemon=True,
+                                      name="reid-self-train")
+        job.thread.start()
+        return job
+
+    def job(self, session: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(session)
+
+    def cancel(self, session: str) -> Job | None:
+        if (job := self.job(session)) is not None and job.state == "running":
+            job.cancel.set()
+        return job
+
+    def _run(self, job: Job, reid: ReID, pictures: list, cams: list[int]) -> None:
+        try:
+            with TurnTaker(self.host.lane, job) as taker, listening(taker.report):
+                cfg = copy.deepcopy(self.cfg)
+                adapted, report = reid.self_trained(pictures, cams, cfg, engine="fp32")
+            del pictures
+            if job.cancel.is_set():
+                raise Cancelled
+            job.stage, job.total = "re-embedding your gallery with it", None  # too near the end to cancel
+            size = sum(t.nbytes for t in adapted.model.state_dict().values())
+            turn: Callable[[], AbstractContextManager[Any]] = lambda: self.host.lane.turn(job.client)  # noqa: E731
+            self.host.sessions.reopen(job.session, lambda path: adapted.gallery(path, self.host.settings.limits,
+                                                                                 turn=turn), size)
+            rounds = len(report.rounds)
+            self._end(job, "done", f"Search uses a model self-trained on {job.crops:,} of your crops, private to you: "
+                      f"{rounds} round{'s' * (rounds != 1)} in {report.seconds / 60:.1f} min; kept {report.kept} "
+                      f"({report.reason}). Compare keeps the shared model; *Undo adaptation* goes back.")
+        except Cancelled:
+            self._end(job, "cancelled", "Self-training cancelled: nothing changed.")
+        except (GalleryError, ImageError, ValueError) as e:
+            self._end(job, "failed", f"Self-training stopped: {e}")
+        except Exception:
+            log.exception("self-training failed")
+            self._end(job, "failed", "Self-training failed (a fault of the server's; it is in the server's log). "
+                      "Nothing changed.")
+
+    def _end(self, job: Job, state: str, message: str) -> None:
+        job.message, job.state = message, state

@@ -1,0 +1,192 @@
+"""Search's background self-training (issue #29, point 5): it runs beside the visitor's searches with its progress
+on the page, every unit of its work taking a turn in the fair lane; Cancel stops it and changes nothing; the
+server bounds it (jobs in all, one a client, crops a job; off on a public Space unless asked for); its result is
+a private model like Adapt's. And the library's side: `reid_core.listening` reports (and stops) any long job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pytest
+from conftest import make_tiny_weights, person, write_people
+
+import app
+from reid_core import AdaptConfig, ReID, ServerLimits, listening
+from reid_core.base.progress import progress_bar
+from space.fair import FairLane
+from space.self_train import OFF, SelfTraining
+
+CFG = AdaptConfig(rounds=1, epochs=1, bn_images=64, p=4, k=2, min_samples=2)
+
+
+class CountingLane(FairLane):
+    """The fair lane, counting each client's turns and checking no unit runs inside another."""
+
+    def __init__(self) -> None:
+        super().__init__(slots=1)
+        self.turns: dict[str, int] = {}
+        self.holding = 0
+
+    @contextmanager
+    def turn(self, client: str) -> Iterator[None]:
+        with super().turn(client):
+            assert self.holding == 0
+            self.holding += 1
+            self.turns[client] = self.turns.get(client, 0) + 1
+            try:
+                yield
+            finally:
+                self.holding -= 1
+
+
+def request(session: str, address: str) -> Any:
+    return type("Request", (), {"session_hash": session, "headers": {"x-forwarded-for": address}, "client": None})()
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """120 synthetic crops: 30 people x 4 cameras."""
+    return sorted(map(str, write_people(tmp_path_factory.mktemp("crops"), pids=range(1, 31), cams=range(1, 5))))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_weights(tmp_path_factory.mktemp("w") / "m.safetensors", 16, backbone="test_resnet")
+
+
+def handlers(tmp_path: Path, weights: Path, **server: int) -> app.ReIDApp:
+    limits = ServerLimits(**{"self_train_jobs": 1, "self_train_images": 100, **server})
+    handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path, server=limits, behind_proxy=True))
+    handlers.host.lane = CountingLane()
+    handlers.search.training = SelfTraining(handlers.host, CFG)
+    return handlers
+
+
+def add(h: app.ReIDApp, crops: list[str], session: str, address: str) -> None:
+    h.search.add_to_gallery(crops, request(session, address), lambda *a, **k: None)
+
+
+def test_listening_reports_every_bar_and_stops_the_work() -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    with listening(lambda desc, done, total: seen.append((desc, done, total))):
+        for _ in progress_bar(range(3), desc="read", disable=True):  # reported even where not shown
+            pass
+        bar = progress_bar(total=4, desc="train")
+        bar.update(3)
+        bar.close()
+    assert seen == [("read", 1, 3), ("read", 2, 3), ("read", 3, 3), ("train", 3, 4)]
+    assert list(progress_bar(range(2), disable=True)) == [0, 1]  # outside the block: a plain bar again
+
+    def stop(desc: str, done: int, total: int | None) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    ran = []
+    with pytest.raises(KeyboardInterrupt), listening(stop):
+        for i in progress_bar(range(5)):
+            ran.append(i)
+    assert ran == [0, 1]
+
+
+def test_self_training_runs_beside_others_in_turns_and_becomes_the_private_model(
+        tmp_path: Path, weights: Path, crops: list[str]) -> None:
+    h = handlers(tmp_path, weights)
+    search, lane = h.search, h.host.lane
+    add(h, crops, "s1", "A")
+    add(h, crops[:10], "s2", "A")
+    add(h, crops[:10], "s3", "C")
+    turns = lane.turns["A"]  # the adds'
+    with lane.turn("B"):  # another visitor's unit of work: the job waits for it
+        status = search.self_train(request("s1", "A"))
+        assert status.startswith("Self-training on 100 of your crops: **waiting for its first turn**")
+        with pytest.raises(Exception, match="Your network address has a gallery self-training already"):
+            search.self_train(request("s2", "A"))
+        with pytest.raises(Exception, match="1 gallery is self-training, the most this server runs at once"):
+            search.self_train(request("s3", "C"))
+        with pytest.raises(Exception, match="wait for it, or cancel it first"):
+            search.self_train(request("s1", "A"))
+    job = search.training.job("remote:s1")
+    job.thread.join(timeout=600)
+    assert job.state == "done", job.message
+    assert job.message.startswith("Search uses a model self-trained on 100 of your crops, private to you: ")
+    assert "kept " in job.message
+    # every unit took a turn: the BatchNorm pass, 2 x 4 trunk-map batches of 32 ... and the gallery's re-embedding
+    assert lane.turns["A"] - turns > 10 and lane.holding == 0
+    with search.gallery(request("s1", "A")) as g:
+        assert g.weights_id != search.require_model().embedding_id and len(g) == 120
+    assert h.host.sessions.adapted("A") == 1
+    out = search.self_train_tick(request("s1", "A"))  # the page: the end once, with the gallery's new status
+    assert out[0] == job.message and "**120** images" in out[1] and out[3] == [] and out[5] == ""
+    again = search.self_train_tick(request("s1", "A"))  # and then the status alone
+    assert again[0] == job.message and again[1] == gr.skip() and again[3] == gr.skip()
+    assert search.self_train_status(request("s1", "A")) == job.message
+    results, _, _ = search.search(str(crops[0]), 5, False, request("s1", "A"))
+    assert len(results) == 5  # the private model searches
+
+
+def test_cancel_stops_the_job_and_changes_nothing(tmp_path: Path, weights: Path, crops: list[str]) -> None:
+    h = handlers(tmp_path, weights)
+    search, lane = h.search, h.host.lane
+    add(h, crops, "s1", "A")
+    before, turns = search.own_gallery(request("s1", "A")).weights_id, lane.turns["A"]  # the add's turns
+    with lane.turn("B"):
+        search.self_train(request("s1", "A"))
+        assert search.cancel_self_train(request("s1", "A")).startswith("Cancelling self-training")
+    job = search.training.job("remote:s1")
+    job.thread.join(timeout=600)
+    assert job.state == "cancelled" and job.message == "Self-training cancelled: nothing changed."
+    assert job.stage == "waiting for its first turn" and lane.turns["A"] <= turns + 1  # stopped before any unit
+    assert search.own_gallery(request("s1", "A")).weights_id == before and h.host.sessions.adapted() == 0
+    assert search.cancel_self_train(request("s1", "A")) == "No self-training is running."
+    search.self_train(request("s1", "A"))  # the place is free again
+    search.training.job("remote:s1").thread.join(timeout=600)
+
+
+def test_too_few_crops_and_a_full_adapted_place_refuse_before_any_work(tmp_path: Path, weights: Path,
+                                                                      crops: list[str]) -> None:
+    h = handlers(tmp_path, weights, max_adapted=1, client_adapted=1)
+    search = h.search
+    add(h, crops[:50], "s1", "A")
+    with pytest.raises(Exception, match="needs at least 100 crops from your cameras \\(the gallery has 50\\)"):
+        search.self_train(request("s1", "A"))
+    add(h, crops[50:], "s1", "A")
+    add(h, crops, "s2", "B")
+    search.adapt_gallery(request("s2", "B"), lambda *a, **k: None)  # takes the one adapted-model place
+    with pytest.raises(Exception, match="1 visitors hold adapted models"):
+        search.self_train(request("s1", "A"))
+    assert search.training.job("remote:s1") is None
+
+
+def test_off_on_a_space_unless_asked_for(tmp_path: Path, weights: Path, crops: list[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REID_WEIGHTS", str(weights))
+    assert app.Settings.resolve().server.self_train_jobs == 1  # a local run: one job
+    monkeypatch.setenv("SPACE_ID", "someone/reid")
+    assert app.Settings.resolve().server.self_train_jobs == 0
+    assert app.Settings.resolve(self_train_jobs=2).server.self_train_jobs == 2
+    monkeypatch.setenv("REID_SELF_TRAIN_JOBS", "1")
+    assert app.Settings.resolve().server.self_train_jobs == 1
+    h = handlers(tmp_path, weights, self_train_jobs=0)
+    add(h, crops, "s1", "A")
+    with pytest.raises(Exception, match="Self-training is off on this server"):
+        h.search.self_train(request("s1", "A"))
+    assert h.search.self_train_view(request("s1", "A"))[0] == f"⚠️ {OFF}"
+    demo = app.build_demo(app.Settings(weights, tmp_path / "store2", tmp_path, server=ServerLimits(self_train_jobs=0)))
+    helps = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "self-train-help"]
+    assert len(helps) == 1 and helps[0].visible is False
+
+def test_self_trained_reads_crops_in_memory_with_their_cameras(weights: Path) -> None:
+    reid = ReID.load(weights, engine="fp32", flip=False)
+    images = [person(pid, cam, 0) for pid in range(1, 31) for cam in range(4)]
+    seen: list[str] = []
+    with listening(lambda desc, done, total: seen.append(desc)):
+        adapted, report = reid.self_trained(images, [c for _ in range(1, 31) for c in range(4)], CFG)
+    assert report.images == 120 and report.cameras == 4 and report.kept
+    assert {"BatchNorm statistics", "trunk maps"} <= set(seen)
+    assert adapted.embedding_id != reid.embedding_id
+    with pytest.raises(ValueError, match="120 crops but 3 cameras"):
+        reid.self_trained(images, [0, 1, 2], CFG)
