@@ -365,3 +365,56 @@ def test_a_large_trunk_map_cache_is_a_memory_mapped_file(monkeypatch: pytest.Mon
     assert float(big[1, 7].float().mean()) == 0.5 and float(big[0, 7].float().abs().sum()) == 0.0
     with pytest.raises(ValueError, match="caches .* GiB of trunk maps"):
         adapt.check_cache_room(1 << 60)
+
+
+def test_mean_teacher_follows_its_student_by_its_momentum() -> None:
+    from reid_core.train.mean_teacher import MeanTeacher
+
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    teacher = MeanTeacher(student, 0.9)
+    start = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    with torch.no_grad():
+        student[0].weight.add_(1.0)
+    student.train()(torch.randn(8, 4))  # moves the BatchNorm statistics and its batch count
+    teacher.update(student)
+    got, now = teacher.model.state_dict(), student.state_dict()
+    for k in ("0.weight", "1.running_mean", "1.running_var"):
+        torch.testing.assert_close(got[k], 0.9 * start[k] + 0.1 * now[k])
+    assert got["1.num_batches_tracked"] == now["1.num_batches_tracked"] == 1
+    with pytest.raises(ValueError, match="momentum must be in"):
+        MeanTeacher(student, 1.0)
+
+
+def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: Path) -> None:
+    """With --teacher-momentum the clusters and the kept model are the teacher's: a round's kept weights are
+    the average, not the student's last step."""
+    from conftest import person
+
+    from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records
+    from reid_core.model.network import ModelConfig, create_model
+
+    for pid in range(24):
+        for cam in range(3):
+            for k in range(2):
+                person(pid, cam, k).save(tmp_path / f"{pid:04d}_c{cam + 1}s1_{k:06d}_00.png")
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="test_resnet", height=64, width=32, embed_dim=16)).eval()
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def on_round(r: Round, m: torch.nn.Module) -> None:
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+
+    cfg = AdaptConfig(rounds=1, epochs=2, p=4, k=2, min_samples=2, keep="last", teacher_momentum=0.5)
+    adapted, report = adapt_model(model, target_records(tmp_path), cfg, progress=False, on_round=on_round)
+    assert report.kept == "round 1" and len(seen) == 1
+    for k, v in adapted.state_dict().items():
+        assert torch.equal(v, seen[0][k]), k  # the kept model is the one scored: the teacher
+    cfg.teacher_momentum = 0.0  # the same student alone (the teacher never changes what the student learns)
+    student, _ = adapt_model(model, target_records(tmp_path), cfg, progress=False)
+    a, b = adapted.state_dict(), student.state_dict()
+    assert torch.equal(a["backbone.layer1.0.conv1.weight"], b["backbone.layer1.0.conv1.weight"])  # frozen trunk
+    assert not torch.equal(a["backbone.layer4.0.conv1.weight"], b["backbone.layer4.0.conv1.weight"])  # averaged
+    with pytest.raises(ValueError, match="teacher_momentum must be in"):
+        AdaptConfig(teacher_momentum=1.0)
