@@ -9,6 +9,7 @@ BatchNorm rung, as self-training's first round clusters them (identity labels on
 
     python bench/cluster_scale.py --n 100000
     python bench/cluster_scale.py --target ../shared/data/cuhk03 --dense
+    python bench/cluster_scale.py --search 2048 50000    # the neighbour search alone: FAISS flat vs torch blocks
 """
 
 from __future__ import annotations
@@ -70,6 +71,35 @@ def real_embeddings(target: str, cache: str | None) -> tuple[np.ndarray, np.ndar
     return emb, ids, cams
 
 
+def search_speeds(queries: int, base: int, dim: int, repeats: int = 3) -> dict:
+    """The exact top-31 search of `queries` unit vectors among `base`, FAISS's flat index against the blocks of
+    matrix products reid_core.evaluation.neighbours runs, side by side (medians; the same neighbours)."""
+    import statistics
+
+    import faiss
+
+    from reid_core.evaluation.neighbours import _search, flat_index
+
+    rng = np.random.default_rng(0)
+    b = rng.standard_normal((base, dim), np.float32)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    q = b[:queries].copy()
+    index = faiss.IndexFlatIP(dim)
+    index.add(b)
+    times: dict[str, list[float]] = {"faiss": [], "torch": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, by_faiss = index.search(q, 31)
+        times["faiss"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _, by_torch = _search(flat_index(b), np.arange(base), q, 31)
+        times["torch"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"queries": queries, "base": base, "dim": dim, "faiss_s": round(med["faiss"], 2),
+            "torch_s": round(med["torch"], 2), "ratio": round(med["faiss"] / med["torch"], 2),
+            "same_neighbours": float((by_faiss == by_torch).mean())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="embeddings (a multiple of --views)")
@@ -78,7 +108,12 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true", help="also the dense form, and the agreement of the two")
     ap.add_argument("--target", help="real crops instead: this folder's training images (see above)")
     ap.add_argument("--cache", help="with --target: keep the embeddings in this .npz and reuse them")
+    ap.add_argument("--search", type=int, nargs=2, metavar=("QUERIES", "BASE"),
+                    help="only time the neighbour search, FAISS flat vs torch blocks, at --dim")
     args = ap.parse_args()
+    if args.search:
+        print(json.dumps(search_speeds(*args.search, args.dim)), flush=True)
+        return
     if args.target:
         emb, ids, cams = real_embeddings(args.target, args.cache)
     else:

@@ -154,6 +154,7 @@ class Search:
                                  "REID_OPERATOR_TOKEN.")
             if not hmac.compare_digest(token.encode(), self.settings.operator_token.encode()):
                 raise user_error("Wrong operator token: only the operator can clear the shared gallery.")
+        self.training.cancel(session_key(request))  # a self-training of these crops would outlive them
         with self.gallery(request) as gallery:
             if gallery is not None:
                 gallery.clear()
@@ -168,6 +169,7 @@ class Search:
         if self.settings.shared_gallery:
             raise user_error("Adapting would change the shared gallery for everyone; the operator can adapt the "
                              "model instead (python -m reid_core adapt).")
+        self.training.cancel(session_key(request))  # the visitor chose this model instead
         with self.work(request) as turn, self.gallery(request) as gallery:
             rows = [] if gallery is None else gallery.entries()
             if gallery is not None and gallery.weights_id != reid.embedding_id:
@@ -197,6 +199,7 @@ class Search:
 
     def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
         reid = self.require_model()
+        self.training.cancel(session_key(request))  # its result would undo the undo
         with self.work(request) as turn, self.gallery(request) as gallery:
             if gallery is None or gallery.weights_id == reid.embedding_id:
                 return ("Search uses the shared model (not adapted). " + self.gallery_summary(request, opened=False),
@@ -212,23 +215,22 @@ class Search:
             raise user_error("Self-training would change the shared gallery for everyone; the operator can adapt "
                              "the model instead (python -m reid_core adapt).")
         session, client = session_key(request), client_of(request, self.settings.behind_proxy)
-        with self.gallery(request) as gallery:
+        with self.work(request) as turn, self.gallery(request) as gallery:
             if gallery is None:
                 raise user_error(f"Add at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras first.")
             try:
-                job = self.training.start(session, client, gallery, reid, self.sessions.adapt_refusal(session))
-            except GalleryError as e:
+                job = self.training.start(session, client, gallery, reid, self.sessions.adapt_refusal(session), turn)
+            except (GalleryError, ImageError) as e:
                 raise user_error(str(e)) from e
         return job.describe()
 
     def self_train_status(self, request: gr.Request | None = None) -> str:
         """Where this session's self-training is, or how it ended ('' when it never ran)."""
-        job = self.training.job(session_key(request))
+        job = self.training.poll(session_key(request))
         return "" if job is None else job.describe()
 
     def cancel_self_train(self, request: gr.Request | None = None) -> str:
-        job = self.training.cancel(session_key(request))
-        return "No self-training is running." if job is None or job.state != "running" else job.describe()
+        return self.training.cancel_said(session_key(request))
 
     def self_train_view(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """The Self-train button: (its note, the job's status, the timer that follows it). A refusal is said in
@@ -241,7 +243,7 @@ class Search:
     def self_train_tick(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """The timer, every few seconds while a job runs: its status; at its end, once, the gallery's status and
         emptied results (they were scored by the model it replaced), and the timer stops."""
-        job = self.training.job(session_key(request))
+        job = self.training.poll(session_key(request))
         if job is None:
             return "", gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
         if job.state == "running":
@@ -386,11 +388,12 @@ def build_search_tab(search: Search, examples: dict[str, str], demo: gr.Blocks) 
                                        api_name="adapt_gallery", **model)
         undo_btn.click(search.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model
                        ).success(lambda: "", None, adapt_note, api_visibility="private")
-        train_btn.click(search.self_train_view, None, [train_note, train_status, train_timer], api_visibility="private")
+        train_btn.click(search.self_train_view, None, [train_note, train_status, train_timer], api_visibility="private",
+                        **model)
         train_timer.tick(search.self_train_tick, None, [train_status, gallery_status, train_timer, *search_out],
                          api_visibility="private", show_progress="hidden")
         cancel_btn.click(search.cancel_self_train, None, train_status, api_name="cancel_self_train")
-        gr.Button(visible=False).click(search.self_train, None, train_status, api_name="self_train")
+        gr.Button(visible=False).click(search.self_train, None, train_status, api_name="self_train", **model)
         gr.Button(visible=False).click(search.self_train_status, None, train_status, api_name="self_train_status")
         query.change(search.search_input, query, [query, query_note, *search_out], api_visibility="private",
                      show_progress="hidden", **model, **RAW)

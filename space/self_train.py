@@ -3,13 +3,17 @@
 "Adapt to this gallery" re-estimates BatchNorm statistics in seconds; self-training (reid_core.adapt's
 cluster-then-train rounds) takes minutes of CPU, so it runs in a thread of its own while the visitor goes on
 searching with the model they have, and its result becomes their private model as Adapt's does. What bounds it:
-- jobs: `self_train_jobs` at once in all (0: off, a public Space's default), one per client (address);
-- memory: at most `self_train_images` of the gallery's crops, read before the thread starts; the model it makes
-  takes an adapted-model place (`max_adapted` / `client_adapted`, checked before any work and when taken);
+- jobs: `self_train_jobs` at once in all (0: off, a public Space's default), one per client (address); a job
+  whose page stopped asking for its status (closed, reloaded) for ABANDONED_S stops, so it frees its place;
+- memory: at most `self_train_images` of the gallery's crops, read a batch per turn before the thread starts; the
+  job holds its session's gallery (never evicted while it trains); the model it makes takes an adapted-model
+  place (`max_adapted` / `client_adapted`, checked before any work and when taken);
 - CPU: every unit of its work (a batch of trunk maps, a training step, an embedding batch) takes a turn in the
   fair lane like an add's batch, so another visitor waits one unit, never the whole job.
-Progress comes from the library's bars (reid_core.listening); Cancel stops the job at its next unit and
-changes nothing. A job's status is kept until the session starts another (at most `max_sessions` kept).
+Progress comes from the library's bars (reid_core.listening); Cancel (and Clear, Adapt or Undo on the same
+gallery) stops the job at its next unit and changes nothing, until its last stage (the gallery re-embedded with
+the new model), which is too near the end to stop. A job's status is kept until the session starts another (at
+most `max_sessions` kept).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from .host import Host
 
 log = logging.getLogger(__name__)
 MIN_SELF_TRAIN_IMAGES = 100  # fewer crops cannot give DBSCAN clusters of a batch's 16 people x 4 crops
+ABANDONED_S = 120.0  # a job nobody asked about for this long (its page polls every 2 s) stops
+READ_BATCH = 64  # gallery pictures read per turn of the fair lane when a job starts
 OFF = ("Self-training is off on this server: it takes minutes of CPU per gallery (the operator turns it on with "
        "REID_SELF_TRAIN_JOBS). *Adapt to this gallery* takes seconds.")
 
@@ -53,6 +59,8 @@ class Job:
     total: int | None = None
     message: str = ""
     shown: bool = False  # its end has been shown to the visitor (the gallery's status refreshed once)
+    final: bool = False  # in its last stage (re-embedding the gallery): too late to cancel
+    seen: float = field(default_factory=time.monotonic)  # when its page last asked for its status
     thread: threading.Thread | None = None
 
     def describe(self) -> str:
@@ -60,6 +68,9 @@ class Job:
         minutes = (time.monotonic() - self.started) / 60
         if self.state != "running":
             return self.message
+        if self.final:
+            return (f"Self-training on {self.crops:,} of your crops: **{self.stage}** (too near the end to cancel; "
+                    f"{minutes:.1f} min so far).")
         if self.cancel.is_set():
             return "Cancelling self-training: it stops at its next unit of work."
         where = f"{self.stage} {self.done}/{self.total}" if self.total else self.stage
@@ -71,8 +82,8 @@ class TurnTaker:
     """Holds one turn of the fair lane while the job computes and hands it back at each progress report, between
     two units of work, so waiting visitors go first; a cancelled job is stopped there."""
 
-    def __init__(self, lane: FairLane, job: Job):
-        self.lane, self.job = lane, job
+    def __init__(self, lane: FairLane, job: Job, stopped: Callable[[Job], bool]):
+        self.lane, self.job, self.stopped = lane, job, stopped
         self._held: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> TurnTaker:
@@ -88,12 +99,12 @@ class TurnTaker:
         self._take()
 
     def _take(self) -> None:
-        """Wait for a turn; a job cancelled meanwhile gives it straight back and stops."""
-        if self.job.cancel.is_set():
+        """Wait for a turn; a job cancelled (or abandoned) meanwhile gives it straight back and stops."""
+        if self.stopped(self.job):
             raise Cancelled
         self._held = self.lane.turn(self.job.client)
         self._held.__enter__()
-        if self.job.cancel.is_set():
+        if self.stopped(self.job):
             self._release()
             raise Cancelled
 
@@ -106,8 +117,8 @@ class TurnTaker:
 class SelfTraining:
     """The server's background self-training jobs, one per session at most (see the module's docstring)."""
 
-    def __init__(self, host: Host, cfg: AdaptConfig | None = None):
-        self.host, self.limits = host, host.settings.server
+    def __init__(self, host: Host, cfg: AdaptConfig | None = None, clock: Callable[[], float] = time.monotonic):
+        self.host, self.limits, self.clock = host, host.settings.server, clock
         self.cfg = cfg or AdaptConfig()
         self._jobs: OrderedDict[str, Job] = OrderedDict()  # session -> its last job, oldest first
         self._lock = threading.RLock()  # start asks refusal again while holding it
@@ -131,9 +142,10 @@ class SelfTraining:
                     "runs at once; try again later.")
         return ""
 
-    def start(self, session: str, client: str, gallery: Gallery, reid: ReID, adapt_refusal: str) -> Job:
-        """Read the crops (a seeded sample of `self_train_images`) and start the job; GalleryError (one line)
-        for everything that refuses, before any model work."""
+    def start(self, session: str, client: str, gallery: Gallery, reid: ReID, adapt_refusal: str,
+              turn: Callable[[], AbstractContextManager[Any]]) -> Job:
+        """Read the crops (a seeded sample of `self_train_images`, a batch per `turn`) and start the job;
+        GalleryError (one line) for everything that refuses, before any model work."""
         if why := self.refusal(session, client) or adapt_refusal:
             raise GalleryError(why)
         rows = gallery.entries()
@@ -141,9 +153,12 @@ class SelfTraining:
             raise GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras (the "
                                f"gallery has {len(rows)}): it learns from groups of a person's crops.")
         chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), self.limits.self_train_images)))
-        pictures = [gallery.picture(rows[i]["id"]) for i in chosen]
+        pictures: list = []
+        for s in range(0, len(chosen), READ_BATCH):
+            with turn():
+                pictures += [gallery.picture(rows[i]["id"]) for i in chosen[s:s + READ_BATCH]]
         cams = [-1 if rows[i]["camid"] is None else int(rows[i]["camid"]) for i in chosen]
-        job = Job(session, client, len(pictures))
+        job = Job(session, client, len(pictures), seen=self.clock())
         with self._lock:
             if why := self.refusal(session, client):  # two tabs of one visitor, at the same moment
                 raise GalleryError(why)
@@ -154,8 +169,8 @@ class SelfTraining:
                 if old is None:
                     break
                 del self._jobs[old]
-        job.thread = threading.Thread(target=self._run, args=(job, reid, pictures, cams), daemon=True,
-                                      name="reid-self-train")
+        crops = [pictures, cams]  # the job takes them out, so they go when training is done with them
+        job.thread = threading.Thread(target=self._run, args=(job, reid, crops), daemon=True, name="reid-self-train")
         job.thread.start()
         return job
 
@@ -163,36 +178,59 @@ class SelfTraining:
         with self._lock:
             return self._jobs.get(session)
 
-    def cancel(self, session: str) -> Job | None:
-        if (job := self.job(session)) is not None and job.state == "running":
-            job.cancel.set()
+    def poll(self, session: str) -> Job | None:
+        """The session's job, as its page asks for it: a job asked about is not abandoned."""
+        if (job := self.job(session)) is not None:
+            job.seen = self.clock()
         return job
 
-    def _run(self, job: Job, reid: ReID, pictures: list, cams: list[int]) -> None:
+    def cancel(self, session: str) -> Job | None:
+        """Stop the session's job at its next unit (not in its last stage, which is too near the end)."""
+        with self._lock:
+            job = self._jobs.get(session)
+            if job is not None and job.state == "running" and not job.final:
+                job.cancel.set()
+        return job
+
+    def cancel_said(self, session: str) -> str:
+        """Cancel, and what the page says of it."""
+        job = self.cancel(session)
+        return "No self-training is running." if job is None or job.state != "running" else job.describe()
+
+    def stopped(self, job: Job) -> bool:
+        return job.cancel.is_set() or self.clock() - job.seen > ABANDONED_S
+
+    def _run(self, job: Job, reid: ReID, crops: list) -> None:
+        state, message = "failed", ("Self-training failed (a fault of the server's; it is in the server's log). "
+                                    "Nothing changed.")
         try:
-            with TurnTaker(self.host.lane, job) as taker, listening(taker.report):
-                cfg = copy.deepcopy(self.cfg)
-                adapted, report = reid.self_trained(pictures, cams, cfg, engine="fp32")
-            del pictures
-            if job.cancel.is_set():
-                raise Cancelled
-            job.stage, job.total = "re-embedding your gallery with it", None  # too near the end to cancel
-            size = sum(t.nbytes for t in adapted.model.state_dict().values())
-            turn: Callable[[], AbstractContextManager[Any]] = lambda: self.host.lane.turn(job.client)  # noqa: E731
-            self.host.sessions.reopen(job.session, lambda path: adapted.gallery(path, self.host.settings.limits,
-                                                                                 turn=turn), size)
+            with self.host.sessions.use(job.session, job.client) as gallery:  # never evicted while it trains
+                if gallery is None:
+                    raise GalleryError("your gallery is gone: add images first")
+                with TurnTaker(self.host.lane, job, self.stopped) as taker, listening(taker.report):
+                    pictures, cams = crops.pop(0), crops.pop(0)
+                    adapted, report = reid.self_trained(pictures, cams, copy.deepcopy(self.cfg), engine="fp32")
+                    del pictures
+                with self._lock:
+                    if self.stopped(job):
+                        raise Cancelled
+                    job.final, job.stage, job.total = True, "re-embedding your gallery with it", None
+                size = sum(t.nbytes for t in adapted.model.state_dict().values())
+                turn: Callable[[], AbstractContextManager[Any]] = lambda: self.host.lane.turn(job.client)  # noqa: E731
+                self.host.sessions.reopen(job.session, lambda path: adapted.gallery(
+                    path, self.host.settings.limits, turn=turn), size)
             rounds = len(report.rounds)
-            self._end(job, "done", f"Search uses a model self-trained on {job.crops:,} of your crops, private to you: "
-                      f"{rounds} round{'s' * (rounds != 1)} in {report.seconds / 60:.1f} min; kept {report.kept} "
-                      f"({report.reason}). Compare keeps the shared model; *Undo adaptation* goes back.")
+            state, message = "done", (
+                f"Search uses a model self-trained on {job.crops:,} of your crops, private to you: {rounds} "
+                f"round{'s' * (rounds != 1)} in {report.seconds / 60:.1f} min; kept {report.kept} ({report.reason}). "
+                "Compare keeps the shared model; *Undo adaptation* goes back.")
         except Cancelled:
-            self._end(job, "cancelled", "Self-training cancelled: nothing changed.")
+            state, message = "cancelled", ("Self-training cancelled: nothing changed." if job.cancel.is_set() else
+                                           f"Self-training stopped: its page did not ask about it for "
+                                           f"{ABANDONED_S / 60:.0f} min. Nothing changed.")
         except (GalleryError, ImageError, ValueError) as e:
-            self._end(job, "failed", f"Self-training stopped: {e}")
+            state, message = "failed", f"Self-training stopped: {e}"
         except Exception:
             log.exception("self-training failed")
-            self._end(job, "failed", "Self-training failed (a fault of the server's; it is in the server's log). "
-                      "Nothing changed.")
-
-    def _end(self, job: Job, state: str, message: str) -> None:
-        job.message, job.state = message, state
+        finally:
+            job.message, job.state = message, state

@@ -418,3 +418,26 @@ def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: 
     assert not torch.equal(a["backbone.layer4.0.conv1.weight"], b["backbone.layer4.0.conv1.weight"])  # averaged
     with pytest.raises(ValueError, match="teacher_momentum must be in"):
         AdaptConfig(teacher_momentum=1.0)
+
+
+def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:
+    """A round's epochs are cut short at max_steps (its bar says so), so a large network's rounds stop growing."""
+    from conftest import person
+
+    from reid_core import listening
+    from reid_core.adapt import AdaptConfig, adapt_model, target_records
+    from reid_core.model.network import ModelConfig, create_model
+
+    for pid in range(24):
+        for cam in range(3):
+            for k in range(2):
+                person(pid, cam, k).save(tmp_path / f"{pid:04d}_c{cam + 1}s1_{k:06d}_00.png")
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(backbone="test_resnet", height=64, width=32, embed_dim=16)).eval()
+    bars: dict[str, tuple[int, int | None]] = {}
+    for steps in (1000, 5):
+        cfg = AdaptConfig(rounds=1, epochs=3, p=4, k=2, min_samples=2, keep="last", max_steps=steps)
+        with listening(lambda desc, done, total: bars.__setitem__(desc, (done, total))):
+            adapt_model(model, target_records(tmp_path), cfg)
+        done, total = bars.pop("round 1/1 training")
+        assert done == total and (total > 5 if steps == 1000 else total == 5), (steps, done, total)

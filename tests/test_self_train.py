@@ -5,7 +5,10 @@ a private model like Adapt's. And the library's side: `reid_core.listening` repo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,23 +27,34 @@ CFG = AdaptConfig(rounds=1, epochs=1, bn_images=64, p=4, k=2, min_samples=2)
 
 
 class CountingLane(FairLane):
-    """The fair lane, counting each client's turns and checking no unit runs inside another."""
+    """The fair lane, counting each client's turns (and calling `on_turn(client, count)` inside each); while
+    `gate` is closed, a job's turn, once granted, waits for it (as if its unit were long)."""
 
     def __init__(self) -> None:
         super().__init__(slots=1)
         self.turns: dict[str, int] = {}
-        self.holding = 0
+        self.on_turn: Callable[[str, int], None] = lambda client, n: None
+        self.gate: threading.Event | None = None
 
     @contextmanager
     def turn(self, client: str) -> Iterator[None]:
         with super().turn(client):
-            assert self.holding == 0
-            self.holding += 1
             self.turns[client] = self.turns.get(client, 0) + 1
-            try:
-                yield
-            finally:
-                self.holding -= 1
+            self.on_turn(client, self.turns[client])
+            if self.gate is not None and threading.current_thread().name == "reid-self-train":
+                self.gate.wait()
+            yield
+
+
+@contextmanager
+def held(lane: CountingLane) -> Iterator[None]:
+    """Inside the block a started job holds its first turn and does nothing: what it did is what it did before."""
+    gate = lane.gate = threading.Event()
+    try:
+        yield
+    finally:
+        gate.set()
+        lane.gate = None
 
 
 def request(session: str, address: str) -> Any:
@@ -58,12 +72,18 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_weights(tmp_path_factory.mktemp("w") / "m.safetensors", 16, backbone="test_resnet")
 
 
-def handlers(tmp_path: Path, weights: Path, **server: int) -> app.ReIDApp:
+def handlers(tmp_path: Path, weights: Path, clock: Callable[[], float] = time.monotonic, **server: int) -> app.ReIDApp:
     limits = ServerLimits(**{"self_train_jobs": 1, "self_train_images": 100, **server})
     handlers = app.ReIDApp(app.Settings(weights, tmp_path / "store", tmp_path, server=limits, behind_proxy=True))
     handlers.host.lane = CountingLane()
-    handlers.search.training = SelfTraining(handlers.host, CFG)
+    handlers.search.training = SelfTraining(handlers.host, CFG, clock)
     return handlers
+
+
+def ended(job: Any) -> Any:
+    job.thread.join(timeout=600)
+    assert not job.thread.is_alive()
+    return job
 
 
 def add(h: app.ReIDApp, crops: list[str], session: str, address: str) -> None:
@@ -100,7 +120,7 @@ def test_self_training_runs_beside_others_in_turns_and_becomes_the_private_model
     add(h, crops[:10], "s2", "A")
     add(h, crops[:10], "s3", "C")
     turns = lane.turns["A"]  # the adds'
-    with lane.turn("B"):  # another visitor's unit of work: the job waits for it
+    with held(lane):
         status = search.self_train(request("s1", "A"))
         assert status.startswith("Self-training on 100 of your crops: **waiting for its first turn**")
         with pytest.raises(Exception, match="Your network address has a gallery self-training already"):
@@ -109,13 +129,13 @@ def test_self_training_runs_beside_others_in_turns_and_becomes_the_private_model
             search.self_train(request("s3", "C"))
         with pytest.raises(Exception, match="wait for it, or cancel it first"):
             search.self_train(request("s1", "A"))
-    job = search.training.job("remote:s1")
-    job.thread.join(timeout=600)
+    job = ended(search.training.job("remote:s1"))
     assert job.state == "done", job.message
     assert job.message.startswith("Search uses a model self-trained on 100 of your crops, private to you: ")
-    assert "kept " in job.message
-    # every unit took a turn: the BatchNorm pass, 2 x 4 trunk-map batches of 32 ... and the gallery's re-embedding
-    assert lane.turns["A"] - turns > 10 and lane.holding == 0
+    assert re.search(r"; kept (bn|round 1) \(", job.message), job.message
+    # every unit took a turn of its own: the BatchNorm pass, 4 trunk-map batches of 32, the embedding, each
+    # training step, the gallery's re-embedding; and the lane is free again
+    assert lane.turns["A"] - turns > 10 and lane._running == 0
     with search.gallery(request("s1", "A")) as g:
         assert g.weights_id != search.require_model().embedding_id and len(g) == 120
     assert h.host.sessions.adapted("A") == 1
@@ -132,18 +152,48 @@ def test_cancel_stops_the_job_and_changes_nothing(tmp_path: Path, weights: Path,
     h = handlers(tmp_path, weights)
     search, lane = h.search, h.host.lane
     add(h, crops, "s1", "A")
-    before, turns = search.own_gallery(request("s1", "A")).weights_id, lane.turns["A"]  # the add's turns
-    with lane.turn("B"):
+    before = search.own_gallery(request("s1", "A")).weights_id
+    with held(lane):
         search.self_train(request("s1", "A"))
+        turns = lane.turns["A"]  # the add's and the start's (its crops read a batch a turn)
         assert search.cancel_self_train(request("s1", "A")).startswith("Cancelling self-training")
-    job = search.training.job("remote:s1")
-    job.thread.join(timeout=600)
+    job = ended(search.training.job("remote:s1"))
     assert job.state == "cancelled" and job.message == "Self-training cancelled: nothing changed."
     assert job.stage == "waiting for its first turn" and lane.turns["A"] <= turns + 1  # stopped before any unit
     assert search.own_gallery(request("s1", "A")).weights_id == before and h.host.sessions.adapted() == 0
     assert search.cancel_self_train(request("s1", "A")) == "No self-training is running."
+    # cancelled in the middle (at its 6th unit), it stops at the next one, hands its turn back, changes nothing
+    turns = lane.turns["A"]
+    lane.on_turn = lambda client, n: search.cancel_self_train(request("s1", "A")) if n == turns + 6 else None
     search.self_train(request("s1", "A"))  # the place is free again
-    search.training.job("remote:s1").thread.join(timeout=600)
+    job = ended(search.training.job("remote:s1"))
+    assert job.state == "cancelled" and job.stage != "waiting for its first turn" and lane.turns["A"] == turns + 6
+    assert lane._running == 0 and search.own_gallery(request("s1", "A")).weights_id == before
+    assert h.host.sessions.adapted() == 0
+
+
+def test_clearing_the_gallery_or_leaving_the_page_stops_the_job(tmp_path: Path, weights: Path,
+                                                                 crops: list[str]) -> None:
+    now = [0.0]
+    h = handlers(tmp_path, weights, clock=lambda: now[0])
+    search, lane = h.search, h.host.lane
+    add(h, crops, "s1", "A")
+    with held(lane):
+        search.self_train(request("s1", "A"))
+        search.clear_gallery(None, request("s1", "A"))
+    job = ended(search.training.job("remote:s1"))
+    assert job.state == "cancelled" and search.own_gallery(request("s1", "A")) is not None
+    add(h, crops, "s1", "A")
+    with held(lane):
+        search.self_train(request("s1", "A"))
+        now[0] += 100
+        assert search.self_train_status(request("s1", "A")).startswith("Self-training on 100")  # its page asks
+        now[0] += 100  # 100 s since: still followed
+        assert search.training.stopped(search.training.job("remote:s1")) is False
+        now[0] += 30  # 130 s without a question: its page was closed
+    job = ended(search.training.job("remote:s1"))
+    assert job.state == "cancelled" and "did not ask about it for 2 min" in job.message
+    assert job.stage == "waiting for its first turn"
 
 
 def test_too_few_crops_and_a_full_adapted_place_refuse_before_any_work(tmp_path: Path, weights: Path,

@@ -1,4 +1,4 @@
-"""The k-reciprocal Jaccard distance of many embeddings as a sparse graph: FAISS nearest neighbours, then
+"""The k-reciprocal Jaccard distance of many embeddings as a sparse graph: exact nearest neighbours, then
 metrics.kreciprocal_weights (the core re-ranking shares), kept only between items that are near: each one's k1
 nearest and the items its k-reciprocal weights reach.
 
@@ -6,6 +6,10 @@ Pseudo-label clustering (reid_core.adapt) needs it for a camera network's 10^5 c
 and Jaccard matrices of the dense form (metrics.jaccard_distance) would take tens of GB: here memory grows with
 n k1, and DBSCAN reads the graph as a sparse precomputed distance (a pair that is not stored is never a
 neighbour, which at the DBSCAN radius costs next to nothing: BENCHMARKS.md section 24).
+
+The neighbours are exact: blocks of queries times the base (a matrix product and a top-k in torch, which ran 4x
+FAISS's flat index for 1280-d embeddings on one core here, BENCHMARKS.md section 24.1), so memory is one block's
+similarities (SEARCH_BLOCK x n floats) beside the embeddings.
 """
 
 from __future__ import annotations
@@ -14,25 +18,28 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..base.progress import progress_bar
 from .metrics import jaccard_pairs, kreciprocal_weights
 
-SEARCH_BLOCK = 2048  # queries per FAISS search: a bar step, and a bounded (block x k) result
+SEARCH_BLOCK = 1024  # queries per block: a bar step, and (block x n) similarities at a time (400 MB at n = 10^5)
 
 
-def flat_index(base: np.ndarray) -> Any:
-    """An exact inner-product FAISS index over `base`."""
-    import faiss
-
-    index = faiss.IndexFlatIP(base.shape[1])
-    index.add(base)
-    return index
+def flat_index(base: np.ndarray) -> torch.Tensor:
+    """The base of an exact inner-product search (shares `base`'s memory)."""
+    return torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32))
 
 
-def _search(index: Any, base_ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of `queries` in a flat_index: (similarities, ids from base_ids)."""
-    sims, found = index.search(queries, min(k, index.ntotal))
+@torch.no_grad()
+def _search(index: torch.Tensor, base_ids: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products of `queries` in a flat_index, a block of queries at a time: (similarities,
+    ids from base_ids), best first."""
+    k = min(k, len(index))
+    sims, found = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), SEARCH_BLOCK):
+        v, j = (torch.from_numpy(np.ascontiguousarray(queries[s:s + SEARCH_BLOCK])) @ index.T).topk(k, dim=1)
+        sims[s:s + len(v)], found[s:s + len(v)] = v.numpy(), j.numpy()
     return sims, base_ids[found]
 
 
@@ -118,7 +125,7 @@ def jaccard_graph(feats: np.ndarray, k1: int = 30, k2: int = 6, cams: np.ndarray
 
 def mutual_share(feats: np.ndarray, cams: np.ndarray | None = None) -> float:
     """The share of unit rows that are mutual nearest neighbours: i's nearest row in the other cameras has i as
-    its own nearest in the other cameras (every row but itself when `cams` is None). Exact (FAISS flat)."""
+    its own nearest in the other cameras (every row but itself when `cams` is None). Exact."""
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     n = len(feats)
     if n < 2:
