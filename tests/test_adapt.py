@@ -387,20 +387,26 @@ def test_mean_teacher_follows_its_student_by_its_momentum() -> None:
         MeanTeacher(student, 1.0)
 
 
-def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: Path) -> None:
-    """With --teacher-momentum the clusters and the kept model are the teacher's: a round's kept weights are
-    the average, not the student's last step."""
+def three_camera_target(folder: Path) -> torch.nn.Module:
+    """24 synthetic people x 3 cameras x 2 crops written to `folder`, and a tiny random model to adapt to them."""
     from conftest import person
 
-    from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records
     from reid_core.model.network import ModelConfig, create_model
 
     for pid in range(24):
         for cam in range(3):
             for k in range(2):
-                person(pid, cam, k).save(tmp_path / f"{pid:04d}_c{cam + 1}s1_{k:06d}_00.png")
+                person(pid, cam, k).save(folder / f"{pid:04d}_c{cam + 1}s1_{k:06d}_00.png")
     torch.manual_seed(0)
-    model = create_model(ModelConfig(backbone="test_resnet", height=64, width=32, embed_dim=16)).eval()
+    return create_model(ModelConfig(backbone="test_resnet", height=64, width=32, embed_dim=16)).eval()
+
+
+def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: Path) -> None:
+    """With --teacher-momentum the clusters and the kept model are the teacher's: a round's kept weights are
+    the average, not the student's last step."""
+    from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records
+
+    model = three_camera_target(tmp_path)
     seen: list[dict[str, torch.Tensor]] = []
 
     def on_round(r: Round, m: torch.nn.Module) -> None:
@@ -422,18 +428,10 @@ def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: 
 
 def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:
     """A round's epochs are cut short at max_steps (its bar says so), so a large network's rounds stop growing."""
-    from conftest import person
-
     from reid_core import listening
     from reid_core.adapt import AdaptConfig, adapt_model, target_records
-    from reid_core.model.network import ModelConfig, create_model
 
-    for pid in range(24):
-        for cam in range(3):
-            for k in range(2):
-                person(pid, cam, k).save(tmp_path / f"{pid:04d}_c{cam + 1}s1_{k:06d}_00.png")
-    torch.manual_seed(0)
-    model = create_model(ModelConfig(backbone="test_resnet", height=64, width=32, embed_dim=16)).eval()
+    model = three_camera_target(tmp_path)
     bars: dict[str, tuple[int, int | None]] = {}
     for steps in (1000, 5):
         cfg = AdaptConfig(rounds=1, epochs=3, p=4, k=2, min_samples=2, keep="last", max_steps=steps)
