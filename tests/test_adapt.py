@@ -439,3 +439,15 @@ def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:
             adapt_model(model, target_records(tmp_path), cfg)
         done, total = bars.pop("round 1/1 training")
         assert done == total and (total > 5 if steps == 1000 else total == 5), (steps, done, total)
+
+
+def test_the_kept_rung_is_the_last_within_the_signals_noise_of_the_best() -> None:
+    from reid_core.adapt import kept_rung
+
+    # CUHK03's training half (7,060 crops), a second run of the default recipe: the rounds' share dipped 0.007 below
+    # the BatchNorm rung's (two standard errors: 0.0099) while Rank-1 went 8 -> 16 -> 20: round 2 is kept
+    assert kept_rung([0.221, 0.2142, 0.2142], 7060) == 2
+    assert kept_rung([0.221, 0.222, 0.225], 7060) == 2  # the first run: rising
+    assert kept_rung([0.221, 0.19, 0.18], 7060) == 0  # every round worse beyond the noise: the BatchNorm rung
+    assert kept_rung([0.20, 0.26, 0.21], 7060) == 1  # a round that fell back beyond the noise is not kept
+    assert kept_rung([0.20, 0.26, 0.21], 100) == 2  # ... unless so few crops cannot tell them apart
