@@ -79,6 +79,17 @@ def huge_log(path: Path, rows: int) -> Path:
     return path
 
 
+def timed_during(victim: Client, work: threading.Thread, head_start: float = 0.0) -> list[float]:
+    """The victim's Compare times while `work` runs (at least one), from `head_start` seconds after it starts."""
+    work.start()
+    time.sleep(head_start)
+    attacked: list[float] = []
+    while work.is_alive() or not attacked:
+        attacked += compare_times(victim, 1)
+    work.join()
+    return attacked
+
+
 def hostile_add(url: str, work: Path, compares: int) -> dict:
     """Another visitor's Compare, idle and while a pixel bomb is added (side by side, one run)."""
     victim = client(url, "198.51.100.1")
@@ -89,12 +100,7 @@ def hostile_add(url: str, work: Path, compares: int) -> dict:
     t0 = time.perf_counter()
     hostile = threading.Thread(target=lambda: said.append(client(url, "203.0.113.1").predict(
         [handle_file(bomb)], api_name="/add_to_gallery")))
-    hostile.start()
-    time.sleep(0.5)
-    attacked: list[float] = []
-    while hostile.is_alive() or not attacked:
-        attacked += compare_times(victim, 1)
-    hostile.join()
+    attacked = timed_during(victim, hostile, head_start=0.5)
     return {"compare_idle_p50_s": round(statistics.median(idle), 3), "compare_idle_p95_s": round(p95(idle), 3),
             "compare_attacked_p50_s": round(statistics.median(attacked), 3),
             "compare_attacked_p95_s": round(p95(attacked), 3), "compares_during_attack": len(attacked),
@@ -117,16 +123,6 @@ def crops_zip(path: Path, n: int) -> Path:
             Image.fromarray(arr).save(buf, "PNG")
             z.writestr(f"{i // len(people):04d}_c{i % 6 + 1}s1_{i:06d}_00.png", buf.getvalue())
     return path
-
-
-def timed_during(victim: Client, work: threading.Thread) -> list[float]:
-    """The victim's Compare times while `work` runs (at least one)."""
-    work.start()
-    attacked: list[float] = []
-    while work.is_alive() or not attacked:
-        attacked += compare_times(victim, 1)
-    work.join()
-    return attacked
 
 
 def adapting(url: str, work: Path, compares: int, crops: int, train_seconds: float) -> dict:

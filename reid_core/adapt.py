@@ -626,7 +626,8 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
         model.bnneck.bias.requires_grad_(False)
         model.eval()
     signals = [bn_agreement, *(r.agreement for r in rounds)]
-    kept = len(rounds) if cfg.keep == "last" else kept_rung(signals, n)
+    by_signal = kept_rung(signals, n)
+    kept = len(rounds) if cfg.keep == "last" else by_signal
     model.load_state_dict(states[kept])
     signal = "crops matched mutually across cameras" if cams is not None else "mutual nearest neighbours"
     said = f"{signal}: BatchNorm rung {bn_agreement:.3f}, " + ", ".join(f"round {r.round} {r.agreement:.3f}"
@@ -634,9 +635,9 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
     if not rounds:
         reason = f"{stopped}; {signal}: BatchNorm rung {bn_agreement:.3f}"
     elif cfg.keep == "last":
-        best = kept_rung(signals, n)
-        doubt = "" if best == len(rounds) else (
-            f"; by the signal, {'the BatchNorm rung' if best == 0 else f'round {best}'} is better beyond its noise: "
+        doubt = "" if by_signal == kept else (
+            f"; by the signal, {'the BatchNorm rung' if by_signal == 0 else f'round {by_signal}'} is better beyond "
+            "its noise: "
             "check on labelled crops of these cameras (evaluate) or use --keep best")
         reason = f"the last round ({said}){doubt}"
     elif kept == 0:
