@@ -32,6 +32,7 @@ from space.curves import Curves, build_curves_tab
 from space.host import EXAMPLES_DIR, Host
 from space.model_card import ModelCard, build_model_tab
 from space.search import Search, build_search_tab
+from space.self_train import SelfTraining
 from space.videos import Videos, build_videos_tab
 
 ROOT = Path(__file__).resolve().parent
@@ -96,7 +97,9 @@ class ReIDApp:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.host = Host(settings)
-        self.compare, self.search, self.videos = Compare(self.host), Search(self.host), Videos(self.host)
+        training = SelfTraining(self.host)  # the server's background jobs, in both tabs: one bound for all
+        self.compare, self.search = Compare(self.host), Search(self.host, training)
+        self.videos = Videos(self.host, training=training)
         self.curves, self.model = Curves(self.host), ModelCard(self.host)
 
 

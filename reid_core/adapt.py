@@ -210,13 +210,16 @@ def target_records(folder: str | Path, layout: str = "auto") -> list[Record]:
     return [Record(str(p), -1, ids[f] if f is not None else -1) for p, f in zip(paths, folders, strict=True)]
 
 
-def image_records(images: Sequence[Any], cameras: Sequence[int] | None = None) -> list[Record]:
-    """Crops already in memory (any ImageLike: the app's gallery pictures) as unlabeled target records:
-    read_pixels reads a record's `path` with load_image, which takes an image as well as a file."""
+def image_records(images: Sequence[Any], cameras: Sequence[int] | None = None,
+                  tracks: Sequence[int] | None = None) -> list[Record]:
+    """Crops already in memory (any ImageLike: the app's gallery pictures, a video's tracklet crops) as unlabeled
+    target records, with each one's camera and tracklet (-1: unknown): read_pixels reads a record's `path` with
+    load_image, which takes an image as well as a file."""
     cams = [-1] * len(images) if cameras is None else [int(c) for c in cameras]
-    if len(cams) != len(images):
-        raise ValueError(f"{len(images)} crops but {len(cams)} cameras")
-    return [Record(img, -1, cam) for img, cam in zip(images, cams, strict=True)]
+    tids = [-1] * len(images) if tracks is None else [int(t) for t in tracks]
+    if not len(cams) == len(tids) == len(images):
+        raise ValueError(f"{len(images)} crops but {len(cams)} cameras and {len(tids)} tracklets")
+    return [Record(img, -1, cam, t) for img, cam, t in zip(images, cams, tids, strict=True)]
 
 
 def camera_folder(relative: Path) -> str | None:
@@ -436,6 +439,19 @@ def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None, p
     return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed", n_jobs=1).fit_predict(graph)
 
 
+def tracklet_labels(labels: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """Pseudo-labels that keep each tracklet whole (a tracker's track is one person: free positives): every crop of
+    a track takes the label most of its clustered crops have, outliers included; a track none of whose crops
+    clustered stays out. Crops of no track (-1) keep their own label."""
+    out = labels.copy()
+    for t in np.unique(tracks[tracks >= 0]):
+        members = np.flatnonzero(tracks == t)
+        votes = labels[members][labels[members] >= 0]
+        if len(votes):
+            out[members] = np.bincount(votes).argmax()
+    return out
+
+
 def clustering_support(labels: np.ndarray, cams: np.ndarray | None, cfg: AdaptConfig) -> str | None:
     """Why these pseudo-labels cannot teach, in one line, or None. Too few clusters for a batch; too few crops in
     clusters (DBSCAN needs `min_samples` crops of one person close together: a network with one or two crops per
@@ -577,13 +593,14 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
                on_round: Callable[[Round, SiameseReID], None] | None = None) -> SelfTrainResult:
     """Cluster-then-train rounds on the last `cfg.train_stages` stages (in place), then the rung the unsupervised
     signal (rung_signal) keeps restored (kept_rung): the BatchNorm rung itself when every round is worse by it,
-    or when the first clustering cannot support training (clustering_support). `on_round` is called after each round
-    (benchmarks score every round with it)."""
+    or when the first clustering cannot support training (clustering_support). Crops of one tracklet (Record.track)
+    share a pseudo-label (tracklet_labels). `on_round` is called after each round (benchmarks score every round)."""
     split = Split(model, cfg.train_stages)
     cache, kept = fill_cache(split, records, cfg, progress)
     n = cache.shape[1]
     cams = np.array([records[i].camid for i in kept])
     cams = cams if cams.min() >= 0 and len(np.unique(cams)) > 1 else None  # only where every camera is known
+    tracks = np.array([records[i].track for i in kept])
     for p in model.parameters():
         p.requires_grad_(False)
     params = split.trainable()
@@ -605,7 +622,7 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             print(f"BatchNorm rung: agreement {bn_agreement:.3f}", file=sys.stderr)
         for r in range(cfg.rounds):
             t0 = time.time()
-            labels = cluster(emb, cfg, cams, progress)
+            labels = tracklet_labels(cluster(emb, cfg, cams, progress), tracks)
             if why := clustering_support(labels, cams, cfg):
                 stopped = f"round {r + 1}'s clusters cannot teach: {why}"
                 break

@@ -165,12 +165,14 @@ class ReID:
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
 
     def self_trained(self, images: Sequence[ImageLike], cameras: Sequence[int] | None = None,
-                     cfg: AdaptConfig | None = None, engine: str | None = None) -> tuple[ReID, AdaptReport]:
+                     cfg: AdaptConfig | None = None, engine: str | None = None,
+                     tracks: Sequence[int] | None = None) -> tuple[ReID, AdaptReport]:
         """A new ReID self-trained on `images` (unlabeled crops of the cameras it will serve; `cameras`: each
-        one's camera, -1 unknown), as `adapted` does a folder: the app's background "Self-train on this gallery".
-        A server follows it, and stops it between two units of work, with reid_core.listening."""
+        one's camera, `tracks`: the tracklet each was cut from, -1 unknown), as `adapted` does a folder: the app's
+        background "Self-train". A server follows it, and stops it between two units of work, with
+        reid_core.listening."""
         cfg = cfg or AdaptConfig()
-        model, report = adapt_model(self.model, image_records(images, cameras), cfg, progress=True)
+        model, report = adapt_model(self.model, image_records(images, cameras, tracks), cfg, progress=True)
         return ReID(model, self.device, self.batch_size, engine or self.engine_asked, self.flip, self.cache_dir), report
 
     def bn_adapted(self, images: Sequence[ImageLike], layers: str = "all", engine: str | None = None,

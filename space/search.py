@@ -34,7 +34,8 @@ from .compare import image_input
 from .host import EXAMPLES_DIR, Host
 from .params import ParamError, text
 from .requests import RAW, client_of, plain, session_key, upload, uploads, user_error
-from .self_train import MIN_SELF_TRAIN_IMAGES, SelfTraining
+from .self_train import MIN_SELF_TRAIN_IMAGES, SelfTraining, Source, gallery_crops
+from .self_train_controls import SelfTrainControls, panel, wire
 
 RESULT_COLUMNS = ["rank", "name", "cosine", "match"]
 EXAMPLE_QUERIES = ["person-A_c1.png", "person-D_c2.png"]
@@ -73,10 +74,25 @@ class Search:
     """The tab's handlers (layout: build_search_tab). The host's settings, sessions, require_model and work are
     this object's own names, so the handlers read as they did in app.py."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: Host, training: SelfTraining | None = None):
+        """`training`: the server's self-training jobs (shared with Videos; a new one when None)."""
         self.host, self.settings, self.sessions = host, host.settings, host.sessions
         self.require_model, self.work, self.picture_file = host.require_model, host.work, host.picture_file
-        self.training = SelfTraining(host)
+        self.training = training or SelfTraining(host)
+        self.source = Source("search", self.sessions, gallery_crops,
+                             lambda reid, path, turn: reid.gallery(path, self.settings.limits, turn=turn),
+                             "Search uses", "Compare keeps the shared model; *Undo adaptation* goes back.")
+        self.self_training = SelfTrainControls(host, self.training, self.source, self.gallery, self._trained, 4,
+                                               self._shared_refusal)
+
+    def _shared_refusal(self) -> str:
+        return ("Self-training would change the shared gallery for everyone; the operator can adapt the model "
+                "instead (python -m reid_core adapt)." if self.settings.shared_gallery else "")
+
+    def _trained(self, request: gr.Request | None, job: Any) -> tuple[Any, ...]:
+        """Once a job has ended: the gallery's status, and results emptied when its model changed (stale)."""
+        cleared = no_results() if job.state == "done" else (gr.skip(),) * 3
+        return self.gallery_summary(request, opened=False), *cleared
 
     @contextmanager
     def gallery(self, request: gr.Request | None, create: bool = False) -> Iterator[Gallery | None]:
@@ -154,7 +170,7 @@ class Search:
                                  "REID_OPERATOR_TOKEN.")
             if not hmac.compare_digest(token.encode(), self.settings.operator_token.encode()):
                 raise user_error("Wrong operator token: only the operator can clear the shared gallery.")
-        self.training.cancel(session_key(request))  # a self-training of these crops would outlive them
+        self.self_training.stop(request)  # a self-training of these crops would outlive them
         with self.gallery(request) as gallery:
             if gallery is not None:
                 gallery.clear()
@@ -169,7 +185,7 @@ class Search:
         if self.settings.shared_gallery:
             raise user_error("Adapting would change the shared gallery for everyone; the operator can adapt the "
                              "model instead (python -m reid_core adapt).")
-        self.training.cancel(session_key(request))  # the visitor chose this model instead
+        self.self_training.stop(request)  # the visitor chose this model instead
         with self.work(request) as turn, self.gallery(request) as gallery:
             rows = [] if gallery is None else gallery.entries()
             if gallery is not None and gallery.weights_id != reid.embedding_id:
@@ -199,7 +215,7 @@ class Search:
 
     def undo_adapt(self, request: gr.Request | None = None) -> tuple[str, list, pd.DataFrame, str]:
         reid = self.require_model()
-        self.training.cancel(session_key(request))  # its result would undo the undo
+        self.self_training.stop(request)  # its result would undo the undo
         with self.work(request) as turn, self.gallery(request) as gallery:
             if gallery is None or gallery.weights_id == reid.embedding_id:
                 return ("Search uses the shared model (not adapted). " + self.gallery_summary(request, opened=False),
@@ -207,52 +223,6 @@ class Search:
             self.sessions.reopen(session_key(request), lambda path: reid.gallery(path, self.settings.limits, turn=turn))
         return ("Search uses the shared model again, your gallery re-embedded with it. "
                 + self.gallery_summary(request, opened=False), *no_results())
-
-    def self_train(self, request: gr.Request | None = None) -> str:
-        """Start self-training this session's gallery in the background; returns its status at once."""
-        reid = self.require_model()
-        if self.settings.shared_gallery:
-            raise user_error("Self-training would change the shared gallery for everyone; the operator can adapt "
-                             "the model instead (python -m reid_core adapt).")
-        session, client = session_key(request), client_of(request, self.settings.behind_proxy)
-        with self.work(request) as turn, self.gallery(request) as gallery:
-            if gallery is None:
-                raise user_error(f"Add at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras first.")
-            try:
-                job = self.training.start(session, client, gallery, reid, self.sessions.adapt_refusal(session), turn)
-            except (GalleryError, ImageError) as e:
-                raise user_error(str(e)) from e
-        return job.describe()
-
-    def self_train_status(self, request: gr.Request | None = None) -> str:
-        """Where this session's self-training is, or how it ended ('' when it never ran)."""
-        job = self.training.poll(session_key(request))
-        return "" if job is None else job.describe()
-
-    def cancel_self_train(self, request: gr.Request | None = None) -> str:
-        return self.training.cancel_said(session_key(request))
-
-    def self_train_view(self, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """The Self-train button: (its note, the job's status, the timer that follows it). A refusal is said in
-        the note, as Adapt's are."""
-        try:
-            return "", self.self_train(request), gr.Timer(active=True)
-        except gr.Error as e:
-            return f"⚠️ {e.message}", gr.skip(), gr.skip()
-
-    def self_train_tick(self, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """The timer, every few seconds while a job runs: its status; at its end, once, the gallery's status and
-        emptied results (they were scored by the model it replaced), and the timer stops."""
-        job = self.training.poll(session_key(request))
-        if job is None:
-            return "", gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
-        if job.state == "running":
-            return job.describe(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        first, job.shown = not job.shown, True
-        if not first:
-            return job.describe(), gr.skip(), gr.Timer(active=False), gr.skip(), gr.skip(), gr.skip()
-        cleared = no_results() if job.state == "done" else (gr.skip(),) * 3
-        return job.describe(), self.gallery_summary(request, opened=False), gr.Timer(active=False), *cleared
 
     def adapt_view(self, request: gr.Request | None = None, progress: gr.Progress = gr.Progress(),
                    ) -> tuple[Any, ...]:
@@ -344,15 +314,9 @@ def build_search_tab(search: Search, examples: dict[str, str], demo: gr.Blocks) 
                             visible=not settings.shared_gallery)
                 adapt_note = gr.Markdown(elem_id="adapt-note", elem_classes="input-note")
                 can_train = settings.server.self_train_jobs > 0 and not settings.shared_gallery
-                with gr.Row(visible=can_train):
-                    train_btn = gr.Button("Self-train on this gallery", elem_id="self-train-btn", size="sm")
-                    cancel_btn = gr.Button("Cancel self-training", elem_id="cancel-self-train-btn", size="sm")
-                gr.Markdown(f"*Self-train* learns from your own crops in the background (minutes; needs at least "
-                            f"{MIN_SELF_TRAIN_IMAGES}); Search keeps working meanwhile.", elem_id="self-train-help",
-                            visible=can_train)
-                train_note = gr.Markdown(elem_id="self-train-note", elem_classes="input-note")
-                train_status = gr.Markdown(elem_id="self-train-status")
-                train_timer = gr.Timer(2.0, active=False)
+                training = panel("this gallery", f"*Self-train* learns from your own crops in the background "
+                                 f"(minutes; needs at least {MIN_SELF_TRAIN_IMAGES}); Search keeps working meanwhile.",
+                                 can_train, "")
                 query = image_input("Query", "query", 260)
                 query_note = gr.Markdown(elem_id="query-note", elem_classes="input-note")
                 k = gr.Slider(1, MAX_K, value=10, step=1, label="Top k")
@@ -388,13 +352,7 @@ def build_search_tab(search: Search, examples: dict[str, str], demo: gr.Blocks) 
                                        api_name="adapt_gallery", **model)
         undo_btn.click(search.undo_adapt, None, [gallery_status, *search_out], api_name="undo_adapt", **model
                        ).success(lambda: "", None, adapt_note, api_visibility="private")
-        train_btn.click(search.self_train_view, None, [train_note, train_status, train_timer], api_visibility="private",
-                        **model)
-        train_timer.tick(search.self_train_tick, None, [train_status, gallery_status, train_timer, *search_out],
-                         api_visibility="private", show_progress="hidden")
-        cancel_btn.click(search.cancel_self_train, None, train_status, api_name="cancel_self_train")
-        gr.Button(visible=False).click(search.self_train, None, train_status, api_name="self_train", **model)
-        gr.Button(visible=False).click(search.self_train_status, None, train_status, api_name="self_train_status")
+        wire(training, search.self_training, [gallery_status, *search_out], "self_train", model)
         query.change(search.search_input, query, [query, query_note, *search_out], api_visibility="private",
                      show_progress="hidden", **model, **RAW)
         demo.load(search.gallery_summary, None, gallery_status, api_visibility="private")

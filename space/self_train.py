@@ -1,13 +1,16 @@
-"""Self-training a visitor's gallery in the background (Search's *Self-train*; issue #29's fifth point).
+"""Self-training a visitor's crops in the background (Search's and Videos' *Self-train*; issue #29's fifth point).
 
 "Adapt to this gallery" re-estimates BatchNorm statistics in seconds; self-training (reid_core.adapt's
 cluster-then-train rounds) takes minutes of CPU, so it runs in a thread of its own while the visitor goes on
-searching with the model they have, and its result becomes their private model as Adapt's does. What bounds it:
-- jobs: `self_train_jobs` at once in all (0: off, a public Space's default), one per client (address); a job
+searching with the model they have, and its result becomes their private model as Adapt's does. A tab says what
+it trains on with a Source: Search a sample of its gallery's crops, Videos its tracklets' crops (each tracklet one
+person's: free positives). What bounds it:
+- jobs: `self_train_jobs` at once in all tabs (0: off, a public Space's default), one per client (address); a job
   whose page stopped asking for its status (closed, reloaded) for ABANDONED_S stops, so it frees its place;
 - memory: at most `self_train_images` of the gallery's crops, read a batch per turn before the thread starts; the
   job holds its session's gallery (never evicted while it trains); the model it makes takes an adapted-model
-  place (`max_adapted` / `client_adapted`, checked before any work and when taken);
+  place (`max_adapted` / `client_adapted`), held from the job's start (Sessions.reserve_adapted), so nobody takes
+  it while the job trains;
 - CPU: every unit of its work (a batch of trunk maps, a training step, an embedding batch) takes a turn in the
   fair lane like an add's batch, so another visitor waits one unit, never the whole job.
 Progress comes from the library's bars (reid_core.listening); Cancel (and Clear, Adapt or Undo on the same
@@ -27,12 +30,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reid_core import AdaptConfig, Gallery, GalleryError, ImageError, ReID, listening
 
 from .fair import FairLane
 from .host import Host
+from .sessions import Sessions
 
 log = logging.getLogger(__name__)
 MIN_SELF_TRAIN_IMAGES = 100  # fewer crops cannot give DBSCAN clusters of a batch's 16 people x 4 crops
@@ -42,12 +47,50 @@ OFF = ("Self-training is off on this server: it takes minutes of CPU per gallery
        "REID_SELF_TRAIN_JOBS). *Adapt to this gallery* takes seconds.")
 
 
+Turn = Callable[[], AbstractContextManager[Any]]
+Crops = tuple[list[Any], list[int], list[int] | None]  # pictures, each one's camera and tracklet (-1: unknown)
+
+
 class Cancelled(Exception):
     """Raised into the job at its next unit of work after the visitor's Cancel."""
 
 
+@dataclass(frozen=True)
+class Source:
+    """What one tab self-trains: its visitors' sessions; `read(gallery, n, turn)`, a seeded sample of at most n
+    of a gallery's crops, a batch per turn (GalleryError when too few); `reopen(model, path, turn)`, the session's
+    file opened with the model a job made; `outcome`, what the page says it changed ("Search uses"), and `undo`,
+    how to go back."""
+
+    tab: str
+    sessions: Sessions
+    read: Callable[[Gallery, int, Turn], Crops]
+    reopen: Callable[[ReID, Path, Turn], Gallery]
+    outcome: str
+    undo: str
+
+
+def too_few(held: str) -> GalleryError:
+    return GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras ({held}): it "
+                        "learns from groups of a person's crops.")
+
+
+def gallery_crops(gallery: Gallery, n: int, turn: Turn) -> Crops:
+    """Search's source: a seeded sample of n of the gallery's pictures with their cameras, a batch per turn."""
+    rows = gallery.entries()
+    if len(rows) < MIN_SELF_TRAIN_IMAGES:
+        raise too_few(f"the gallery has {len(rows)}")
+    chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), n)))
+    pictures: list = []
+    for s in range(0, len(chosen), READ_BATCH):
+        with turn():
+            pictures += [gallery.picture(rows[i]["id"]) for i in chosen[s:s + READ_BATCH]]
+    return pictures, [-1 if rows[i]["camid"] is None else int(rows[i]["camid"]) for i in chosen], None
+
+
 @dataclass
 class Job:
+    source: Source
     session: str  # the request's session key, for Sessions.reopen
     client: str
     crops: int
@@ -115,86 +158,81 @@ class TurnTaker:
 
 
 class SelfTraining:
-    """The server's background self-training jobs, one per session at most (see the module's docstring)."""
+    """The server's background self-training jobs, in every tab: one per tab and session at most (see the module's
+    docstring)."""
 
     def __init__(self, host: Host, cfg: AdaptConfig | None = None, clock: Callable[[], float] = time.monotonic):
         self.host, self.limits, self.clock = host, host.settings.server, clock
         self.cfg = cfg or AdaptConfig()
-        self._jobs: OrderedDict[str, Job] = OrderedDict()  # session -> its last job, oldest first
+        self._jobs: OrderedDict[tuple[str, str], Job] = OrderedDict()  # (tab, session) -> its last job, oldest first
         self._lock = threading.RLock()  # start asks refusal again while holding it
 
     def running(self, client: str | None = None) -> int:
         with self._lock:
             return sum(j.state == "running" and client in (None, j.client) for j in self._jobs.values())
 
-    def refusal(self, session: str, client: str) -> str:
+    def refusal(self, source: Source, session: str, client: str) -> str:
         """Why this session may not start a job now ('' when it may): asked before any work."""
         if not self.limits.self_train_jobs:
             return OFF
         with self._lock:
             jobs = [j for j in self._jobs.values() if j.state == "running"]
-        if any(j.session == session for j in jobs):
-            return "Your gallery is self-training already: wait for it, or cancel it first."
+        if any(j.session == session and j.source.tab == source.tab for j in jobs):
+            return "Self-training is running already: wait for it, or cancel it first."
         if any(j.client == client for j in jobs):
-            return "Your network address has a gallery self-training already: one at a time."
+            return "Your network address has a self-training running already: one at a time."
         if len(jobs) >= self.limits.self_train_jobs:
-            return (f"{len(jobs)} galler{'ies are' if len(jobs) > 1 else 'y is'} self-training, the most this server "
+            return (f"{len(jobs)} self-training job{'s are' if len(jobs) > 1 else ' is'} running, the most this server "
                     "runs at once; try again later.")
         return ""
 
-    def start(self, session: str, client: str, gallery: Gallery, reid: ReID, adapt_refusal: str,
-              turn: Callable[[], AbstractContextManager[Any]]) -> Job:
-        """Read the crops (a seeded sample of `self_train_images`, a batch per `turn`) and start the job;
+    def start(self, source: Source, session: str, client: str, gallery: Gallery, reid: ReID, turn: Turn) -> Job:
+        """Read the crops (source.read: at most `self_train_images`, a batch per `turn`) and start the job;
         GalleryError (one line) for everything that refuses, before any model work."""
-        if why := self.refusal(session, client) or adapt_refusal:
+        if why := self.refusal(source, session, client) or source.sessions.reserve_adapted(session):
             raise GalleryError(why)
-        rows = gallery.entries()
-        if len(rows) < MIN_SELF_TRAIN_IMAGES:
-            raise GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras (the "
-                               f"gallery has {len(rows)}): it learns from groups of a person's crops.")
-        chosen = sorted(random.Random(0).sample(range(len(rows)), min(len(rows), self.limits.self_train_images)))
-        pictures: list = []
-        for s in range(0, len(chosen), READ_BATCH):
-            with turn():
-                pictures += [gallery.picture(rows[i]["id"]) for i in chosen[s:s + READ_BATCH]]
-        cams = [-1 if rows[i]["camid"] is None else int(rows[i]["camid"]) for i in chosen]
-        job = Job(session, client, len(pictures), seen=self.clock())
-        with self._lock:
-            if why := self.refusal(session, client):  # two tabs of one visitor, at the same moment
-                raise GalleryError(why)
-            self._jobs.pop(session, None)
-            self._jobs[session] = job
-            while len(self._jobs) > self.limits.max_sessions:
-                old = next((k for k, j in self._jobs.items() if j.state != "running"), None)
-                if old is None:
-                    break
-                del self._jobs[old]
-        crops = [pictures, cams]  # the job takes them out, so they go when training is done with them
+        try:  # the adapted-model place is held from here (its model takes it at the end), given back at the end
+            pictures, cams, tracks = source.read(gallery, self.limits.self_train_images, turn)
+            job = Job(source, session, client, len(pictures), seen=self.clock())
+            with self._lock:
+                if why := self.refusal(source, session, client):  # two tabs of one visitor, at the same moment
+                    raise GalleryError(why)
+                self._jobs.pop((source.tab, session), None)
+                self._jobs[source.tab, session] = job
+                while len(self._jobs) > self.limits.max_sessions:
+                    old = next((k for k, j in self._jobs.items() if j.state != "running"), None)
+                    if old is None:
+                        break
+                    del self._jobs[old]
+        except BaseException:
+            source.sessions.release_adapted(session)
+            raise
+        crops = [pictures, cams, tracks]  # the job takes them out, so they go when training is done with them
         job.thread = threading.Thread(target=self._run, args=(job, reid, crops), daemon=True, name="reid-self-train")
         job.thread.start()
         return job
 
-    def job(self, session: str) -> Job | None:
+    def job(self, source: Source, session: str) -> Job | None:
         with self._lock:
-            return self._jobs.get(session)
+            return self._jobs.get((source.tab, session))
 
-    def poll(self, session: str) -> Job | None:
+    def poll(self, source: Source, session: str) -> Job | None:
         """The session's job, as its page asks for it: a job asked about is not abandoned."""
-        if (job := self.job(session)) is not None:
+        if (job := self.job(source, session)) is not None:
             job.seen = self.clock()
         return job
 
-    def cancel(self, session: str) -> Job | None:
+    def cancel(self, source: Source, session: str) -> Job | None:
         """Stop the session's job at its next unit (not in its last stage, which is too near the end)."""
         with self._lock:
-            job = self._jobs.get(session)
+            job = self._jobs.get((source.tab, session))
             if job is not None and job.state == "running" and not job.final:
                 job.cancel.set()
         return job
 
-    def cancel_said(self, session: str) -> str:
+    def cancel_said(self, source: Source, session: str) -> str:
         """Cancel, and what the page says of it."""
-        job = self.cancel(session)
+        job = self.cancel(source, session)
         return "No self-training is running." if job is None or job.state != "running" else job.describe()
 
     def stopped(self, job: Job) -> bool:
@@ -203,27 +241,28 @@ class SelfTraining:
     def _run(self, job: Job, reid: ReID, crops: list) -> None:
         state, message = "failed", ("Self-training failed (a fault of the server's; it is in the server's log). "
                                     "Nothing changed.")
+        sessions = job.source.sessions
         try:
-            with self.host.sessions.use(job.session, job.client) as gallery:  # never evicted while it trains
+            with sessions.use(job.session, job.client) as gallery:  # never evicted while it trains
                 if gallery is None:
-                    raise GalleryError("your gallery is gone: add images first")
+                    raise GalleryError("your crops are gone (idle or for room): add them again")
                 with TurnTaker(self.host.lane, job, self.stopped) as taker, listening(taker.report):
-                    pictures, cams = crops.pop(0), crops.pop(0)
-                    adapted, report = reid.self_trained(pictures, cams, copy.deepcopy(self.cfg), engine="fp32")
+                    pictures, cams, tracks = crops.pop(0), crops.pop(0), crops.pop(0)
+                    adapted, report = reid.self_trained(pictures, cams, copy.deepcopy(self.cfg), engine="fp32",
+                                                        tracks=tracks)
                     del pictures
                 with self._lock:
                     if self.stopped(job):
                         raise Cancelled
-                    job.final, job.stage, job.total = True, "re-embedding your gallery with it", None
+                    job.final, job.stage, job.total = True, "re-embedding your crops with it", None
                 size = sum(t.nbytes for t in adapted.model.state_dict().values())
-                turn: Callable[[], AbstractContextManager[Any]] = lambda: self.host.lane.turn(job.client)  # noqa: E731
-                self.host.sessions.reopen(job.session, lambda path: adapted.gallery(
-                    path, self.host.settings.limits, turn=turn), size)
+                turn: Turn = lambda: self.host.lane.turn(job.client)  # noqa: E731
+                sessions.reopen(job.session, lambda path: job.source.reopen(adapted, path, turn), size)
             rounds = len(report.rounds)
             state, message = "done", (
-                f"Search uses a model self-trained on {job.crops:,} of your crops, private to you: {rounds} "
+                f"{job.source.outcome} a model self-trained on {job.crops:,} of your crops, private to you: {rounds} "
                 f"round{'s' * (rounds != 1)} in {report.seconds / 60:.1f} min; kept {report.kept} ({report.reason}). "
-                "Compare keeps the shared model; *Undo adaptation* goes back.")
+                f"{job.source.undo}")
         except Cancelled:
             state, message = "cancelled", ("Self-training cancelled: nothing changed." if job.cancel.is_set() else
                                            f"Self-training stopped: its page did not ask about it for "
@@ -233,4 +272,5 @@ class SelfTraining:
         except Exception:
             log.exception("self-training failed")
         finally:
+            sessions.release_adapted(job.session)
             job.message, job.state = message, state

@@ -35,6 +35,7 @@ class Entry:
     used: float  # monotonic
     busy: int = 0  # requests holding it now
     model_bytes: int = 0  # an adapted model private to this session (0: the shared model)
+    reserved: bool = False  # an adapted-model place held for a model still being made (self-training)
 
 
 class Sessions:
@@ -172,9 +173,9 @@ class Sessions:
 
     def _adapt_refusal(self, key: str) -> str:
         entry = self._open.get(key)
-        if entry is None or entry.model_bytes:
-            return ""  # no gallery (reopen says so) or adapted already: no new place
-        held = [e for e in self._open.values() if e.model_bytes]
+        if entry is None or entry.model_bytes or entry.reserved:
+            return ""  # no gallery (reopen says so), adapted already or its place held: no new place
+        held = [e for e in self._open.values() if e.model_bytes or e.reserved]
         if len(held) >= self.limits.max_adapted:
             return (f"{self.limits.max_adapted} visitors hold adapted models, the most this server keeps; try again "
                     "later.")
@@ -183,6 +184,22 @@ class Sessions:
             return (f"Your network address already holds {mine} adapted models, the most one address may; undo an "
                     "adaptation in another tab first.")
         return ""
+
+    def reserve_adapted(self, session: str | None) -> str:
+        """Hold an adapted-model place for this session while a long job makes its model (reopen then takes it
+        without asking again): '' when held, else why not. release_adapted gives it back."""
+        key = self.key(session)
+        with self._lock:
+            if why := self._adapt_refusal(key):
+                return why
+            if (entry := self._open.get(key)) is not None:
+                entry.reserved = True
+            return ""
+
+    def release_adapted(self, session: str | None) -> None:
+        with self._lock:
+            if (entry := self._open.get(self.key(session))) is not None:
+                entry.reserved = False
 
     # --- budgets ------------------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:

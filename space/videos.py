@@ -1,7 +1,9 @@
 """The Videos tab: a visitor's short clips (each one a camera) -> people found in them -> where else each appears.
 
 Each visitor's tracklets live in a private gallery file of their own (the Sessions rules: created on the first
-add, bounded per address and in total, deleted when idle). A clip is checked from its header against the
+add, bounded per address and in total, deleted when idle). *Self-train on my videos* (where the server allows it)
+learns from the visitor's own tracklets in the background, each tracklet one person's crops (self_train.py); the
+model it makes is theirs until *Use the shared model*. A clip is checked from its header against the
 server's VideoLimits before anything is decoded; every frame's detection and the embedding of a clip's crops
 take turns in the fair lane, so one visitor's minute of footage never holds the model for the others.
 """
@@ -9,7 +11,9 @@ take turns in the fair lane, so one visitor's minute of footage never holds the 
 from __future__ import annotations
 
 import os
+import random
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from reid_core import (
     FootageConfig,
     ImageError,
     Person,
+    ReID,
     TrackletGallery,
     TrackletMatch,
     VideoError,
@@ -32,12 +37,15 @@ from reid_core import (
 from .host import Host
 from .params import ParamError, text
 from .requests import RAW, client_of, session_key, upload, uploads, user_error
+from .self_train import MIN_SELF_TRAIN_IMAGES, Crops, SelfTraining, Source, Turn, too_few
+from .self_train_controls import SelfTrainControls, panel, wire
 from .sessions import Sessions
 
 MAX_VIDEOS = 4  # clips per request
 APP_VIDEO_LIMITS = VideoLimits(max_bytes=50 * 2**20, max_seconds=60.0, max_pixels_per_frame=1280 * 720, max_fps=30.0,
                                max_frames=1800)
 STAGES = {"detect and track": "Finding and following people", "embed": "Describing each person"}
+TRACKLETS_READ = 8  # tracklets whose crops a self-training job reads per turn of the fair lane
 
 
 def camera_of(name: str) -> str:
@@ -61,21 +69,56 @@ def span(t: TrackletMatch) -> str:
     return f"{t.start_s:.1f}–{t.end_s:.1f} s"
 
 
+def tracklet_crops(gallery: TrackletGallery, n: int, turn: Turn) -> Crops:
+    """What self-training reads of a visitor's videos: whole tracklets (a seeded sample, up to n crops), each crop
+    with its clip (camera) and its tracklet, whose crops are one person's (reid_core.adapt.tracklet_labels)."""
+    entries, counts = gallery.tracklets(), gallery.crop_counts()
+    if (total := sum(counts.values())) < MIN_SELF_TRAIN_IMAGES:
+        raise too_few(f"your videos' {people_count(len(entries))} tracked hold {total}")
+    chosen, held = [], 0
+    for t in random.Random(0).sample(entries, len(entries)):
+        if held + counts[t.id] <= n:
+            chosen.append(t)
+            held += counts[t.id]
+    cameras = {c: i for i, c in enumerate(sorted({t.camera for t in entries}))}
+    pictures: list = []
+    cams: list[int] = []
+    tracks: list[int] = []
+    for s in range(0, len(chosen), TRACKLETS_READ):
+        batch = chosen[s:s + TRACKLETS_READ]
+        with turn():
+            crops = gallery.tracklet_crops([t.id for t in batch])
+        for k, (t, some) in enumerate(zip(batch, crops, strict=True)):
+            pictures += some
+            cams += [cameras[t.camera]] * len(some)
+            tracks += [s + k] * len(some)
+    return pictures, cams, tracks
+
+
 class Videos:
     """The tab's handlers (layout: build_videos_tab)."""
 
-    def __init__(self, host: Host, limits: VideoLimits = APP_VIDEO_LIMITS, detector: Detector | None = None):
+    def __init__(self, host: Host, limits: VideoLimits = APP_VIDEO_LIMITS, detector: Detector | None = None,
+                 training: SelfTraining | None = None):
         """Each visitor's tracklets in a private gallery file under `data_dir/videos`, within the Videos tab's own
-        share of the server (ServerLimits.for_videos: places, memory and disk beside Search's).
-        `detector`: None for the offline one, loaded on the first Find people."""
+        share of the server (ServerLimits.for_videos: places, memory, disk and adapted models beside Search's).
+        `detector`: None for the offline one, loaded on the first Find people; `training`: the server's
+        self-training jobs (shared with Search; a new one when None)."""
         self.host, self.limits = host, limits
         reid, settings = host.reid, host.settings
         self.sessions = None if reid is None else Sessions(
-            settings.data_dir / "videos",
-            lambda path: TrackletGallery(path, reid.embed, reid.embedding_id, settings.limits),
-            settings.server.for_videos())
+            settings.data_dir / "videos", lambda path: self.opened(reid, path), settings.server.for_videos())
         self._detector = detector
         self._detector_lock = threading.Lock()
+        self.source = Source("videos", self.sessions, tracklet_crops, self.opened, "Your videos use",
+                             "*Use the shared model* goes back.")
+        self.self_training = SelfTrainControls(host, training or SelfTraining(host), self.source, self._use,
+                                               self._regrouped, 3, empty="Find people in your videos first.")
+
+    def opened(self, reid: ReID, path: Any, turn: Turn = nullcontext) -> TrackletGallery:
+        """A visitor's gallery file opened with `reid` (tracklets made with other weights re-embedded, each in a
+        `turn`)."""
+        return TrackletGallery(path, reid.embed, reid.embedding_id, self.host.settings.limits, turn=turn)
 
     def detector(self) -> Detector:
         """The offline detector, loaded once for every visitor (its ONNX export is made on first use)."""
@@ -125,6 +168,26 @@ class Videos:
                 tiles = self._tiles(people, gallery)
         lines = [f"**{text(r.camera)}**: {r.frames} frames, {people_count(r.tracklets)} tracked" for r in reports]
         return tiles, self._summary(people, lines), [p.label for p in people]
+
+    def _regrouped(self, request: gr.Request | None, job: Any = None) -> tuple[list[tuple[str, str]], str, list[int]]:
+        """Everyone in this visitor's videos grouped again (after their model changed): (tiles, summary, labels)."""
+        with self.host.work(request) as turn, self._use(request) as gallery, turn():
+            if gallery is None:
+                return [], "Your videos were removed (idle or for room): add them again.", []
+            people = gallery.people(FootageConfig().people_threshold)
+            tiles = self._tiles(people, gallery)
+        return tiles, self._summary(people, []), [p.label for p in people]
+
+    def shared_model(self, request: gr.Request | None = None) -> tuple[list[tuple[str, str]], str, list[int]]:
+        """Back to the shared model: a self-training job stops, the tracklets are re-embedded, people regrouped."""
+        reid = self.host.require_model()
+        self.self_training.stop(request)
+        with self.host.work(request) as turn, self._use(request) as gallery:
+            if gallery is None:
+                return [], "No videos indexed yet: add some first.", []
+            if gallery.weights_id != reid.embedding_id:
+                self.sessions.reopen(session_key(request), lambda path: self.opened(reid, path, turn))
+        return self._regrouped(request)
 
     def _summary(self, people: list[Person], lines: list[str]) -> str:
         many = sum(len(p.cameras) > 1 for p in people)
@@ -195,6 +258,12 @@ def build_videos_tab(videos: Videos) -> None:
                 crop = gr.Image(label="Look for a person (a crop)", type="filepath", image_mode=None, height=220,
                                 elem_id="video-query", min_width=140)
                 look_btn = gr.Button("Search the videos", elem_id="video-search-btn")
+                can_train = videos.host.settings.server.self_train_jobs > 0
+                training = panel("my videos", "*Self-train* learns from your own tracklets in the background "
+                                 "(minutes; each tracklet is one person's crops, the clips tell the cameras apart).",
+                                 can_train, "video-")
+                shared_btn = gr.Button("Use the shared model", elem_id="video-shared-model-btn", size="sm",
+                                       visible=can_train)
             with gr.Column(scale=2, min_width=280):
                 summary = gr.Markdown(elem_id="video-summary")
                 # no labels over the first tiles: the summary and "where" say what each grid shows
@@ -208,3 +277,5 @@ def build_videos_tab(videos: Videos) -> None:
                        **model, **RAW)
         people.select(videos.person, labels, [seen, where], api_visibility="private", **model)
         look_btn.click(videos.search, crop, [seen, where], api_name="search_videos", **model, **RAW)
+        wire(training, videos.self_training, [people, summary, labels], "self_train_videos", model)
+        shared_btn.click(videos.shared_model, None, [people, summary, labels], api_name="videos_shared_model", **model)

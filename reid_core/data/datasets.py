@@ -34,6 +34,7 @@ class Record:
     path: str
     pid: int
     camid: int
+    track: int = -1  # the tracklet it was cut from (video: same track, same person), -1 none
 
 
 @dataclass

@@ -80,9 +80,9 @@ class ServerLimits:
     adapt_images: int = 500  # gallery crops an "Adapt to this gallery" reads (500 did as well as 7,060 on CUHK03)
     memory_mb: int = 1024  # in-memory search indexes and adapted models, all sessions together
     disk_mb: int = 4096  # gallery files, all sessions together
-    self_train_jobs: int = 1  # galleries self-training in the background at once (one a client); 0: off, as on a
+    self_train_jobs: int = 1  # self-training jobs in the background at once, both tabs (one a client); 0: off, as on a
     # public Space unless its operator sets REID_SELF_TRAIN_JOBS (minutes of CPU each)
-    self_train_images: int = 2000  # gallery crops a self-training job reads (its memory: ~60 KB each)
+    self_train_images: int = 2000  # crops a self-training job reads (its memory: ~60 KB each; Videos: whole tracklets)
     video_sessions: int = 50  # the Videos tab's private galleries (tracklets), a budget of their own beside Search's
     video_client_sessions: int = 2  # the same for one client (address)
     video_memory_mb: int = 256  # the Videos tab's in-memory indexes, all sessions together

@@ -204,6 +204,21 @@ class TrackletGallery(Gallery):
         return sorted((TrackletMatch(0.0, r[0], *r[1:]) for r in rows.values()),
                       key=lambda t: (t.camera, t.start_s, t.track))
 
+    def crop_counts(self) -> dict[str, int]:
+        """How many crops each tracklet stores, by its id (read without the crops)."""
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT id, length(weights) / 8 FROM tracklets").fetchall())
+
+    def tracklet_crops(self, ids: Sequence[str]) -> list[list[Image.Image]]:
+        """Each tracklet's stored crops (self-training reads them as one person's: a track is free positives)."""
+        with self._connect() as conn:
+            blobs = dict(conn.execute(f"SELECT id, crops FROM tracklets WHERE id IN ({','.join('?' * len(ids))})",
+                                      list(ids)).fetchall())
+        missing = [i for i in ids if i not in blobs]
+        if missing:
+            raise GalleryError(f"{self.path.name}: no tracklet {missing[0]!r}")
+        return [unpack_pngs(blobs[i]) for i in ids]
+
     def boxes(self, camera: str) -> tuple[str, list[tuple[int | None, int, np.ndarray]]]:
         """A camera's video path and each of its tracklets' person label, track and boxes (for annotation)."""
         with self._connect() as conn:
