@@ -24,7 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records  # noqa: E402
+from reid_core.adapt.config import AdaptConfig, Round  # noqa: E402
+from reid_core.adapt.recipe import adapt_model  # noqa: E402
+from reid_core.adapt.targets import target_records  # noqa: E402
 from reid_core.data.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
 from reid_core.evaluation.evaluate import EvalOptions, evaluate  # noqa: E402

@@ -25,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reid_core.adapt import AdaptConfig, cluster  # noqa: E402
+from reid_core.adapt.clustering import cluster  # noqa: E402
+from reid_core.adapt.config import AdaptConfig  # noqa: E402
 from reid_core.search.synthetic import clustered  # noqa: E402
 
 
@@ -55,7 +56,9 @@ def real_embeddings(target: str, cache: str | None) -> tuple[np.ndarray, np.ndar
     if cache and Path(cache).exists():
         z = np.load(cache)
         return z["emb"], z["ids"], z["cams"]
-    from reid_core.adapt import Split, adapt_model, embed_maps, fill_cache, sample
+    from reid_core.adapt.recipe import adapt_model
+    from reid_core.adapt.split import Split, embed_maps, fill_cache
+    from reid_core.adapt.targets import sample
     from reid_core.data.datasets import load_dataset
     from reid_core.model.network import load_model
     from reid_core.model.weights import resolve_weights

@@ -19,7 +19,8 @@ The public API, what the app, train.py and notebooks stand on:
 
 import importlib
 
-from .adapt import THRESHOLDS_INHERITED, AdaptConfig, AdaptReport
+from .adapt.config import AdaptConfig, AdaptReport
+from .adapt.recipe import THRESHOLDS_INHERITED
 from .adaptation_record import AdaptationRecord
 from .api import Comparison, ReID
 from .base.files import atomic_write

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .adapt import THRESHOLDS_INHERITED
+from .adapt.recipe import THRESHOLDS_INHERITED
 
 
 def _figures(d: Any) -> dict[str, float]:

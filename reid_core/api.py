@@ -21,7 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapt import AdaptConfig, AdaptReport, Round, adapt_bn, adapt_model, image_records, target_records
+from .adapt.batchnorm import adapt_bn
+from .adapt.config import AdaptConfig, AdaptReport, Round
+from .adapt.recipe import adapt_model
+from .adapt.targets import image_records, target_records
 from .data.images import ImageLike, eval_pixels, load_image
 from .data.limits import Limits
 from .embed import Embedder, Flipped

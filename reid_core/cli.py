@@ -321,7 +321,7 @@ def gallery_build(args: argparse.Namespace) -> int:
 
 
 def adapt_args(a: argparse.ArgumentParser) -> None:
-    from .adapt import AdaptConfig
+    from .adapt.config import AdaptConfig
 
     a.add_argument("--data", required=True, help="the target cameras' crops: any dataset layout (its training "
                    "images) or any folder of images (all of them, searched recursively); labels are never read")
@@ -335,7 +335,9 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
 
 @verb("adapt the model to a new camera network from a folder of its crops (identity labels never read)", adapt_args)
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from .adapt import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, AdaptConfig, preflight, provenance, target_records
+    from .adapt.config import AdaptConfig
+    from .adapt.recipe import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, preflight, provenance
+    from .adapt.targets import target_records
     from .data.datasets import load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures
     from .evaluation.thresholds import Thresholds

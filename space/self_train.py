@@ -117,8 +117,8 @@ class Job:
         if self.cancel.is_set():
             return "Cancelling self-training: it stops at its next unit of work."
         where = f"{self.stage} {self.done}/{self.total}" if self.total else self.stage
-        return (f"Self-training on {self.crops:,} of your crops: **{where}** ({minutes:.1f} min so far). Search "
-                "keeps using the model it had until this ends.")
+        return (f"Self-training on {self.crops:,} of your crops: **{where}** ({minutes:.1f} min so far). Until it "
+                "ends, you keep the model you had.")
 
 
 class TurnTaker:

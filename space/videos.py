@@ -71,7 +71,7 @@ def span(t: TrackletMatch) -> str:
 
 def tracklet_crops(gallery: TrackletGallery, n: int, turn: Turn) -> Crops:
     """What self-training reads of a visitor's videos: whole tracklets (a seeded sample, up to n crops), each crop
-    with its clip (camera) and its tracklet, whose crops are one person's (reid_core.adapt.tracklet_labels)."""
+    with its clip (camera) and its tracklet, whose crops are one person's (adapt.clustering.tracklet_labels)."""
     entries, counts = gallery.tracklets(), gallery.crop_counts()
     if (total := sum(counts.values())) < MIN_SELF_TRAIN_IMAGES:
         raise too_few(f"your videos' {people_count(len(entries))} tracked hold {total}")

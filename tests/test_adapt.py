@@ -26,7 +26,8 @@ def shifted(px: torch.Tensor) -> torch.Tensor:
 def test_bn_statistics_undo_a_domain_shift(market: Path) -> None:
     """Crops of the shifted network embed like their source versions once BatchNorm has seen the new network,
     unlabeled, and not before: the measured gain of the first rung, on a shift it should undo."""
-    from reid_core.adapt import adapt_bn, pixel_batches, target_records
+    from reid_core.adapt.batchnorm import adapt_bn
+    from reid_core.adapt.targets import pixel_batches, target_records
     from reid_core.model.network import ModelConfig, create_model
 
     torch.manual_seed(0)  # timm's 0.37 M-parameter test_resnet: BatchNorm's rule, not resnet18's size, is checked
@@ -53,7 +54,7 @@ def test_bn_statistics_undo_a_domain_shift(market: Path) -> None:
                                                                 ("efficientnet_lite0", 1, 3)])
 def test_the_split_model_is_the_model(backbone: str, last_stride: int, stages: int) -> None:
     """Self-training runs the top of the network on cached trunk maps: top(trunk(x)) must be the model."""
-    from reid_core.adapt import Split
+    from reid_core.adapt.split import Split
     from reid_core.model.network import ModelConfig, create_model
 
     torch.manual_seed(0)
@@ -100,7 +101,7 @@ def test_jaccard_core_matches_the_reference_loop() -> None:
 
 
 def test_target_folder_reads_no_labels(market: Path, people_folder: Path, tmp_path: Path) -> None:
-    from reid_core.adapt import target_records
+    from reid_core.adapt.targets import target_records
     from reid_core.data.datasets import DatasetError
 
     recs = target_records(market)  # a dataset: its training images, pids dropped, cameras kept
@@ -202,7 +203,7 @@ def test_bn_adapted_in_memory_leaves_the_source_alone(small_weights: Path, marke
 
 
 def test_bad_settings_are_one_line_before_any_work() -> None:
-    from reid_core.adapt import AdaptConfig
+    from reid_core.adapt.config import AdaptConfig
 
     for bad, match in (({"max_images": -5}, "max_images must be at least 0"), ({"temperature": 0.0}, "temperature"),
                        ({"batch_size": 0}, "batch_size"), ({"eps": float("nan")}, "eps"),
@@ -257,7 +258,8 @@ def test_each_round_says_where_the_run_is() -> None:
     """Per-round progress with an estimate: the rounds left at the mean time of those done."""
     import time
 
-    from reid_core.adapt import Round, round_done
+    from reid_core.adapt.config import Round
+    from reid_core.adapt.self_training import round_done
 
     done = [Round(1, 180, 5000, 1.234, 120.0), Round(2, 200, 5200, 1.1, 180.0)]
     line = round_done(done, 4, time.time() - 330)
@@ -270,7 +272,7 @@ def test_cameras_from_folder_names(tmp_path: Path) -> None:
     """A folder whose file names carry no camera takes it from camera folders (the innermost); others are -1."""
     from conftest import person
 
-    from reid_core.adapt import camera_folder, target_records
+    from reid_core.adapt.targets import camera_folder, target_records
 
     net = tmp_path / "net"
     for cam in ("cam_a", "cam_b", "cam_b/day2", "campus"):
@@ -282,7 +284,8 @@ def test_cameras_from_folder_names(tmp_path: Path) -> None:
 
 
 def test_clustering_support_names_what_is_missing() -> None:
-    from reid_core.adapt import AdaptConfig, clustering_support
+    from reid_core.adapt.clustering import clustering_support
+    from reid_core.adapt.config import AdaptConfig
 
     cfg = AdaptConfig(p=4)
     pairs = np.repeat(np.arange(20), 2)  # 20 clusters of 2 crops, one in each camera
@@ -302,7 +305,9 @@ def test_one_crop_per_person_per_camera_keeps_the_bn_rung(tmp_path: Path) -> Non
     self-training keeps the BatchNorm rung and says why in one line, instead of training on noise."""
     from conftest import person
 
-    from reid_core.adapt import AdaptConfig, adapt_model, target_records
+    from reid_core.adapt.config import AdaptConfig
+    from reid_core.adapt.recipe import adapt_model
+    from reid_core.adapt.targets import target_records
     from reid_core.model.network import ModelConfig, create_model
 
     for cam, folder in enumerate(("cam_a", "cam_b")):
@@ -352,12 +357,12 @@ def test_camera_proxies_are_per_cluster_and_camera_and_pull_crops_to_them() -> N
 def test_a_large_trunk_map_cache_is_a_memory_mapped_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past CACHE_IN_MEMORY bytes the cache is a temporary file mapped into memory (unlinked at once), written and
     read like the in-memory one; a cache the disk cannot hold is refused before any work."""
-    from reid_core import adapt
+    from reid_core.adapt import split
 
-    small = adapt.empty_cache((2, 3, 4, 5))
+    small = split.empty_cache((2, 3, 4, 5))
     assert small.dtype == torch.float16 and small.shape == (2, 3, 4, 5)
-    monkeypatch.setattr(adapt, "CACHE_IN_MEMORY", 100)
-    big = adapt.empty_cache((2, 30, 4, 5))
+    monkeypatch.setattr(split, "CACHE_IN_MEMORY", 100)
+    big = split.empty_cache((2, 30, 4, 5))
     assert big.dtype == torch.float16 and big.shape == (2, 30, 4, 5)
     maps = Path("/proc/self/maps")
     if maps.exists():  # Linux: the mapping is a deleted temporary file, not anonymous memory
@@ -365,7 +370,7 @@ def test_a_large_trunk_map_cache_is_a_memory_mapped_file(monkeypatch: pytest.Mon
     big[1, 7] = 0.5
     assert float(big[1, 7].float().mean()) == 0.5 and float(big[0, 7].float().abs().sum()) == 0.0
     with pytest.raises(ValueError, match="caches .* GiB of trunk maps"):
-        adapt.check_cache_room(1 << 60)
+        split.check_cache_room(1 << 60)
 
 
 def test_mean_teacher_follows_its_student_by_its_momentum() -> None:
@@ -405,7 +410,9 @@ def three_camera_target(folder: Path) -> torch.nn.Module:
 def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: Path) -> None:
     """With --teacher-momentum the clusters and the kept model are the teacher's: a round's kept weights are
     the average, not the student's last step."""
-    from reid_core.adapt import AdaptConfig, Round, adapt_model, target_records
+    from reid_core.adapt.config import AdaptConfig, Round
+    from reid_core.adapt.recipe import adapt_model
+    from reid_core.adapt.targets import target_records
 
     model = three_camera_target(tmp_path)
     seen: list[dict[str, torch.Tensor]] = []
@@ -430,7 +437,9 @@ def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: 
 def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:
     """A round's epochs are cut short at max_steps (its bar says so), so a large network's rounds stop growing."""
     from reid_core import listening
-    from reid_core.adapt import AdaptConfig, adapt_model, target_records
+    from reid_core.adapt.config import AdaptConfig
+    from reid_core.adapt.recipe import adapt_model
+    from reid_core.adapt.targets import target_records
 
     model = three_camera_target(tmp_path)
     bars: dict[str, tuple[int, int | None]] = {}
@@ -443,7 +452,7 @@ def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:
 
 
 def test_the_kept_rung_is_the_last_within_the_signals_noise_of_the_best() -> None:
-    from reid_core.adapt import kept_rung
+    from reid_core.adapt.clustering import kept_rung
 
     # CUHK03's training half (7,060 crops), a second run of the default recipe: the rounds' share dipped 0.007 below
     # the BatchNorm rung's (two standard errors: 0.0099) while Rank-1 went 8 -> 16 -> 20: round 2 is kept

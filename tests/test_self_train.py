@@ -20,8 +20,9 @@ import pytest
 from conftest import make_tiny_weights, person, write_people
 
 import app
-from reid_core import AdaptConfig, ReID, ServerLimits, adapt, listening
-from reid_core.adapt import tracklet_labels
+from reid_core import AdaptConfig, ReID, ServerLimits, listening
+from reid_core.adapt import self_training
+from reid_core.adapt.clustering import tracklet_labels
 from reid_core.base.progress import progress_bar
 from reid_core.video.tracklets import Tracklet, embed_tracklets
 from space.fair import FairLane
@@ -287,8 +288,9 @@ def test_videos_self_train_on_whole_tracklets_and_go_back(tmp_path: Path, weight
     assert all(len({c for c, t in zip(cams, tracks, strict=True) if t == k}) == 1 for k in set(tracks))
     add(h, crops, "s1", "A")  # a gallery in Search too, which may not self-train beside it
     clustered: list[np.ndarray] = []  # the tracklets the library's clustering was given
-    real = adapt.tracklet_labels
-    monkeypatch.setattr(adapt, "tracklet_labels", lambda labels, t: clustered.append(t.copy()) or real(labels, t))
+    real = self_training.tracklet_labels
+    monkeypatch.setattr(self_training, "tracklet_labels",
+                        lambda labels, t: clustered.append(t.copy()) or real(labels, t))
     with held(h.host.lane):
         assert videos.self_training.start(request("v1", "A")).startswith("Self-training on 100 of your crops")
         with pytest.raises(Exception, match="Your network address has a self-training running already"):
