@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 MIN_SELF_TRAIN_IMAGES = 100  # fewer crops cannot give DBSCAN clusters of a batch's 16 people x 4 crops
 ABANDONED_S = 120.0  # a job nobody asked about for this long (its page polls every 2 s) stops
 READ_BATCH = 64  # gallery pictures read per turn of the fair lane when a job starts
-OFF = ("Self-training is off on this server: it takes minutes of CPU per gallery (the operator turns it on with "
-       "REID_SELF_TRAIN_JOBS). *Adapt to this gallery* takes seconds.")
+OFF = ("Self-training is off on this server: it takes minutes of CPU per visitor (the operator turns it on with "
+       "REID_SELF_TRAIN_JOBS).")
 
 
 Turn = Callable[[], AbstractContextManager[Any]]
@@ -71,8 +71,8 @@ class Source:
 
 
 def too_few(held: str) -> GalleryError:
-    return GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops from your cameras ({held}): it "
-                        "learns from groups of a person's crops.")
+    return GalleryError(f"Self-training needs at least {MIN_SELF_TRAIN_IMAGES} crops ({held}): it learns from groups "
+                        "of a person's crops.")
 
 
 def gallery_crops(gallery: Gallery, n: int, turn: Turn) -> Crops:
@@ -105,6 +105,7 @@ class Job:
     final: bool = False  # in its last stage (re-embedding the gallery): too late to cancel
     seen: float = field(default_factory=time.monotonic)  # when its page last asked for its status
     thread: threading.Thread | None = None
+    holding: threading.Event = field(default_factory=threading.Event)  # set once the thread holds the gallery
 
     def describe(self) -> str:
         """One paragraph for the page: where the job is, or how it ended."""
@@ -116,6 +117,8 @@ class Job:
                     f"{minutes:.1f} min so far).")
         if self.cancel.is_set():
             return "Cancelling self-training: it stops at its next unit of work."
+        if not self.crops:
+            return f"Self-training: **{self.stage}**."
         where = f"{self.stage} {self.done}/{self.total}" if self.total else self.stage
         return (f"Self-training on {self.crops:,} of your crops: **{where}** ({minutes:.1f} min so far). Until it "
                 "ends, you keep the model you had.")
@@ -187,29 +190,34 @@ class SelfTraining:
         return ""
 
     def start(self, source: Source, session: str, client: str, gallery: Gallery, reid: ReID, turn: Turn) -> Job:
-        """Read the crops (source.read: at most `self_train_images`, a batch per `turn`) and start the job;
-        GalleryError (one line) for everything that refuses, before any model work."""
-        if why := self.refusal(source, session, client) or source.sessions.reserve_adapted(session):
-            raise GalleryError(why)
-        try:  # the adapted-model place is held from here (its model takes it at the end), given back at the end
+        """Register the job and take its adapted-model place at once (so a second start is refused before any
+        work), read the crops (source.read: at most `self_train_images`, a batch per `turn`; a Cancel, Clear or
+        Undo meanwhile stops it there), then start its thread, which holds the session's gallery before this
+        returns. GalleryError (one line) for everything that refuses, before any model work."""
+        job = Job(source, session, client, 0, seen=self.clock(), stage="reading your crops")
+        with self._lock:
+            if why := self.refusal(source, session, client) or source.sessions.reserve_adapted(session):
+                raise GalleryError(why)
+            self._jobs.pop((source.tab, session), None)
+            self._jobs[source.tab, session] = job
+            while len(self._jobs) > self.limits.max_sessions:
+                old = next((k for k, j in self._jobs.items() if j.state != "running"), None)
+                if old is None:
+                    break
+                del self._jobs[old]
+        try:
             pictures, cams, tracks = source.read(gallery, self.limits.self_train_images, turn)
-            job = Job(source, session, client, len(pictures), seen=self.clock())
-            with self._lock:
-                if why := self.refusal(source, session, client):  # two tabs of one visitor, at the same moment
-                    raise GalleryError(why)
-                self._jobs.pop((source.tab, session), None)
-                self._jobs[source.tab, session] = job
-                while len(self._jobs) > self.limits.max_sessions:
-                    old = next((k for k, j in self._jobs.items() if j.state != "running"), None)
-                    if old is None:
-                        break
-                    del self._jobs[old]
         except BaseException:
+            with self._lock:  # as if it never started
+                if self._jobs.get((source.tab, session)) is job:
+                    del self._jobs[source.tab, session]
             source.sessions.release_adapted(session)
             raise
+        job.crops, job.stage = len(pictures), "waiting for its first turn"
         crops = [pictures, cams, tracks]  # the job takes them out, so they go when training is done with them
         job.thread = threading.Thread(target=self._run, args=(job, reid, crops), daemon=True, name="reid-self-train")
         job.thread.start()
+        job.holding.wait()  # the gallery is held by the job from here: never an idle moment to evict it
         return job
 
     def job(self, source: Source, session: str) -> Job | None:
@@ -244,6 +252,7 @@ class SelfTraining:
         sessions = job.source.sessions
         try:
             with sessions.use(job.session, job.client) as gallery:  # never evicted while it trains
+                job.holding.set()
                 if gallery is None:
                     raise GalleryError("your crops are gone (idle or for room): add them again")
                 with TurnTaker(self.host.lane, job, self.stopped) as taker, listening(taker.report):
@@ -272,5 +281,6 @@ class SelfTraining:
         except Exception:
             log.exception("self-training failed")
         finally:
+            job.holding.set()
             sessions.release_adapted(job.session)
             job.message, job.state = message, state

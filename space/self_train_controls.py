@@ -35,9 +35,9 @@ class SelfTrainControls:
     def start(self, request: gr.Request | None = None) -> str:
         """Start self-training this session's crops in the background; returns its status at once."""
         reid = self.host.require_model()
-        if why := self.refuse():
-            raise user_error(why)
         session, client = session_key(request), client_of(request, self.host.settings.behind_proxy)
+        if why := self.refuse() or self.training.refusal(self.source, session, client):  # before a place in line
+            raise user_error(why)
         with self.host.work(request) as turn:
             try:
                 with self.open_session(request) as gallery:
@@ -77,8 +77,11 @@ class SelfTrainControls:
             return "", gr.Timer(active=False), *unchanged
         if job.state == "running":
             return job.describe(), gr.skip(), *unchanged
-        first, job.shown = not job.shown, True
-        return job.describe(), gr.Timer(active=False), *(self.ended(request, job) if first else unchanged)
+        if job.shown:
+            return job.describe(), gr.Timer(active=False), *unchanged
+        outputs = self.ended(request, job)  # first: if it fails (the session busy), the next tick tries again
+        job.shown = True
+        return job.describe(), gr.Timer(active=False), *outputs
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Entry:
     busy: int = 0  # requests holding it now
     model_bytes: int = 0  # an adapted model private to this session (0: the shared model)
     reserved: bool = False  # an adapted-model place held for a model still being made (self-training)
+    reopening: bool = False  # its file is being opened again with another model (reopen)
 
 
 class Sessions:
@@ -146,18 +147,24 @@ class Sessions:
             entry = self._open.get(key)
             if entry is None:
                 raise GalleryError("your gallery is empty: add images first")
+            if entry.reopening:  # two re-embeddings at once: whichever ended last would win, its place uncounted
+                raise GalleryError("your gallery is being re-embedded with another model; try again when it is done")
             if model_bytes and (why := self._adapt_refusal(key)):
                 raise GalleryError(why)
             before, entry.model_bytes = entry.model_bytes, model_bytes  # the place is taken from here on
-        entry.gallery.close()  # an add in flight on the old handle finishes first
+            entry.reopening = True
         try:
-            gallery = open_gallery(self._file(key))
-        except BaseException:
-            entry.model_bytes = before
-            raise
-        with self._lock:
-            entry.gallery, entry.used = gallery, self.clock()
-            self._fit_memory()
+            entry.gallery.close()  # an add in flight on the old handle finishes first
+            try:
+                gallery = open_gallery(self._file(key))
+            except BaseException:
+                entry.model_bytes = before
+                raise
+            with self._lock:
+                entry.gallery, entry.used = gallery, self.clock()
+                self._fit_memory()
+        finally:
+            entry.reopening = False
         return gallery
 
     def adapted(self, client: str | None = None) -> int:
@@ -181,8 +188,8 @@ class Sessions:
                     "later.")
         mine = sum(e.client == entry.client for e in held)
         if mine >= self.limits.client_adapted:
-            return (f"Your network address already holds {mine} adapted models, the most one address may; undo an "
-                    "adaptation in another tab first.")
+            return (f"Your network address already holds {mine} adapted models, the most one address may; go back "
+                    "to the shared model in another browser tab first.")
         return ""
 
     def reserve_adapted(self, session: str | None) -> str:

@@ -23,6 +23,7 @@ from reid_core import (
     Detector,
     Footage,
     FootageConfig,
+    GalleryError,
     ImageError,
     Person,
     ReID,
@@ -73,13 +74,13 @@ def tracklet_crops(gallery: TrackletGallery, n: int, turn: Turn) -> Crops:
     """What self-training reads of a visitor's videos: whole tracklets (a seeded sample, up to n crops), each crop
     with its clip (camera) and its tracklet, whose crops are one person's (adapt.clustering.tracklet_labels)."""
     entries, counts = gallery.tracklets(), gallery.crop_counts()
-    if (total := sum(counts.values())) < MIN_SELF_TRAIN_IMAGES:
-        raise too_few(f"your videos' {people_count(len(entries))} tracked hold {total}")
     chosen, held = [], 0
     for t in random.Random(0).sample(entries, len(entries)):
         if held + counts[t.id] <= n:
             chosen.append(t)
             held += counts[t.id]
+    if held < MIN_SELF_TRAIN_IMAGES:
+        raise too_few(f"your videos' {len(entries)} tracklet{'s' * (len(entries) != 1)} give {held}")
     cameras = {c: i for i, c in enumerate(sorted({t.camera for t in entries}))}
     pictures: list = []
     cams: list[int] = []
@@ -113,7 +114,7 @@ class Videos:
         self.source = Source("videos", self.sessions, tracklet_crops, self.opened, "Your videos use",
                              "*Use the shared model* goes back.")
         self.self_training = SelfTrainControls(host, training or SelfTraining(host), self.source, self._use,
-                                               self._regrouped, 3, empty="Find people in your videos first.")
+                                               self._regrouped, 5, empty="Find people in your videos first.")
 
     def opened(self, reid: ReID, path: Any, turn: Turn = nullcontext) -> TrackletGallery:
         """A visitor's gallery file opened with `reid` (tracklets made with other weights re-embedded, each in a
@@ -169,24 +170,31 @@ class Videos:
         lines = [f"**{text(r.camera)}**: {r.frames} frames, {people_count(r.tracklets)} tracked" for r in reports]
         return tiles, self._summary(people, lines), [p.label for p in people]
 
-    def _regrouped(self, request: gr.Request | None, job: Any = None) -> tuple[list[tuple[str, str]], str, list[int]]:
-        """Everyone in this visitor's videos grouped again (after their model changed): (tiles, summary, labels)."""
+    def _regrouped(self, request: gr.Request | None, job: Any = None) -> tuple[Any, ...]:
+        """Everyone in this visitor's videos grouped again after their model changed (a job that did not change
+        it changes nothing on the page): (people tiles, summary, labels, appearances, where) — a person's
+        appearances shown before were found by the old model, so they go."""
+        if job is not None and job.state != "done":
+            return (gr.skip(),) * 5
         with self.host.work(request) as turn, self._use(request) as gallery, turn():
             if gallery is None:
-                return [], "Your videos were removed (idle or for room): add them again.", []
+                return [], "Your videos were removed (idle or for room): add them again.", [], [], ""
             people = gallery.people(FootageConfig().people_threshold)
             tiles = self._tiles(people, gallery)
-        return tiles, self._summary(people, []), [p.label for p in people]
+        return tiles, self._summary(people, []), [p.label for p in people], [], ""
 
-    def shared_model(self, request: gr.Request | None = None) -> tuple[list[tuple[str, str]], str, list[int]]:
+    def shared_model(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """Back to the shared model: a self-training job stops, the tracklets are re-embedded, people regrouped."""
         reid = self.host.require_model()
         self.self_training.stop(request)
         with self.host.work(request) as turn, self._use(request) as gallery:
             if gallery is None:
-                return [], "No videos indexed yet: add some first.", []
+                return [], "No videos indexed yet: add some first.", [], [], ""
             if gallery.weights_id != reid.embedding_id:
-                self.sessions.reopen(session_key(request), lambda path: self.opened(reid, path, turn))
+                try:
+                    self.sessions.reopen(session_key(request), lambda path: self.opened(reid, path, turn))
+                except GalleryError as e:
+                    raise user_error(str(e)) from e
         return self._regrouped(request)
 
     def _summary(self, people: list[Person], lines: list[str]) -> str:
@@ -277,5 +285,6 @@ def build_videos_tab(videos: Videos) -> None:
                        **model, **RAW)
         people.select(videos.person, labels, [seen, where], api_visibility="private", **model)
         look_btn.click(videos.search, crop, [seen, where], api_name="search_videos", **model, **RAW)
-        wire(training, videos.self_training, [people, summary, labels], "self_train_videos", model)
-        shared_btn.click(videos.shared_model, None, [people, summary, labels], api_name="videos_shared_model", **model)
+        regrouped = [people, summary, labels, seen, where]
+        wire(training, videos.self_training, regrouped, "self_train_videos", model)
+        shared_btn.click(videos.shared_model, None, regrouped, api_name="videos_shared_model", **model)

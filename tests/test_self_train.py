@@ -6,6 +6,7 @@ a private model like Adapt's. And the library's side: `reid_core.listening` repo
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ import pytest
 from conftest import make_tiny_weights, person, write_people
 
 import app
-from reid_core import AdaptConfig, ReID, ServerLimits, listening
+from reid_core import AdaptConfig, GalleryError, ReID, ServerLimits, listening
 from reid_core.adapt import self_training
 from reid_core.adapt.clustering import tracklet_labels
 from reid_core.base.progress import progress_bar
@@ -208,7 +209,7 @@ def test_too_few_crops_and_a_full_adapted_place_refuse_before_any_work(tmp_path:
     h = handlers(tmp_path, weights, max_adapted=1, client_adapted=1)
     search = h.search
     add(h, crops[:50], "s1", "A")
-    with pytest.raises(Exception, match="needs at least 100 crops from your cameras \\(the gallery has 50\\)"):
+    with pytest.raises(Exception, match="needs at least 100 crops \\(the gallery has 50\\)"):
         search.self_training.start(request("s1", "A"))
     add(h, crops[50:], "s1", "A")
     add(h, crops, "s2", "B")
@@ -277,8 +278,7 @@ def test_videos_self_train_on_whole_tracklets_and_go_back(tmp_path: Path, weight
     with pytest.raises(Exception, match="Find people in your videos first"):
         videos.self_training.start(request("v1", "A"))
     index_tracklets(h, "v1", "A", people=8)  # 64 crops: too few
-    with pytest.raises(Exception, match=r"needs at least 100 crops from your cameras \(your videos' 16 people "
-                                        r"tracked hold 64\)"):
+    with pytest.raises(Exception, match=r"needs at least 100 crops \(your videos' 16 tracklets give 64\)"):
         videos.self_training.start(request("v1", "A"))
     index_tracklets(h, "v1", "A", people=16)
     with videos._use(request("v1", "A")) as gallery:
@@ -303,9 +303,11 @@ def test_videos_self_train_on_whole_tracklets_and_go_back(tmp_path: Path, weight
     assert videos.sessions.adapted("A") == 1 and h.host.sessions.adapted() == 0
     with videos._use(request("v1", "A")) as gallery:
         assert gallery.weights_id != videos.host.reid.embedding_id and gallery.tracklet_count() == 32
-    status, timer, tiles, summary, labels = videos.self_training.tick(request("v1", "A"))
-    assert status == job.message and len(tiles) == len(labels) >= 1 and "found" in summary
-    tiles, summary, labels = videos.shared_model(request("v1", "A"))
+    status, timer, tiles, summary, labels, seen, where = videos.self_training.tick(request("v1", "A"))
+    assert status == job.message and timer.active is False and seen == [] and where == ""
+    assert len(tiles) == len(labels) >= 1 and "people found" in summary  # grouped again by the new model
+    assert videos.self_training.tick(request("v1", "A"))[2:] == (gr.skip(),) * 5  # once
+    tiles, summary, labels, seen, where = videos.shared_model(request("v1", "A"))
     with videos._use(request("v1", "A")) as gallery:
         assert gallery.weights_id == videos.host.reid.embedding_id
     assert videos.sessions.adapted() == 0 and len(tiles) == len(labels) >= 1
@@ -318,3 +320,61 @@ def test_a_tracklet_keeps_one_pseudo_label() -> None:
     # crops of no track keep theirs
     assert tracklet_labels(labels, tracks).tolist() == [0, 0, 0, 0, 1, 0, 0, -1, 2, -1]
     assert tracklet_labels(labels, np.full(10, -1)).tolist() == labels.tolist()
+    # every crop of cluster 1 went to its tracks' majorities: no empty cluster is left (its centroid would be NaN)
+    assert tracklet_labels(np.array([0, 0, 1, 1, 2, 2]), np.array([5, 5, 5, 7, 7, 7])).tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_second_start_while_the_first_reads_is_refused_and_keeps_its_place(tmp_path: Path, weights: Path,
+                                                                             crops: list[str]) -> None:
+    """A job is registered, with its adapted-model place, before it reads a crop: a second start of the same
+    session meanwhile (two clicks, or the button and the API) is refused at once and cannot give the first one's
+    place back; a reading that fails leaves nothing behind."""
+    h = handlers(tmp_path, weights, max_adapted=1)
+    search = h.search
+    add(h, crops, "s1", "A")
+    add(h, crops, "s2", "B")
+    inner: list[str] = []
+    real = search.source.read
+
+    def read(gallery: Any, n: int, turn: Any) -> Any:
+        with pytest.raises(Exception) as refused:
+            search.self_training.start(request("s1", "A"))
+        inner.append(refused.value.message)
+        inner.append(h.host.sessions.adapt_refusal("remote:s2"))  # the place is this job's
+        return real(gallery, n, turn)
+
+    search.source = search.self_training.source = dataclasses.replace(search.source, read=read)
+    search.self_training.start(request("s1", "A"))
+    job = ended(search.training.job(search.source, "remote:s1"))
+    assert inner[0].startswith("Self-training is running already") and inner[1].startswith("1 visitors hold")
+    assert job.state == "done" and h.host.sessions.adapted() == 1
+    search.undo_adapt(request("s1", "A"))  # the place is free again
+
+    def broken(gallery: Any, n: int, turn: Any) -> Any:
+        raise GalleryError("unreadable")
+
+    search.source = search.self_training.source = dataclasses.replace(search.source, read=broken)
+    with pytest.raises(Exception, match="unreadable"):
+        search.self_training.start(request("s2", "B"))
+    assert search.training.running() == 0 and search.training.job(search.source, "remote:s2") is None
+    assert h.host.sessions.adapt_refusal("remote:s2") == ""  # its place given back
+
+
+def test_two_reopens_of_one_gallery_never_overlap(tmp_path: Path, weights: Path, crops: list[str]) -> None:
+    """A session's file opened again with another model (a job's end, Undo, *Use the shared model*) while it is
+    being opened again already is refused in one line: whichever ended last would otherwise win, its model's
+    place uncounted."""
+    h = handlers(tmp_path, weights)
+    add(h, crops[:10], "s1", "A")
+    sessions, reid = h.host.sessions, h.search.require_model()
+    said: list[str] = []
+
+    def open_again(path: Path) -> Any:
+        with pytest.raises(GalleryError) as e:
+            sessions.reopen("remote:s1", lambda p: reid.gallery(p), 1)
+        said.append(str(e.value))
+        return reid.gallery(path)
+
+    sessions.reopen("remote:s1", open_again)
+    assert said == ["your gallery is being re-embedded with another model; try again when it is done"]
+    assert sessions.adapted() == 0 and len(h.search.own_gallery(request("s1", "A"))) == 10

@@ -38,13 +38,16 @@ def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None, p
 def tracklet_labels(labels: np.ndarray, tracks: np.ndarray) -> np.ndarray:
     """Pseudo-labels that keep each tracklet whole (a tracker's track is one person: free positives): every crop of
     a track takes the label most of its clustered crops have, outliers included; a track none of whose crops
-    clustered stays out. Crops of no track (-1) keep their own label."""
+    clustered stays out. Crops of no track (-1) keep their own label. A cluster every crop of which went to its
+    tracks' majorities is gone: labels are numbered 0..k-1 again (no cluster without a crop)."""
     out = labels.copy()
     for t in np.unique(tracks[tracks >= 0]):
         members = np.flatnonzero(tracks == t)
         votes = labels[members][labels[members] >= 0]
         if len(votes):
             out[members] = np.bincount(votes).argmax()
+    keep = out >= 0
+    out[keep] = np.unique(out[keep], return_inverse=True)[1]
     return out
 
 

@@ -211,6 +211,8 @@ class TrackletGallery(Gallery):
 
     def tracklet_crops(self, ids: Sequence[str]) -> list[list[Image.Image]]:
         """Each tracklet's stored crops (self-training reads them as one person's: a track is free positives)."""
+        if not ids:
+            return []
         with self._connect() as conn:
             blobs = dict(conn.execute(f"SELECT id, crops FROM tracklets WHERE id IN ({','.join('?' * len(ids))})",
                                       list(ids)).fetchall())
