@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reid_core.adapt.config import AdaptConfig, Round  # noqa: E402
 from reid_core.adapt.recipe import adapt_model  # noqa: E402
 from reid_core.adapt.targets import target_records  # noqa: E402
-from reid_core.data.datasets import ReIDData, _split_ids, load_dataset  # noqa: E402
+from reid_core.data.datasets import Record, ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
 from reid_core.evaluation.evaluate import EvalOptions, evaluate  # noqa: E402
 from reid_core.model.network import SiameseReID, load_model
@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--score", choices=["test", "select", "both"], default="both")
     ap.add_argument("--rungs", nargs="+", default=["base", "bn", "self-train"])
     ap.add_argument("--json", help="append one JSON line per result to this file")
+    ap.add_argument("--tracklets", action="store_true",
+                    help="give self-training each target crop's (identity, camera) group as its tracklet, what a "
+                         "tracker gives for free on footage (identities stay unread otherwise): how much tracklets add")
     for f in fields(AdaptConfig):
         flag = f"--{f.name.replace('_', '-')}"
         if isinstance(f.default, bool):
@@ -89,6 +92,12 @@ def main() -> None:
     CACHE = Path(os.environ.get("REID_CACHE_DIR") or tempfile.mkdtemp(prefix="reid-onnx-"))
     base = load_model(resolve_weights(args.weights or os.environ.get("REID_WEIGHTS")))
     target = target_records(args.target)
+    if args.tracklets:  # the same crops in the same order, each with its (identity, camera) group as a tracklet
+        train = load_dataset(args.target).train
+        if [t.path for t in target] != [r.path for r in train]:
+            raise SystemExit("--tracklets: the target's crops are not its training split's")
+        groups = {key: k for k, key in enumerate(sorted({(r.pid, r.camid) for r in train}))}
+        target = [Record(t.path, -1, t.camid, groups[r.pid, r.camid]) for t, r in zip(target, train, strict=True)]
     splits = {name: load_dataset(args.target) if name == "test" else select_split(Path(args.target))
               for name in (("test", "select") if args.score == "both" else (args.score,))}
     market = load_dataset(args.market) if args.market else None
