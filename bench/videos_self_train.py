@@ -42,7 +42,7 @@ def main() -> None:
         job.seen = time.monotonic()  # as the page's timer would
         job.thread.join(timeout=5)
     print(f"job {job.state} in {time.time() - t0:.0f} s: {job.message}", flush=True)
-    _, _, _, summary, _ = h.videos.self_training.tick(request)
+    summary = h.videos.self_training.tick(request)[3]  # (status, timer, people, summary, ...)
     print("people after: " + summary.replace("\n\n", " | "))
 
 
