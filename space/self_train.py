@@ -207,16 +207,17 @@ class SelfTraining:
                 del self._jobs[old]
         try:
             pictures, cams, tracks = source.read(gallery, self.limits.self_train_images, turn)
+            job.crops, job.stage = len(pictures), "waiting for its first turn"
+            crops = [pictures, cams, tracks]  # the job takes them out, so they go when training is done with them
+            job.thread = threading.Thread(target=self._run, args=(job, reid, crops), daemon=True,
+                                          name="reid-self-train")
+            job.thread.start()
         except BaseException:
             with self._lock:  # as if it never started
                 if self._jobs.get((source.tab, session)) is job:
                     del self._jobs[source.tab, session]
             source.sessions.release_adapted(session)
             raise
-        job.crops, job.stage = len(pictures), "waiting for its first turn"
-        crops = [pictures, cams, tracks]  # the job takes them out, so they go when training is done with them
-        job.thread = threading.Thread(target=self._run, args=(job, reid, crops), daemon=True, name="reid-self-train")
-        job.thread.start()
         job.holding.wait()  # the gallery is held by the job from here: never an idle moment to evict it
         return job
 
