@@ -7,7 +7,9 @@ CUHK03 (NNNN_KK files) splits its identities in two seeded halves: the training 
 folder; `--score test` scores on the other half (the reported figures), `--score select` on the training half's own
 labels (what settings were chosen on: the identities the adaptation saw, unlabeled, never the test half).
 Rungs: base, bn, bn-backbone, bn-neck, bn-N (statistics from N target crops, 0: all), bn-cams (camera-balanced
-batches), self-train (every round scored). Self-training settings come from the flags of `python -m reid_core adapt`.
+batches), self-train (every round scored; `--save DIR` keeps each round's weights), saved (the rounds kept in --save
+scored again). Self-training settings come from the flags of `python -m reid_core adapt`. Every rung is scored with
+plain, camera-centred (centred_), flip-averaged (flip_) and both (flip_centred_) embeddings.
 """
 
 from __future__ import annotations
@@ -30,19 +32,20 @@ from reid_core.adapt.targets import target_records  # noqa: E402
 from reid_core.data.datasets import Record, ReIDData, _split_ids, load_dataset  # noqa: E402
 from reid_core.engines import choose_engine  # noqa: E402
 from reid_core.evaluation.evaluate import EvalOptions, evaluate  # noqa: E402
-from reid_core.model.network import SiameseReID, load_model
+from reid_core.model.network import SiameseReID, load_model, save_model
 from reid_core.model.weights import resolve_weights
 
 CACHE: Path | None = None  # where the ladder's ONNX exports go ($REID_CACHE_DIR, else a temporary folder)
 
 
 def scored(model: SiameseReID, data: ReIDData, flip: bool = True) -> dict[str, float]:
-    """Rank-1 / mAP / mINP (plain and flip) through ONNX Runtime, the default engine on a CPU."""
+    """Rank-1 / mAP / mINP through ONNX Runtime, the default engine on a CPU: plain and camera-centred
+    (centred_), and with `flip` the same of flip-averaged embeddings (flip_, flip_centred_)."""
     embedder = choose_engine(model, "onnx", CACHE)[0]
-    m = evaluate(model, data.query, data.gallery, EvalOptions(flip=flip, progress=False), embedder).figures()
-    keys = ("rank1", "mAP", "mINP")
-    return {**{k: round(100 * m[k], 1) for k in keys}, **({f"flip_{k}": round(100 * m["flip_" + k], 1) for k in keys}
-                                                           if flip else {})}
+    m = evaluate(model, data.query, data.gallery, EvalOptions(flip=flip, centred=True, progress=False),
+                 embedder).figures()
+    prefixes = ("", "centred_", "flip_", "flip_centred_") if flip else ("", "centred_")
+    return {p + k: round(100 * m[p + k], 1) for p in prefixes for k in ("rank1", "mAP", "mINP")}
 
 
 def select_split(target: Path) -> ReIDData:
@@ -78,6 +81,8 @@ def main() -> None:
     ap.add_argument("--score", choices=["test", "select", "both"], default="both")
     ap.add_argument("--rungs", nargs="+", default=["base", "bn", "self-train"])
     ap.add_argument("--json", help="append one JSON line per result to this file")
+    ap.add_argument("--save", help="keep each self-training round's weights in this folder (roundN.safetensors), "
+                                   "to score them again later (--rungs saved)")
     ap.add_argument("--tracklets", action="store_true",
                     help="give self-training each target crop's (identity, camera) group as its tracklet, what a "
                          "tracker gives for free on footage (identities stay unread otherwise): how much tracklets add")
@@ -111,6 +116,9 @@ def main() -> None:
         if market is not None and (rung in args.market_rungs or (last and "self-train" in args.market_rungs)):
             row["market"] = scored(model, market, flip=False)
         print(json.dumps(row), flush=True)
+        if args.save and rung.startswith("self-train round "):  # (not the BatchNorm rung: seconds to make again)
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            save_model(model, Path(args.save) / f"round{rung.split()[-1]}.safetensors")
         if args.json:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -119,6 +127,12 @@ def main() -> None:
     for rung in args.rungs:
         if rung == "base":
             report(rung, base, 0.0)
+            continue
+        if rung == "saved":  # the rounds a run kept (--save) scored again, nothing trained
+            if not args.save:
+                raise SystemExit("--rungs saved needs --save DIR (where an earlier run kept its rounds)")
+            for path in sorted(Path(args.save).glob("round*.safetensors"), key=lambda p: int(p.stem[5:])):
+                report(f"saved {path.stem}", load_model(path), 0.0)
             continue
         cfg = AdaptConfig(method="bn", **settings)
         if rung.startswith("bn-") and rung[3:].isdigit():

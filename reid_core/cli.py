@@ -108,6 +108,10 @@ def evaluate_args(e: argparse.ArgumentParser) -> None:
                                                          "(k1=20, k2=6, lambda=0.3)")
     e.add_argument("--flip", action="store_true", help="also report flip-averaged figures (each image's embedding "
                                                        "with its mirror image's; 2x the embedding time)")
+    e.add_argument("--centred", action="store_true",
+                   help="also report the ranking figures of camera-centred embeddings: each camera's mean embedding "
+                        "removed from its crops (query and gallery), a test-time step that needs only the cameras "
+                        "(Song et al., ICLR 2025; BENCHMARKS.md section 24.7)")
     e.add_argument("--max-ids", type=int, default=0, help="evaluate on this many test identities (0: all)")
     e.add_argument("--json", help="also write the metrics to this JSON file")
     e.add_argument("--features", help="keep the embeddings in this .safetensors file and reuse them on the next "
@@ -130,15 +134,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = load_dataset(args.data, args.layout)
     query, gallery = subset_eval(data, args.max_ids)
     print(f"engine: {reid.engine}", file=sys.stderr)
-    options = EvalOptions(args.metric, args.rerank, args.flip, args.batch_size, args.threads, features=args.features)
+    options = EvalOptions(args.metric, args.rerank, args.flip, args.centred, args.batch_size, args.threads,
+                          features=args.features)
     report = evaluate(reid.model, query, gallery, options, reid.embedder)
     print(format_figures(report.plain))
     for name, v in report.variants().items():
+        said = name.replace("_", " + ")
+        if name != "plain":
+            print(f"{said}: {format_figures(v)}")
         if v.reranked is not None:
-            print(f"{'re-ranked' if name == 'plain' else 'flip + re-ranked'}: "
+            print(f"{'' if name == 'plain' else said + ' + '}re-ranked: "
                   f"R1 {100 * v.reranked.cmc[0]:.1f}  mAP {100 * v.reranked.mAP:.1f}  mINP {100 * v.reranked.mINP:.1f}")
-        if name == "flip":
-            print(f"flip: {format_figures(v)}")
         if v.pairs is not None and v.pairs.calibration is not None:
             print(f"calibration ({name}): {v.pairs.calibration.describe()}")
     print(f"{report.num_query} queries x {report.num_gallery} gallery, {report.seconds:.0f} s "
@@ -328,7 +334,8 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--out", required=True, help="the adapted weights (.safetensors; its .json is written beside)")
     a.add_argument("--half", action="store_true", help="store fp16 tensors (half the file; computed in fp32)")
     a.add_argument("--evaluate", action="store_true", help="score before and after on the folder's own "
-                   "query/gallery split (labels used for scoring only) and record the figures in the .json")
+                   "query/gallery split (labels used for scoring only) and record the figures in the .json: plain, "
+                   "flip-averaged and camera-centred (evaluate --centred)")
     model_flags(a, flip=False)
     setting_flags(a, AdaptConfig, ("adapt", "self-train"))
 
@@ -359,12 +366,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     chosen: dict[str, Thresholds] = {}
 
     def measure(model: Any, when: str) -> None:
-        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True), model.embedder)
+        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, centred=True), model.embedder)
         chosen[when] = r.thresholds
         m = r.figures()
-        keys = [p + k for p in ("", "flip_") for k in ("rank1", "rank5", "mAP", "mINP")]
+        keys = [p + k for p in ("", "flip_", "centred_", "flip_centred_") for k in ("rank1", "rank5", "mAP", "mINP")]
         figures[when] = {k: round(float(m[k]), 4) for k in keys}
-        print(f"{when}: {format_figures(r.plain)}; flip: {format_figures(r.flip)}", file=sys.stderr)
+        print(f"{when}: {format_figures(r.plain)}; flip: {format_figures(r.flip)}; camera-centred: "
+              f"{format_figures(r.centred)}; flip + camera-centred: {format_figures(r.flip_centred)}", file=sys.stderr)
 
     if scored is not None:
         measure(reid, "before")

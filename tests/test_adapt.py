@@ -151,7 +151,8 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     cfg = json.loads(out.with_suffix(".json").read_text())
     rec = cfg["extra"]["adapted"]
     assert rec["method"] == "self-train" and rec["target"] == "target" and rec["target_images"] == 20 * 2 * 2
-    assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP"} <= set(rec["figures"]["after"])
+    assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP", "centred_mAP"} <= set(rec["figures"]["after"])
+    assert "camera-centred: R1 " in r.stderr
     assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
     assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
     assert rec["kept"] == "round 1" and rec["why"].startswith("the last round (")
@@ -432,6 +433,26 @@ def test_self_training_with_a_mean_teacher_keeps_the_teachers_weights(tmp_path: 
     assert not torch.equal(a["backbone.layer4.0.conv1.weight"], b["backbone.layer4.0.conv1.weight"])  # averaged
     with pytest.raises(ValueError, match="teacher_momentum must be in"):
         AdaptConfig(teacher_momentum=1.0)
+
+
+def test_lr_step_trains_the_later_rounds_at_a_tenth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--lr-step R: rounds before R train at lr, R and after at lr / 10 (Cluster Contrast's step schedule)."""
+    from reid_core.adapt import self_training
+    from reid_core.adapt.config import AdaptConfig
+    from reid_core.adapt.recipe import adapt_model
+    from reid_core.adapt.targets import target_records
+
+    model = three_camera_target(tmp_path)
+    rates: list[float] = []
+    real = self_training.train_round
+    monkeypatch.setattr(self_training, "train_round",
+                        lambda split, cache, labels, emb, opt, *a: rates.append(opt.param_groups[0]["lr"]) or real(
+                            split, cache, labels, emb, opt, *a))
+    cfg = AdaptConfig(rounds=3, epochs=1, p=4, k=2, min_samples=2, keep="last", lr=1e-3, lr_step=2)
+    adapt_model(model, target_records(tmp_path), cfg, progress=False)
+    assert rates == pytest.approx([1e-3, 1e-4, 1e-4])
+    with pytest.raises(ValueError, match="lr_step must be at least 0"):
+        AdaptConfig(lr_step=-1)
 
 
 def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_record_writes_typed_thresholds_and_keeps_the_rest(tiny_weights: Path, t
 
 
 def test_evaluate_returns_a_typed_report_and_reranking_scores_the_pairs_once(
-        market: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        market: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from reid_core.data.datasets import load_dataset
     from reid_core.evaluation import evaluate as ev
     from reid_core.model.network import load_model
@@ -95,9 +95,21 @@ def test_evaluate_returns_a_typed_report_and_reranking_scores_the_pairs_once(
     calls = []
     real = ev.pair_logits
     monkeypatch.setattr(ev, "pair_logits", lambda *a: calls.append(1) or real(*a))
-    report = ev.evaluate(model, data.query, data.gallery, ev.EvalOptions(flip=True, rerank=True, progress=False))
-    assert len(calls) == 2  # one per variant (plain, flip), re-ranked or not
-    assert set(report.variants()) == {"plain", "flip"} and report.num_query == len(data.query)
+    features = tmp_path / "feats.safetensors"
+    report = ev.evaluate(model, data.query, data.gallery, ev.EvalOptions(flip=True, rerank=True, centred=True,
+                                                                          progress=False, features=features))
+    assert len(calls) == 2  # one per variant (plain, flip), re-ranked or not; none for the camera-centred ones
+    assert set(report.variants()) == {"plain", "flip", "centred", "flip_centred"}
+    assert report.num_query == len(data.query)
+    feats = ev.read_features(features, f"{ev.weights_hash(model)} {ev.TorchEmbedder(model).name}")
+    cams = [np.array([r.camid for r in part]) for part in (data.query, data.gallery)]
+    centred = ev.centre_query_gallery(feats["query"], feats["gallery"], *cams)
+    expected = ev.market_rank(ev.cosine_distance(*centred), np.array([r.pid for r in data.query]),
+                              np.array([r.pid for r in data.gallery]), *cams)
+    assert report.centred.ranking.mAP == pytest.approx(expected.mAP) and report.centred.pairs is None
+    assert report.figures()["centred_rank1"] == pytest.approx(expected.cmc[0])
+    assert report.figures()["flip_centred_mAP"] == report.flip_centred.ranking.mAP
+    assert report.centred.reranked is not None and report.flip_centred.pairs is None
     plain = report.plain
     assert plain.reranked is not None and plain.pairs is not None and plain.pairs.calibration is not None
     assert 0 <= plain.ranking.mAP <= 1 and plain.curves["cmc"][0] == pytest.approx(plain.ranking.cmc[0], abs=1e-4)
@@ -109,7 +121,7 @@ def test_evaluate_returns_a_typed_report_and_reranking_scores_the_pairs_once(
                                             report.flip.pairs.pair.threshold)
     assert t.calibration.plain == plain.pairs.calibration.platt and t.calibration.flip is not None
     without = ev.evaluate(model, data.query, data.gallery, ev.EvalOptions(progress=False))
-    assert without.flip is None and without.plain.reranked is None
+    assert without.flip is None and without.centred is None and without.plain.reranked is None
     assert without.figures()["mAP"] == figures["mAP"] and "flip_mAP" not in without.figures()
 
 
@@ -199,10 +211,11 @@ def test_calibration_records_keep_identity_0_and_drop_junk() -> None:
     assert sorted({r.pid for r in got}) == [0, 1, 2] and len(got) == 6
 
 
-def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, market: Path,
-                                                                tiny_weights: Path) -> None:
+def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, market: Path, tiny_weights: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
     """`evaluate --record` without --flip measures no flip thresholds: it keeps the recorded ones (the app
-    embeds with flip by default) instead of erasing them; with --flip it replaces them."""
+    embeds with flip by default) instead of erasing them; with --flip it replaces them. --centred adds the
+    camera-centred figures, printed and in --json, and no threshold."""
     from reid_core.cli import main as cli
 
     w = tmp_path / "w.safetensors"
@@ -213,6 +226,40 @@ def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, 
     assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record"]) == 0
     after = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
     assert (after.flip_pair, after.flip_cos) == (0.61, 0.71) and (after.pair, after.cos) != (0.3, 0.4)
-    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record", "--flip"]) == 0
+    capsys.readouterr()
+    assert cli(["evaluate", "--weights", str(w), "--data", str(market), "--threads", "1", "--record", "--flip",
+                "--centred", "--json", str(tmp_path / "m.json")]) == 0
     flipped = Thresholds.from_extra(json.loads(w.with_suffix(".json").read_text())["extra"])
     assert (flipped.flip_pair, flipped.flip_cos) != (0.61, 0.71) and flipped.flip_pair is not None
+    printed, figures = capsys.readouterr().out, json.loads((tmp_path / "m.json").read_text())
+    assert "\ncentred: R1 " in printed and "\nflip + centred: R1 " in printed and "pair AUC" not in printed.split(
+        "centred: ")[1]
+    assert 0 <= figures["centred_mAP"] <= 1 and 0 <= figures["flip_centred_rank1"] <= 1
+    assert "centred_pair_auc" not in figures and "centred_pair_threshold" not in figures
+
+
+def test_camera_centring_removes_each_cameras_offset_as_a_group_mean_does() -> None:
+    """People seen by two cameras, each camera adding its own offset bigger than the people differ: same-camera
+    strangers outrank the same person elsewhere until each camera's mean is removed. The centring matches
+    pandas' per-group mean; a camera of one crop is left as it was (its mean is itself)."""
+    import pandas as pd
+
+    from reid_core.evaluation.camera_centring import centre_cameras, centre_query_gallery
+    from reid_core.evaluation.metrics import cosine_distance, market_rank
+
+    rng = np.random.default_rng(0)
+    people, d = 50, 32
+    identity = rng.standard_normal((people, d))
+    offset = 3 * rng.standard_normal((2, d))
+    pids, cams = np.repeat(np.arange(people), 4), np.tile([0, 0, 1, 1], people)
+    emb = identity[pids] + offset[cams] + 0.3 * rng.standard_normal((len(pids), d))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    out = centre_cameras(np.vstack([emb, emb[:1]]), np.append(cams, 7))
+    ref = emb - pd.DataFrame(emb).groupby(cams).transform("mean").to_numpy()
+    np.testing.assert_allclose(out[:-1], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(out[-1], emb[0], atol=1e-6)
+    q, g = np.arange(len(pids)) % 4 == 0, np.arange(len(pids)) % 4 != 0
+    plain = market_rank(cosine_distance(emb[q], emb[g]), pids[q], pids[g], cams[q], cams[g])
+    centred = market_rank(cosine_distance(*centre_query_gallery(emb[q], emb[g], cams[q], cams[g])), pids[q], pids[g],
+                          cams[q], cams[g])
+    assert plain.cmc[0] < 0.5 and centred.cmc[0] > 0.9 and centred.mAP > plain.mAP + 0.3

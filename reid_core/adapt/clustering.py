@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..evaluation.camera_centring import centre_cameras
 from ..evaluation.neighbours import jaccard_graph, mutual_share
 from .config import AdaptConfig
 
@@ -26,10 +27,7 @@ def cluster(emb: np.ndarray, cfg: AdaptConfig, cams: np.ndarray | None = None, p
 
     penalty = 0.0
     if cams is not None and cfg.camera_penalty > 0 and len(np.unique(cams)) > 1:
-        emb = emb.copy()
-        for c in np.unique(cams):
-            emb[cams == c] -= emb[cams == c].mean(0)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
+        emb = centre_cameras(emb, cams)
         penalty = cfg.camera_penalty
     graph = jaccard_graph(emb, cfg.k1, cfg.k2, cams if penalty else None, penalty, progress)
     return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed", n_jobs=1).fit_predict(graph)

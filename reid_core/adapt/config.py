@@ -40,6 +40,8 @@ class AdaptConfig:
     train_stages: int = setting(2, "self-train: backbone stages trained (the last N; the rest stays frozen)",
                                 "self-train")
     lr: float = setting(3.5e-4, "self-train: Adam learning rate", "self-train")
+    lr_step: int = setting(0, "self-train: from this round on, train at a tenth of the learning rate (Cluster "
+                           "Contrast's step schedule; 0: never)", "self-train")
     temperature: float = setting(0.05, "self-train: cluster-memory softmax temperature", "self-train")
     momentum: float = setting(0.1, "self-train: cluster-memory update (weight of the old centroid)", "self-train")
     eps: float = setting(0.5, "self-train: DBSCAN radius on the k-reciprocal Jaccard distance", "self-train")
@@ -70,8 +72,8 @@ class AdaptConfig:
             raise ValueError(f"keep must be one of {KEEP}, not {self.keep!r}")
         if self.bn_layers not in BN_LAYERS:
             raise ValueError(f"bn_layers must be one of {BN_LAYERS}, not {self.bn_layers!r}")
-        at_least = {"max_images": 0, "bn_images": 0, "rounds": 1, "epochs": 1, "train_stages": 1, "min_samples": 1,
-                    "max_steps": 1, "k1": 1, "k2": 1, "p": 2, "k": 1, "batch_size": 2}
+        at_least = {"max_images": 0, "bn_images": 0, "rounds": 1, "lr_step": 0, "epochs": 1, "train_stages": 1,
+                    "min_samples": 1, "max_steps": 1, "k1": 1, "k2": 1, "p": 2, "k": 1, "batch_size": 2}
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low}, not {getattr(self, name)}")

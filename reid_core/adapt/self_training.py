@@ -162,6 +162,8 @@ def self_train(model: SiameseReID, records: Sequence[Record], cfg: AdaptConfig, 
             if why := clustering_support(labels, cams, cfg):
                 stopped = f"round {r + 1}'s clusters cannot teach: {why}"
                 break
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (0.1 if 0 < cfg.lr_step <= r + 1 else 1.0)
             loss = train_round(split, cache, labels, emb, opt, cfg, r, gen, progress, cams, teacher)
             emb = embed_maps(view, cache, desc=f"round {r + 1}/{cfg.rounds} embedding", progress=progress)
             agreement = rung_signal(emb, cams)

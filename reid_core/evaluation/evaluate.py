@@ -24,6 +24,7 @@ from ..data.datasets import Record, ReIDData
 from ..embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
 from ..model.network import SiameseReID
 from ..model.weights import config_path, weights_hash
+from .camera_centring import centre_query_gallery
 from .metrics import (
     RankResult,
     VerificationResult,
@@ -43,6 +44,7 @@ class EvalOptions:
     metric: str = "cosine"  # or "euclidean": the distance that ranks the gallery
     rerank: bool = False  # also k-reciprocal re-ranked ranking figures (the pair figures do not change)
     flip: bool = False  # also the figures of flip-averaged embeddings (one more embedding pass, of mirror images)
+    centred: bool = False  # also the ranking figures of camera-centred embeddings (camera_centring; no extra pass)
     batch_size: int = 64
     threads: int | None = None
     progress: bool = True
@@ -90,15 +92,20 @@ class EvalReport:
     num_gallery: int
     embed_seconds: float = 0.0
     seconds: float = 0.0
+    centred: Variant | None = None  # plain embeddings, camera-centred (ranking only: the pair head never saw them)
+    flip_centred: Variant | None = None
 
     def variants(self) -> dict[str, Variant]:
-        return {"plain": self.plain} | ({"flip": self.flip} if self.flip is not None else {})
+        named = {"plain": self.plain, "flip": self.flip, "centred": self.centred, "flip_centred": self.flip_centred}
+        return {name: v for name, v in named.items() if v is not None}
 
     def figures(self) -> dict[str, float]:
-        """Every figure flat (the flip variant's prefixed flip_): what --json and the weights' JSON hold."""
+        """Every figure flat (another variant's prefixed by its name: flip_, centred_, flip_centred_): what --json
+        and the weights' JSON hold."""
         out = self.plain.figures()
-        if self.flip is not None:
-            out |= {f"flip_{k}": v for k, v in self.flip.figures().items()}
+        for name, v in self.variants().items():
+            if name != "plain":
+                out |= {f"{name}_{k}": x for k, x in v.figures().items()}
         return out | {"num_query": self.num_query, "num_gallery": self.num_gallery,
                       "embed_seconds": self.embed_seconds, "seconds": self.seconds}
 
@@ -200,13 +207,19 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
                 # after each part (atomically): a long run stopped midway keeps what it did
                 atomic_write(o.features, lambda tmp: save_file(feats, str(tmp), {"made_by": made_by}))
     t_embed = time.time() - t0
-    qf, gf = feats["query"], feats["gallery"]
-    flipped = None
+    embedded = {"plain": (feats["query"], feats["gallery"])}
     if o.flip:
-        qm, gm = flip_average(qf, feats["query_mirror"]), flip_average(gf, feats["gallery_mirror"])
-        flipped = score(model, qm, gm, query, gallery, o.metric, o.rerank)
-    return EvalReport(score(model, qf, gf, query, gallery, o.metric, o.rerank), flipped, len(query), len(gallery),
-                      t_embed, time.time() - t0)
+        embedded["flip"] = (flip_average(feats["query"], feats["query_mirror"]),
+                            flip_average(feats["gallery"], feats["gallery_mirror"]))
+    scored = {name: score(model, qf, gf, query, gallery, o.metric, o.rerank) for name, (qf, gf) in embedded.items()}
+    if o.centred:
+        q_cams, g_cams = np.array([r.camid for r in query]), np.array([r.camid for r in gallery])
+        for name, (qf, gf) in list(embedded.items()):
+            centred = centre_query_gallery(qf, gf, q_cams, g_cams)
+            scored["centred" if name == "plain" else "flip_centred"] = score(model, *centred, query, gallery, o.metric,
+                                                                             o.rerank, with_pairs=False)
+    return EvalReport(scored["plain"], scored.get("flip"), len(query), len(gallery), t_embed, time.time() - t0,
+                      scored.get("centred"), scored.get("flip_centred"))
 
 
 def read_features(path: str | Path, made_by: str) -> dict[str, np.ndarray]:
@@ -226,15 +239,17 @@ def read_features(path: str | Path, made_by: str) -> dict[str, np.ndarray]:
 
 
 def score(model: SiameseReID, qf: np.ndarray, gf: np.ndarray, query: Sequence[Record], gallery: Sequence[Record],
-          metric: str = "cosine", do_rerank: bool = False) -> Variant:
+          metric: str = "cosine", do_rerank: bool = False, with_pairs: bool = True) -> Variant:
     """The figures of `evaluate` from embeddings already extracted (e.g. gathered from several processes).
-    Re-ranking changes the ranking only: the pairs are scored once."""
+    Re-ranking changes the ranking only: the pairs are scored once (`with_pairs=False`: not at all)."""
     fn = cosine_distance if metric == "cosine" else euclidean_distance
     dist = fn(qf, gf)
     q_pids, q_cams = np.array([r.pid for r in query]), np.array([r.camid for r in query])
     g_pids, g_cams = np.array([r.pid for r in gallery]), np.array([r.camid for r in gallery])
     ranked = market_rank(dist, q_pids, g_pids, q_cams, g_cams)
     reranked = market_rank(rerank(dist, fn(qf, qf), fn(gf, gf)), q_pids, g_pids, q_cams, g_cams) if do_rerank else None
+    if not with_pairs:
+        return Variant(ranked, reranked)
     pairs = verification_pairs(query, gallery)
     if not len(pairs):
         return Variant(ranked, reranked)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import multiprocessing as mp
 import os
 import random
 import time
@@ -258,9 +259,14 @@ class Trainer:
         return (self.cfg.seed * 1000 + epoch) * 10_000_000
 
     def _loader(self, dataset: torch.utils.data.Dataset, batches: Any, epoch: int, **kw: Any) -> DataLoader:
+        """Workers start from a fork server, not a fork of this process: a fork copies every lock another thread
+        holds at that moment (a server's, a logger's, the tensor-passing handshake's), and a worker that needs one
+        waits forever (seen once in CI: workers stuck on a futex, training stopped at 80 %). Python 3.14 made this
+        the default on Linux for that reason."""
         share = RankShare(batches, self.world, seed=self._epoch_seed(epoch))
+        context = "forkserver" if self.cfg.workers > 0 and "forkserver" in mp.get_all_start_methods() else None
         return DataLoader(dataset, batch_sampler=share, num_workers=self.cfg.workers,
-                          pin_memory=self.device.type == "cuda", **kw)
+                          pin_memory=self.device.type == "cuda", multiprocessing_context=context, **kw)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, model = self.cfg, self.model
