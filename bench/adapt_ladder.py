@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -123,6 +124,10 @@ def main() -> None:
             with open(args.json, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
+    saved = sorted((p for p in Path(args.save).glob("round*.safetensors") if re.fullmatch(r"round\d+", p.stem)),
+                   key=lambda p: int(p.stem[5:])) if args.save else []
+    if saved and "self-train" in args.rungs:
+        raise SystemExit(f"--save {args.save} already holds rounds of another run: name an empty folder")
     settings = {f.name: getattr(args, f.name) for f in fields(AdaptConfig) if f.name != "method"}
     for rung in args.rungs:
         if rung == "base":
@@ -131,7 +136,7 @@ def main() -> None:
         if rung == "saved":  # the rounds a run kept (--save) scored again, nothing trained
             if not args.save:
                 raise SystemExit("--rungs saved needs --save DIR (where an earlier run kept its rounds)")
-            for path in sorted(Path(args.save).glob("round*.safetensors"), key=lambda p: int(p.stem[5:])):
+            for path in saved:
                 report(f"saved {path.stem}", load_model(path), 0.0)
             continue
         cfg = AdaptConfig(method="bn", **settings)

@@ -335,7 +335,7 @@ def adapt_args(a: argparse.ArgumentParser) -> None:
     a.add_argument("--half", action="store_true", help="store fp16 tensors (half the file; computed in fp32)")
     a.add_argument("--evaluate", action="store_true", help="score before and after on the folder's own "
                    "query/gallery split (labels used for scoring only) and record the figures in the .json: plain, "
-                   "flip-averaged and camera-centred (evaluate --centred)")
+                   "flip-averaged and, where the crops' names give cameras, centred (evaluate --centred)")
     model_flags(a, flip=False)
     setting_flags(a, AdaptConfig, ("adapt", "self-train"))
 
@@ -345,7 +345,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt.config import AdaptConfig
     from .adapt.recipe import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, preflight, provenance
     from .adapt.targets import target_records
-    from .data.datasets import load_dataset
+    from .data.datasets import known_cameras, load_dataset
     from .evaluation.evaluate import EvalOptions, evaluate, format_figures
     from .evaluation.thresholds import Thresholds
     from .model.network import save_model
@@ -365,14 +365,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     figures: dict[str, Any] = {}
     chosen: dict[str, Thresholds] = {}
 
+    centred = scored is not None and known_cameras(scored.query + scored.gallery)  # folder crops may have none
+
     def measure(model: Any, when: str) -> None:
-        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, centred=True), model.embedder)
+        r = evaluate(model.model, scored.query, scored.gallery, EvalOptions(flip=True, centred=centred),
+                     model.embedder)
         chosen[when] = r.thresholds
         m = r.figures()
-        keys = [p + k for p in ("", "flip_", "centred_", "flip_centred_") for k in ("rank1", "rank5", "mAP", "mINP")]
-        figures[when] = {k: round(float(m[k]), 4) for k in keys}
-        print(f"{when}: {format_figures(r.plain)}; flip: {format_figures(r.flip)}; camera-centred: "
-              f"{format_figures(r.centred)}; flip + camera-centred: {format_figures(r.flip_centred)}", file=sys.stderr)
+        prefixes = ["" if name == "plain" else f"{name}_" for name in r.variants()]
+        figures[when] = {p + k: round(float(m[p + k]), 4) for p in prefixes for k in ("rank1", "rank5", "mAP", "mINP")}
+        print(f"{when}: " + "; ".join(f"{name.replace('_', ' + ') + ': ' if name != 'plain' else ''}"
+                                      f"{format_figures(v)}" for name, v in r.variants().items()), file=sys.stderr)
 
     if scored is not None:
         measure(reid, "before")

@@ -152,7 +152,7 @@ def test_adapted_weights_load_everywhere(tmp_path: Path, tiny_weights: Path) -> 
     rec = cfg["extra"]["adapted"]
     assert rec["method"] == "self-train" and rec["target"] == "target" and rec["target_images"] == 20 * 2 * 2
     assert rec["bn_images"] == 20 * 2 * 2 and {"rank1", "flip_mAP", "centred_mAP"} <= set(rec["figures"]["after"])
-    assert "camera-centred: R1 " in r.stderr
+    assert "; centred: R1 " in r.stderr and "; flip + centred: R1 " in r.stderr
     assert rec["source_weights"] == str(tiny_weights) and rec["settings"]["rounds"] == 1 and len(rec["rounds"]) == 1
     assert set(rec["figures"]) == {"before", "after", "evaluated_on"} and 0 <= rec["figures"]["after"]["mAP"] <= 1
     assert rec["kept"] == "round 1" and rec["why"].startswith("the last round (")
@@ -453,6 +453,8 @@ def test_lr_step_trains_the_later_rounds_at_a_tenth(tmp_path: Path, monkeypatch:
     assert rates == pytest.approx([1e-3, 1e-4, 1e-4])
     with pytest.raises(ValueError, match="lr_step must be at least 0"):
         AdaptConfig(lr_step=-1)
+    with pytest.raises(ValueError, match="lr_step must be at most rounds"):
+        AdaptConfig(rounds=4, lr_step=5)
 
 
 def test_a_round_trains_at_most_max_steps(tmp_path: Path) -> None:

@@ -241,7 +241,8 @@ def test_evaluate_record_without_flip_keeps_the_flip_thresholds(tmp_path: Path, 
 def test_camera_centring_removes_each_cameras_offset_as_a_group_mean_does() -> None:
     """People seen by two cameras, each camera adding its own offset bigger than the people differ: same-camera
     strangers outrank the same person elsewhere until each camera's mean is removed. The centring matches
-    pandas' per-group mean; a camera of one crop is left as it was (its mean is itself)."""
+    pandas' per-group mean; a camera of one crop loses the mean of all crops instead (its own mean is itself);
+    query and gallery are centred together (a camera's mean is that of its queries and gallery crops)."""
     import pandas as pd
 
     from reid_core.evaluation.camera_centring import centre_cameras, centre_query_gallery
@@ -257,9 +258,26 @@ def test_camera_centring_removes_each_cameras_offset_as_a_group_mean_does() -> N
     out = centre_cameras(np.vstack([emb, emb[:1]]), np.append(cams, 7))
     ref = emb - pd.DataFrame(emb).groupby(cams).transform("mean").to_numpy()
     np.testing.assert_allclose(out[:-1], ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
-    np.testing.assert_allclose(out[-1], emb[0], atol=1e-6)
+    alone = emb[0] - np.vstack([emb, emb[:1]]).mean(0)
+    np.testing.assert_allclose(out[-1], alone / np.linalg.norm(alone), atol=1e-5)
     q, g = np.arange(len(pids)) % 4 == 0, np.arange(len(pids)) % 4 != 0
+    cq, cg = centre_query_gallery(emb[q], emb[g], cams[q], cams[g])
+    first = emb[q][0] - emb[cams == cams[q][0]].mean(0)  # its camera's crops, queries and gallery alike
+    np.testing.assert_allclose(cq[0], first / np.linalg.norm(first), atol=1e-5)
+    np.testing.assert_allclose(cg, ref[g] / np.linalg.norm(ref[g], axis=1, keepdims=True), atol=1e-5)
     plain = market_rank(cosine_distance(emb[q], emb[g]), pids[q], pids[g], cams[q], cams[g])
     centred = market_rank(cosine_distance(*centre_query_gallery(emb[q], emb[g], cams[q], cams[g])), pids[q], pids[g],
                           cams[q], cams[g])
     assert plain.cmc[0] < 0.5 and centred.cmc[0] > 0.9 and centred.mAP > plain.mAP + 0.3
+
+
+def test_centring_refuses_crops_without_cameras(tiny_weights: Path) -> None:
+    """A folder whose names give no camera has stand-ins (each image its own 'camera'): centring on them would
+    remove the mean of every identity's i-th image, so evaluate refuses in one line, before embedding anything."""
+    from reid_core.data.datasets import OWN_CAMERA, Record
+    from reid_core.evaluation.evaluate import EvalOptions, evaluate
+    from reid_core.model.network import load_model
+
+    records = [Record(f"/nowhere/{pid}/{i}.jpg", pid, OWN_CAMERA + i) for pid in range(3) for i in range(2)]
+    with pytest.raises(ValueError, match="^camera centring needs the camera of every crop"):
+        evaluate(load_model(tiny_weights), records[::2], records[1::2], EvalOptions(centred=True, progress=False))

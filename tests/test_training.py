@@ -234,3 +234,19 @@ def test_train_cli_is_built_from_the_config() -> None:
     assert "--pretrained start from timm's ImageNet weights" in text and "--no-pretrained not --pretrained" in text
     assert "--raw-triplet not --triplet-norm" in text and "--compile torch.compile" in text
     assert train.parse_args(["--data", "d", "--no-amp", "--amp", "--raw-triplet"]).amp is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["metric", "bce"])
+def test_loader_workers_give_the_batches_of_the_main_process(market_big: Path, tmp_path: Path, loss: str) -> None:
+    """Workers start from a fork server (trainer._loader: a fork copies locks other threads hold): they must
+    unpickle the dataset and augment each image with its own seed exactly as the main process does."""
+    batches = []
+    for workers in (0, 2):
+        trainer = Trainer(tiny(market_big, tmp_path / str(workers), loss=loss, erasing=0.5, workers=workers))
+        loader = trainer._epoch_batches(1)
+        if workers:
+            assert loader.multiprocessing_context.get_start_method() == "forkserver"
+        batches.append(next(iter(loader)))
+    for a, b in zip(*batches, strict=True):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b

@@ -81,6 +81,9 @@ class AdaptConfig:
         for name, v in positive.items():
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, not {v}")
+        if self.lr_step > self.rounds:
+            raise ValueError(f"lr_step must be at most rounds ({self.rounds}), not {self.lr_step}: no round would "
+                             "train at the lower rate")
         if not 0 <= self.teacher_momentum < 1:
             raise ValueError(f"teacher_momentum must be in [0, 1), not {self.teacher_momentum}")
         for name in ("momentum", "erasing"):

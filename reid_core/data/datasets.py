@@ -11,6 +11,7 @@ import json
 import random
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
@@ -224,8 +225,17 @@ def load_cuhk03_splits(root: Path, protocol: str = "new", boxes: str = "detected
 
 
 # --- one folder per identity -----------------------------------------------------------------------------
+OWN_CAMERA = 1000  # a crop whose name gives no camera: image i of an identity is camera OWN_CAMERA + i
+
+
+def known_cameras(records: Sequence[Record]) -> bool:
+    """Whether every record's camera is a real one: not -1 (unknown) nor an OWN_CAMERA stand-in."""
+    return all(0 <= r.camid < OWN_CAMERA for r in records)
+
+
 def _folder_records(root: Path, pid_of: dict[str, int]) -> dict[int, list[Record]]:
-    """Camera ids come from Market-style names (`_c3`) when present, else each image is its own camera."""
+    """Camera ids come from Market-style names (`_c3`) when present, else each image is its own camera (OWN_CAMERA
+    + its place in the folder: the protocol then drops none of its identity's other crops as same-camera)."""
     by_pid: dict[int, list[Record]] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         files = _images(d)
@@ -234,7 +244,7 @@ def _folder_records(root: Path, pid_of: dict[str, int]) -> dict[int, list[Record
         pid = pid_of.setdefault(d.name, len(pid_of))
         for i, p in enumerate(files):
             m = re.search(r"_c(\d+)", p.stem)
-            by_pid.setdefault(pid, []).append(Record(str(p), pid, int(m.group(1)) - 1 if m else 1000 + i))
+            by_pid.setdefault(pid, []).append(Record(str(p), pid, int(m.group(1)) - 1 if m else OWN_CAMERA + i))
     return by_pid
 
 

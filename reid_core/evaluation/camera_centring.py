@@ -17,12 +17,14 @@ import numpy as np
 
 def centre_cameras(emb: np.ndarray, cams: np.ndarray) -> np.ndarray:
     """A copy of `emb` (n x d) with each camera's mean row removed (`cams`: a camera id per row), each row
-    L2-normalised again. A camera with one crop would lose all of it: such rows are left as they were."""
-    out = np.array(emb, dtype=np.float32, copy=True)
+    L2-normalised again. A camera of one crop would lose all of it (its mean is itself): the mean of every crop
+    is removed from it instead."""
+    emb = np.asarray(emb, dtype=np.float32)
+    out = emb - emb.mean(0)
     for c in np.unique(cams):
         rows = cams == c
         if rows.sum() > 1:
-            out[rows] -= out[rows].mean(0)
+            out[rows] = emb[rows] - emb[rows].mean(0)
     out /= np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)
     return out
 

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from ..base.files import atomic_write, atomic_write_text
-from ..data.datasets import Record, ReIDData
+from ..data.datasets import Record, ReIDData, known_cameras
 from ..embed import Embedder, Mirrored, TorchEmbedder, embed_records, flip_average
 from ..model.network import SiameseReID
 from ..model.weights import config_path, weights_hash
@@ -44,7 +44,8 @@ class EvalOptions:
     metric: str = "cosine"  # or "euclidean": the distance that ranks the gallery
     rerank: bool = False  # also k-reciprocal re-ranked ranking figures (the pair figures do not change)
     flip: bool = False  # also the figures of flip-averaged embeddings (one more embedding pass, of mirror images)
-    centred: bool = False  # also the ranking figures of camera-centred embeddings (camera_centring; no extra pass)
+    centred: bool = False  # also the ranking figures of camera-centred embeddings (camera_centring; no extra pass;
+    # the crops' cameras must be known: a ValueError otherwise)
     batch_size: int = 64
     threads: int | None = None
     progress: bool = True
@@ -64,7 +65,7 @@ class PairFigures:
 
 @dataclass
 class Variant:
-    """The figures of one kind of embedding (plain, or flip-averaged)."""
+    """The figures of one kind of embedding (plain, flip-averaged, either camera-centred)."""
 
     ranking: RankResult
     reranked: RankResult | None = None  # the same distances, k-reciprocal re-ranked
@@ -191,6 +192,9 @@ def evaluate(model: SiameseReID, query: Sequence[Record], gallery: Sequence[Reco
     when other weights or another engine made it.
     """
     o = options or EvalOptions()
+    if o.centred and not known_cameras([*query, *gallery]):
+        raise ValueError("camera centring needs the camera of every crop, and these crops' names give none "
+                         "(Market-style _cN, or a dataset layout with cameras)")
     t0 = time.time()
     plain = embedder or TorchEmbedder(model)
     made_by = f"{weights_hash(model)} {plain.name}" if o.features else ""  # reused by the same weights + engine only

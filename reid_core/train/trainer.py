@@ -262,9 +262,12 @@ class Trainer:
         """Workers start from a fork server, not a fork of this process: a fork copies every lock another thread
         holds at that moment (a server's, a logger's, the tensor-passing handshake's), and a worker that needs one
         waits forever (seen once in CI: workers stuck on a futex, training stopped at 80 %). Python 3.14 made this
-        the default on Linux for that reason."""
+        the default on Linux for that reason. The server imports torch and the augmentations once, so a worker
+        starts in about 3 s (a pair epoch's new loader pays it each epoch; the PK loader's workers persist)."""
         share = RankShare(batches, self.world, seed=self._epoch_seed(epoch))
         context = "forkserver" if self.cfg.workers > 0 and "forkserver" in mp.get_all_start_methods() else None
+        if context:
+            mp.set_forkserver_preload(["torch", "reid_core.data.augment"])  # read when the server first starts
         return DataLoader(dataset, batch_sampler=share, num_workers=self.cfg.workers,
                           pin_memory=self.device.type == "cuda", multiprocessing_context=context, **kw)
 
