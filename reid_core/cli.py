@@ -124,7 +124,15 @@ def evaluate_args(e: argparse.ArgumentParser) -> None:
 @verb("Market-protocol Rank-k / mAP / mINP and pair verification on a dataset's query and gallery", evaluate_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.datasets import load_dataset
-    from .evaluation.evaluate import EvalOptions, evaluate, format_figures, record, stored_metrics, subset_eval
+    from .evaluation.evaluate import (
+        EvalOptions,
+        evaluate,
+        format_figures,
+        record,
+        stored_metrics,
+        subset_eval,
+        variant_label,
+    )
     from .evaluation.thresholds import Thresholds
     from .model.weights import resolve_weights
 
@@ -139,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(reid.model, query, gallery, options, reid.embedder)
     print(format_figures(report.plain))
     for name, v in report.variants().items():
-        said = name.replace("_", " + ")
+        said = variant_label(name)
         if name != "plain":
             print(f"{said}: {format_figures(v)}")
         if v.reranked is not None:
@@ -346,7 +354,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt.recipe import THRESHOLDS_CHOSEN, THRESHOLDS_INHERITED, preflight, provenance
     from .adapt.targets import target_records
     from .data.datasets import known_cameras, load_dataset
-    from .evaluation.evaluate import EvalOptions, evaluate, format_figures
+    from .evaluation.evaluate import EvalOptions, evaluate, figure_prefix, format_figures, variant_label
     from .evaluation.thresholds import Thresholds
     from .model.network import save_model
     from .model.weights import resolve_weights
@@ -372,10 +380,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                      model.embedder)
         chosen[when] = r.thresholds
         m = r.figures()
-        prefixes = ["" if name == "plain" else f"{name}_" for name in r.variants()]
+        prefixes = [figure_prefix(name) for name in r.variants()]
         figures[when] = {p + k: round(float(m[p + k]), 4) for p in prefixes for k in ("rank1", "rank5", "mAP", "mINP")}
-        print(f"{when}: " + "; ".join(f"{name.replace('_', ' + ') + ': ' if name != 'plain' else ''}"
-                                      f"{format_figures(v)}" for name, v in r.variants().items()), file=sys.stderr)
+        print(f"{when}: " + "; ".join(f"{variant_label(name) + ': ' if name != 'plain' else ''}{format_figures(v)}"
+                                      for name, v in r.variants().items()), file=sys.stderr)
 
     if scored is not None:
         measure(reid, "before")

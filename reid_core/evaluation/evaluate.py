@@ -103,10 +103,9 @@ class EvalReport:
     def figures(self) -> dict[str, float]:
         """Every figure flat (another variant's prefixed by its name: flip_, centred_, flip_centred_): what --json
         and the weights' JSON hold."""
-        out = self.plain.figures()
+        out: dict[str, float] = {}
         for name, v in self.variants().items():
-            if name != "plain":
-                out |= {f"{name}_{k}": x for k, x in v.figures().items()}
+            out |= {figure_prefix(name) + k: x for k, x in v.figures().items()}
         return out | {"num_query": self.num_query, "num_gallery": self.num_gallery,
                       "embed_seconds": self.embed_seconds, "seconds": self.seconds}
 
@@ -343,6 +342,16 @@ def curve_data(cmc: np.ndarray, scores: np.ndarray, labels: np.ndarray, bins: in
             "same_counts": np.histogram(scores[labels == 1], edges)[0].tolist(),
             "different_counts": np.histogram(scores[labels == 0], edges)[0].tolist(),
             "roc_fpr": r4(fpr[keep]), "roc_tpr": r4(tpr[keep])}
+
+
+def figure_prefix(name: str) -> str:
+    """What a variant's figures are prefixed with in EvalReport.figures: rank1, flip_rank1, centred_rank1..."""
+    return "" if name == "plain" else f"{name}_"
+
+
+def variant_label(name: str) -> str:
+    """A variant's name as the CLIs print it: "flip + centred"."""
+    return name.replace("_", " + ")
 
 
 def format_figures(v: Variant) -> str:
