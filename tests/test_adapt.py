@@ -382,13 +382,16 @@ def test_mean_teacher_follows_its_student_by_its_momentum() -> None:
     teacher = MeanTeacher(student, 0.9)
     start = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     assert not any(p.requires_grad for p in teacher.model.parameters())
+    student[1].weight.requires_grad_(False)  # frozen: it never moves in training, so the teacher skips it
     with torch.no_grad():
         student[0].weight.add_(1.0)
+        student[1].weight.add_(1.0)
     student.train()(torch.randn(8, 4))  # moves the BatchNorm statistics and its batch count
     teacher.update(student)
     got, now = teacher.model.state_dict(), student.state_dict()
     for k in ("0.weight", "1.running_mean", "1.running_var"):
         torch.testing.assert_close(got[k], 0.9 * start[k] + 0.1 * now[k])
+    assert torch.equal(got["1.weight"], start["1.weight"])
     assert got["1.num_batches_tracked"] == now["1.num_batches_tracked"] == 1
     with pytest.raises(ValueError, match="momentum must be in"):
         MeanTeacher(student, 1.0)

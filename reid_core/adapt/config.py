@@ -33,7 +33,8 @@ class AdaptConfig:
                         "another rung beyond its noise) or best (the last rung within that noise of the best "
                         "signal; on CUHK03 the signal fell while accuracy rose, BENCHMARKS.md 24.3)", "self-train",
                         choices=list(KEEP))
-    epochs: int = setting(4, "self-train: passes over the clustered crops per round", "self-train")
+    epochs: int = setting(6, "self-train: passes over the clustered crops per round (4 until BENCHMARKS.md 24.8; "
+                          "--max-steps bounds a round of a large network)", "self-train")
     max_steps: int = setting(600, "self-train: at most this many training steps a round, its epochs cut short past "
                              "it, so a round's time stops growing with the crops (as Cluster Contrast's fixed "
                              "iterations per epoch; CUHK03's 7,060 crops take about 280)", "self-train")
@@ -51,9 +52,10 @@ class AdaptConfig:
     camera_proxies: float = setting(0.0, "self-train, when the crops' cameras are known: weight of the camera-aware "
                                     "proxy terms (intra- and inter-camera contrastive, as CAP / ICE; 0: off)",
                                     "self-train")
-    teacher_momentum: float = setting(0.0, "self-train: a mean teacher (MMT): the clusters and the kept model come "
+    teacher_momentum: float = setting(0.99, "self-train: a mean teacher (MMT): the clusters and the kept model come "
                                       "from a moving average of the trained weights, which keeps this share of "
-                                      "itself at each step (0: off; 0.99: about 70 steps' memory)", "self-train")
+                                      "itself at each step (0: off, the student itself; 0.99: about 70 steps' "
+                                      "memory, BENCHMARKS.md 24.8)", "self-train")
     min_samples: int = setting(4, "self-train: DBSCAN neighbours that make a core crop", "self-train")
     k1: int = setting(30, "self-train: k-reciprocal neighbours of the Jaccard distance", "self-train")
     k2: int = setting(6, "self-train: neighbours averaged in the Jaccard distance (query expansion)", "self-train")

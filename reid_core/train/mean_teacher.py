@@ -21,10 +21,12 @@ class MeanTeacher:
 
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        """After an optimiser step: weights and floating-point buffers (BatchNorm statistics) averaged, counts
-        copied."""
+        """After an optimiser step: the weights that train and the floating-point buffers (BatchNorm statistics)
+        averaged, counts copied. A frozen weight (requires_grad False) does not move, so it is not averaged: self-
+        training freezes the trunk, most of ResNet-50's weights, and each step would otherwise pass over them."""
         for t, s in zip(self.model.parameters(), student.parameters(), strict=True):
-            t.lerp_(s.detach(), 1 - self.momentum)
+            if s.requires_grad:
+                t.lerp_(s.detach(), 1 - self.momentum)
         for t, s in zip(self.model.buffers(), student.buffers(), strict=True):
             if t.is_floating_point():
                 t.lerp_(s, 1 - self.momentum)
