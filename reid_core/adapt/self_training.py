@@ -1,5 +1,5 @@
 """Rung 2, pseudo-label self-training as Cluster Contrast does it, on the last stages (split): cluster, train on
-the clusters with a cluster memory (camera proxies, a mean teacher as asked), repeat; then the rung kept."""
+the clusters with a cluster memory (a mean teacher by default, camera proxies as asked), repeat; then the rung kept."""
 
 from __future__ import annotations
 
