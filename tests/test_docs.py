@@ -221,5 +221,5 @@ def test_readme_adaptation_time_names_machine_and_load() -> None:
     rounds = re.search(r"the rounds took ([\d.]+), ([\d.]+), ([\d.]+) and ([\d.]+) min, [\d.]+ min wall", bench)
     assert rounds, "BENCHMARKS §24.8 lost the new default's round times"
     minutes = round(sum(float(m) for m in rounds.groups()))
-    assert f"the rounds taking {minutes} minutes on one thread of a 2-core Xeon" in text
+    assert f"the rounds taking {minutes} minutes on one thread of a 2-core Xeon, another run beside it" in text
     assert "2 busy cores" in text and "about 6.2 min left for 2 more rounds" in text

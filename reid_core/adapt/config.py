@@ -37,7 +37,7 @@ class AdaptConfig:
                           "--max-steps bounds a round of a large network)", "self-train")
     max_steps: int = setting(600, "self-train: at most this many training steps a round, its epochs cut short past "
                              "it, so a round's time stops growing with the crops (as Cluster Contrast's fixed "
-                             "iterations per epoch; CUHK03's 7,060 crops take about 280)", "self-train")
+                             "iterations per epoch; CUHK03's 7,060 crops take 200-500)", "self-train")
     train_stages: int = setting(2, "self-train: backbone stages trained (the last N; the rest stays frozen)",
                                 "self-train")
     lr: float = setting(3.5e-4, "self-train: Adam learning rate", "self-train")
