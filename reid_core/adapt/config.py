@@ -38,7 +38,8 @@ class AdaptConfig:
     max_steps: int = setting(600, "self-train: at most this many training steps a round, its epochs cut short past "
                              "it, so a round's time stops growing with the crops (as Cluster Contrast's fixed "
                              "iterations per epoch; CUHK03's 7,060 crops take 200-500)", "self-train")
-    train_stages: int = setting(2, "self-train: backbone stages trained (the last N; the rest stays frozen)",
+    train_stages: int = setting(2, "self-train: backbone stages trained (the last N; the rest stays frozen): 1-4 "
+                                "for a ResNet, 1-7 for an EfficientNet(-Lite) such as the shipped weights' Lite0",
                                 "self-train")
     lr: float = setting(3.5e-4, "self-train: Adam learning rate", "self-train")
     lr_step: int = setting(0, "self-train: from this round on, train at a tenth of the learning rate (Cluster "
